@@ -1,0 +1,1 @@
+//! Linearizability checker for client histories (Wing & Gong with memoization).

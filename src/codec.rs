@@ -1,0 +1,1 @@
+//! Maps Raft messages and client requests to and from the FlatBuffers schema.

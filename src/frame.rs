@@ -1,0 +1,1 @@
+//! Length-prefixed, crc32-checked frames with a hard maximum size.

@@ -1,0 +1,1 @@
+//! The key-value state machine of one Raft group: apply, revisions, sessions, snapshots.

@@ -1,0 +1,1 @@
+//! FlatBuffers code generated from `schema/` by `tools/gen-schema.sh`.

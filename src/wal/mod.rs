@@ -1,0 +1,1 @@
+//! The per-shard write-ahead log: segments, group commit, recovery, garbage collection.
