@@ -1,0 +1,3 @@
+//! Write-ahead log throughput per shard against the raw device.
+
+fn main() {}
