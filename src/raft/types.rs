@@ -117,7 +117,10 @@ impl ConfState {
         let mut voters = voters.to_vec();
         voters.sort_unstable();
         voters.dedup();
-        ConfState { voters, learners: Vec::new() }
+        ConfState {
+            voters,
+            learners: Vec::new(),
+        }
     }
 
     /// Is `id` a voter?
