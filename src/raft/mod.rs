@@ -10,6 +10,7 @@
 //! step, tick, Ready).
 
 pub mod config;
+pub mod harness;
 pub mod log;
 pub mod node;
 pub mod progress;
