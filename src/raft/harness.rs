@@ -385,7 +385,7 @@ mod tests {
             cluster.peers[&1].read_states,
             vec![ReadState {
                 context: 7,
-                index: 3
+                index: 2
             }]
         );
     }
