@@ -849,7 +849,11 @@ impl RaftNode {
             self.messages.push(done);
             return;
         }
-        if chunk.offset == 0 {
+        // A resent first chunk of the stream under way is a duplicate, not a restart.
+        let same_stream = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.meta == chunk.meta && incoming.total_bytes == chunk.total_bytes
+        });
+        if chunk.offset == 0 && !same_stream {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta: chunk.meta.clone(),
                 total_bytes: chunk.total_bytes,
