@@ -610,6 +610,33 @@ mod tests {
         assert_eq!(Command::decode(&bytes), Ok(command));
     }
 
+    // The encoding of a Put is exactly the documented layout.
+    #[test]
+    fn put_encoding_matches_the_documented_layout() {
+        let command = Command {
+            client_id: 0x0102,
+            seq: 3,
+            op: Op::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"vv".to_vec(),
+                prev_kv: true,
+                lease: 9,
+            }),
+        };
+        let expected: Vec<u8> = [
+            &[1u8][..],
+            &[0x02, 0x01, 0, 0, 0, 0, 0, 0],
+            &[3, 0, 0, 0, 0, 0, 0, 0],
+            &[OP_TAG_PUT],
+            &[1, 0, 0, 0, b'k'],
+            &[2, 0, 0, 0, b'v', b'v'],
+            &[9, 0, 0, 0, 0, 0, 0, 0],
+            &[PREV_KV_FLAG],
+        ]
+        .concat();
+        assert_eq!(command.encode(), expected);
+    }
+
     // Every strict prefix of an encoding and any extra trailing byte are rejected.
     #[test]
     fn truncated_or_padded_commands_are_rejected() {

@@ -968,7 +968,53 @@ fn snapshot_round_trip_is_byte_identical() {
     assert_eq!(restored, store);
     assert_eq!(restored.snapshot(), bytes);
     let empty = Store::default();
+    assert_eq!(
+        empty.snapshot().len(),
+        92,
+        "the smallest snapshot, as documented"
+    );
     assert_eq!(Store::restore(&empty.snapshot()).unwrap(), empty);
+}
+
+// A snapshot has the documented layout: header fields at their offsets, records, crc.
+#[test]
+fn snapshot_matches_the_documented_layout() {
+    let mut store = Store::default();
+    store
+        .apply(5, &with_session(7, 1, put(b"k", b"v")))
+        .unwrap();
+    let bytes = store.snapshot();
+    let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
+    assert_eq!(&bytes[..4], b"CKVS");
+    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 1);
+    assert_eq!(u64_at(8), 5);
+    assert_eq!(u64_at(16), 4096);
+    assert_eq!(u64_at(24), 1024 * 1024);
+    assert_eq!(u64_at(32), 128);
+    assert_eq!(u64_at(56), 100_000);
+    assert_eq!(u64_at(72), 1);
+    // The key record: "k", "v", create 5, mod 5, version 1, lease 0.
+    assert_eq!(&bytes[80..90], &[1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
+    assert_eq!(
+        (u64_at(90), u64_at(98), u64_at(106), u64_at(114)),
+        (5, 5, 1, 0)
+    );
+    assert_eq!(u64_at(122), 1, "session count");
+    assert_eq!((u64_at(130), u64_at(138), u64_at(146)), (7, 1, 5));
+    assert_eq!(bytes[154], 1, "a stored outcome");
+    let outcome_bytes = u32::from_le_bytes(bytes[155..159].try_into().unwrap()) as usize;
+    let outcome = decode_outcome(&bytes[159..159 + outcome_bytes]).unwrap();
+    assert_eq!(
+        outcome,
+        Ok(Response {
+            revision: 5,
+            op: OpResponse::Put(PutResponse::default())
+        })
+    );
+    let crc_offset = 159 + outcome_bytes;
+    assert_eq!(bytes.len(), crc_offset + 4);
+    let crc = u32::from_le_bytes(bytes[crc_offset..].try_into().unwrap());
+    assert_eq!(crc, crc32fast::hash(&bytes[..crc_offset]));
 }
 
 /// Rewrites the trailing crc so a test can reach the checks behind it.
