@@ -172,8 +172,9 @@ impl Store {
 
     /// Applies the command of the committed entry at `index` and answers it.
     ///
-    /// The revision moves to `index` whatever the outcome. A command that fails
-    /// validation, or that the session rules refuse, changes nothing else. Bad commands
+    /// The revision moves to `index` whatever the outcome. A command that the session
+    /// rules refuse changes nothing else; one that fails validation or execution changes
+    /// no key (its session, if it has one, caches the error as its answer). Bad commands
     /// are answered with errors; the only panic is an `index` that does not increase.
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
         self.advance(index);
