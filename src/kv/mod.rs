@@ -1,1 +1,42 @@
 //! The key-value state machine of one Raft group: apply, revisions, sessions, snapshots.
+//!
+//! The model is etcd v3 per group: Range, Put, DeleteRange and Txn with compares on
+//! value, version, create and mod revision, plus Append. The state machine is pure: no
+//! I/O, no clock, no glommio. It is driven by committed entries in log order and is
+//! deterministic: the same entries give the same answers and byte-identical snapshots
+//! on every replica.
+//!
+//! - [`command`]: commands and their log encoding.
+//! - [`response`]: answers and their encoding.
+//! - [`limits`]: the bounds, the errors, and [`validate`].
+//! - [`store`]: [`Store`], the state machine; its docs define revisions.
+//! - [`session`]: exactly-once application of retried commands; its docs state the rules.
+//! - [`snapshot`]: [`Store::snapshot`] and [`Store::restore`].
+//!
+//! The byte layouts are in `docs/kv-snapshot-format.md`.
+
+pub mod command;
+pub mod limits;
+pub mod response;
+pub mod session;
+pub mod snapshot;
+pub mod store;
+mod wire;
+
+#[cfg(test)]
+mod property_tests;
+#[cfg(test)]
+mod store_tests;
+
+pub use command::{
+    prefix_end, AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, Op,
+    PutRequest, RangeRequest, TxnOp, TxnRequest, RANGE_END_UNBOUNDED,
+};
+pub use limits::{validate, KvError, Limits, LimitsError, SessionError};
+pub use response::{
+    decode_outcome, encode_outcome, AppendResponse, DeleteResponse, KeyValue, OpResponse, Outcome,
+    PutResponse, RangeResponse, Response, TxnOpResponse, TxnResponse,
+};
+pub use snapshot::SnapshotError;
+pub use store::Store;
+pub use wire::DecodeError;

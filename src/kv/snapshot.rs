@@ -1,0 +1,272 @@
+//! Serializes a store's whole state to bytes and restores it, byte-identical for equal
+//! states, checksummed, and refusing (never panicking on) any damaged or forged input.
+//!
+//! The byte layout is written down in `docs/kv-snapshot-format.md`.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use super::limits::{Limits, LimitsError};
+use super::response::{read_outcome, write_outcome};
+use super::session::{CachedOutcome, Session, Sessions};
+use super::store::{Entry, Store};
+use super::wire::{DecodeError, Reader, Writer};
+
+/// The first four bytes of every kv snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CKVS";
+/// The layout version this code writes and reads.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+/// Magic, version, applied index, seven limits, key count, session count, crc.
+const SNAPSHOT_BYTES_MIN: usize = 4 + 4 + 8 + 7 * 8 + 8 + 8 + 4;
+/// Smallest key record: two lengths, a one-byte key, four `u64` fields.
+const KEY_RECORD_BYTES_MIN: usize = 4 + 1 + 4 + 4 * 8;
+/// Smallest session record: client id, seq, last index, cached kind.
+const SESSION_RECORD_BYTES_MIN: usize = 8 + 8 + 8 + 1;
+
+const CACHED_KIND_RERUN: u8 = 0;
+const CACHED_KIND_STORED: u8 = 1;
+
+/// Why bytes could not be restored as a store.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum SnapshotError {
+    #[error("snapshot of {bytes} bytes is shorter than the smallest one")]
+    TooShort { bytes: u64 },
+    #[error("not a kv snapshot (bad magic)")]
+    BadMagic,
+    #[error("unsupported kv snapshot version {version}")]
+    UnsupportedVersion { version: u32 },
+    #[error("kv snapshot checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch { stored: u32, computed: u32 },
+    #[error("kv snapshot: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("kv snapshot: {0}")]
+    Limits(#[from] LimitsError),
+    #[error("kv snapshot is inconsistent: {reason}")]
+    Invalid { reason: &'static str },
+}
+
+fn invalid(reason: &'static str) -> SnapshotError {
+    SnapshotError::Invalid { reason }
+}
+
+impl Store {
+    /// Serializes the whole state: applied index, limits, every key with its metadata,
+    /// every session with its cached outcome. Equal stores give identical bytes, because
+    /// keys and sessions are written in key and client id order.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut writer = Writer::default();
+        writer.raw(&SNAPSHOT_MAGIC);
+        writer.u32(SNAPSHOT_FORMAT_VERSION);
+        writer.u64(self.applied_index);
+        let limits = &self.limits;
+        for limit in [
+            limits.key_bytes_max,
+            limits.value_bytes_max,
+            limits.txn_ops_max,
+            limits.command_bytes_max,
+            limits.response_bytes_max,
+            limits.sessions_max,
+            limits.session_cache_bytes_max,
+        ] {
+            writer.u64(limit);
+        }
+        writer.u64(self.keys.len() as u64);
+        for (key, entry) in &self.keys {
+            writer.bytes(key);
+            writer.bytes(&entry.value);
+            writer.u64(entry.create_revision);
+            writer.u64(entry.mod_revision);
+            writer.u64(entry.version);
+            writer.u64(entry.lease);
+        }
+        writer.u64(self.sessions.len() as u64);
+        for (client_id, session) in self.sessions.iter() {
+            writer.u64(*client_id);
+            writer.u64(session.last_seq);
+            writer.u64(session.last_index);
+            match &session.cached {
+                CachedOutcome::Rerun => writer.u8(CACHED_KIND_RERUN),
+                CachedOutcome::Stored(outcome) => {
+                    writer.u8(CACHED_KIND_STORED);
+                    let mut encoded = Writer::default();
+                    write_outcome(&mut encoded, outcome);
+                    debug_assert_eq!(encoded.len() as u64, session.cached_bytes);
+                    writer.bytes(encoded.as_slice());
+                }
+            }
+        }
+        let crc = crc32fast::hash(writer.as_slice());
+        writer.u32(crc);
+        writer.into_bytes()
+    }
+
+    /// Restores a store from [`Store::snapshot`]'s bytes. Checks the magic, the version
+    /// and the crc, then every length against the bytes left before allocating, and the
+    /// state's own invariants (sorted unique keys, revisions within the applied index,
+    /// sessions within their bounds). Never panics, whatever the input.
+    pub fn restore(bytes: &[u8]) -> Result<Store, SnapshotError> {
+        if bytes.len() < SNAPSHOT_BYTES_MIN {
+            return Err(SnapshotError::TooShort {
+                bytes: bytes.len() as u64,
+            });
+        }
+        if bytes[..4] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
+        let mut reader = Reader::new(&body[4..]);
+        let version = reader.u32()?;
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { version });
+        }
+        let stored = Reader::new(crc_bytes).u32()?;
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(SnapshotError::ChecksumMismatch { stored, computed });
+        }
+
+        let applied_index = reader.u64()?;
+        let limits = Limits {
+            key_bytes_max: reader.u64()?,
+            value_bytes_max: reader.u64()?,
+            txn_ops_max: reader.u64()?,
+            command_bytes_max: reader.u64()?,
+            response_bytes_max: reader.u64()?,
+            sessions_max: reader.u64()?,
+            session_cache_bytes_max: reader.u64()?,
+        };
+        limits.check()?;
+        let keys = read_keys(&mut reader, applied_index, &limits)?;
+        let sessions = read_sessions(&mut reader, applied_index, &limits)?;
+        reader.finish()?;
+        Ok(Store {
+            limits,
+            applied_index,
+            keys,
+            sessions,
+        })
+    }
+}
+
+/// A `u64` record count, refused when records of `record_bytes_min` could not fit.
+fn read_record_count(
+    reader: &mut Reader<'_>,
+    record_bytes_min: usize,
+) -> Result<u64, SnapshotError> {
+    let count = reader.u64()?;
+    let remaining = reader.remaining() as u64;
+    if count > remaining / record_bytes_min as u64 {
+        return Err(DecodeError::LengthExceedsInput {
+            length: count,
+            remaining,
+        }
+        .into());
+    }
+    Ok(count)
+}
+
+fn read_keys(
+    reader: &mut Reader<'_>,
+    applied_index: u64,
+    limits: &Limits,
+) -> Result<BTreeMap<Vec<u8>, Entry>, SnapshotError> {
+    let count = read_record_count(reader, KEY_RECORD_BYTES_MIN)?;
+    let mut keys: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    for _ in 0..count {
+        let key = reader.bytes()?;
+        let value = reader.bytes()?;
+        let entry = Entry {
+            value,
+            create_revision: reader.u64()?,
+            mod_revision: reader.u64()?,
+            version: reader.u64()?,
+            lease: reader.u64()?,
+        };
+        if key.is_empty() || key.len() as u64 > limits.key_bytes_max {
+            return Err(invalid("key length outside the limits"));
+        }
+        if entry.value.len() as u64 > limits.value_bytes_max {
+            return Err(invalid("value length outside the limits"));
+        }
+        if entry.create_revision == 0
+            || entry.create_revision > entry.mod_revision
+            || entry.mod_revision > applied_index
+        {
+            return Err(invalid("key revisions out of order"));
+        }
+        if entry.version == 0 {
+            return Err(invalid("stored key with version 0"));
+        }
+        if let Some((last_key, _)) = keys.last_key_value() {
+            if key <= *last_key {
+                return Err(invalid("keys not in strictly increasing order"));
+            }
+        }
+        keys.insert(key, entry);
+    }
+    Ok(keys)
+}
+
+fn read_sessions(
+    reader: &mut Reader<'_>,
+    applied_index: u64,
+    limits: &Limits,
+) -> Result<Sessions, SnapshotError> {
+    let count = read_record_count(reader, SESSION_RECORD_BYTES_MIN)?;
+    if count > limits.sessions_max {
+        return Err(invalid("more sessions than sessions_max"));
+    }
+    let mut sessions = Sessions::default();
+    let mut last_client_id = 0;
+    for _ in 0..count {
+        let client_id = reader.u64()?;
+        let last_seq = reader.u64()?;
+        let last_index = reader.u64()?;
+        let (cached, cached_bytes) = match reader.u8()? {
+            CACHED_KIND_RERUN => (CachedOutcome::Rerun, 0),
+            CACHED_KIND_STORED => {
+                let encoded = reader.bytes()?;
+                let mut outcome_reader = Reader::new(&encoded);
+                let outcome = read_outcome(&mut outcome_reader)?;
+                outcome_reader.finish()?;
+                (CachedOutcome::Stored(outcome), encoded.len() as u64)
+            }
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    field: "cached outcome",
+                    tag,
+                }
+                .into())
+            }
+        };
+        // Client ids are written in increasing order and 0 is not a session, so a strict
+        // increase from 0 checks both.
+        if client_id <= last_client_id {
+            return Err(invalid(
+                "session client ids not in strictly increasing order",
+            ));
+        }
+        last_client_id = client_id;
+        if last_seq == 0 {
+            return Err(invalid("session with seq 0"));
+        }
+        if last_index == 0 || last_index > applied_index {
+            return Err(invalid("session last index outside the applied log"));
+        }
+        if sessions.has_last_index(last_index) {
+            return Err(invalid("two sessions share a last index"));
+        }
+        sessions.insert(
+            client_id,
+            Session {
+                last_seq,
+                last_index,
+                cached,
+                cached_bytes,
+            },
+        );
+    }
+    Ok(sessions)
+}
