@@ -12,6 +12,7 @@
 //! | [`raft`]    | one Raft replica as a pure state machine (`Ready`/`advance`)   | no  |
 //! | [`codec`]   | Raft values and client requests to and from FlatBuffers        | no  |
 //! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
+//! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //!
@@ -24,6 +25,7 @@ pub mod check;
 pub mod codec;
 pub mod frame;
 pub mod kv;
+pub mod multiraft;
 pub mod proto;
 pub mod raft;
 pub mod wal;
