@@ -197,7 +197,7 @@ impl MultiRaft {
         let store = match &start.raft.snapshot {
             Some(snapshot) => Store::restore(&snapshot.data)
                 .map_err(|error| format!("group {}: snapshot: {error}", start.id))?,
-            None => Store::new(self.config.limits.clone()).map_err(|error| error.to_string())?,
+            None => Store::new(self.config.limits).map_err(|error| error.to_string())?,
         };
         let mut initial = start.raft;
         if initial.snapshot.is_none() {
