@@ -175,7 +175,11 @@ mod tests {
         let payload = sample_payload(300);
         let bytes = framed(&payload);
         for split in 0..bytes.len() {
-            assert_eq!(decode(&bytes[..split], FRAME_BYTES_MAX), Ok(None), "split {split}");
+            assert_eq!(
+                decode(&bytes[..split], FRAME_BYTES_MAX),
+                Ok(None),
+                "split {split}"
+            );
         }
         let frame = decode(&bytes, FRAME_BYTES_MAX).unwrap().unwrap();
         assert_eq!(frame.payload, &payload[..]);
