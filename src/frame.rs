@@ -165,6 +165,11 @@ mod tests {
         assert_eq!(&bytes[0..4], &6u32.to_le_bytes());
         assert_eq!(&bytes[4..8], &crc32fast::hash(b"corekv").to_le_bytes());
         assert_eq!(&bytes[8..], b"corekv");
+        // The worked example in docs/FORMATS.md, byte for byte.
+        let example = [
+            6, 0, 0, 0, 0x72, 0x3b, 0x85, 0x94, b'c', b'o', b'r', b'e', b'k', b'v',
+        ];
+        assert_eq!(bytes, example);
         // The crc32 of the empty payload is 0 with this polynomial and its conventions.
         assert_eq!(framed(b""), vec![0; FRAME_HEADER_BYTES]);
     }
