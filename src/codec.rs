@@ -79,8 +79,11 @@ pub enum CodecError {
 /// Everything one shard sends to one peer shard in one loop turn.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerBatch {
+    /// The sending node; never [`NO_NODE`].
     pub from_node: NodeId,
+    /// The sending shard (core index) on `from_node`.
     pub from_shard: u32,
+    /// The receiving shard on the node the link leads to.
     pub to_shard: u32,
     /// (group id, message for that group's replica on the receiving shard).
     pub messages: Vec<(u64, Message)>,
