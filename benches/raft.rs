@@ -366,7 +366,8 @@ impl LeanCluster {
         mut ready: Ready,
         snapshot_data: &Payload,
     ) {
-        replica.write_batch.append(&mut ready.entries);
+        // Handing off the Ready's own vector: no entry is copied.
+        replica.write_batch = std::mem::take(&mut ready.entries);
         if let Some(hard_state) = ready.hard_state {
             replica.hard_state = hard_state;
         }
@@ -399,6 +400,8 @@ impl LeanCluster {
 }
 
 /// Runs the lean driver at `batch` proposals per turn until `stop`.
+// Never inlined, so that a profiler can collect inside this function alone.
+#[inline(never)]
 fn run_lean(batch: usize, stop: Stop) -> Measurement {
     let mut cluster = LeanCluster::new();
     cluster.elect();
@@ -483,6 +486,8 @@ fn trim_harness(cluster: &mut Cluster, counts: &mut HarnessCounts, snapshot_data
 }
 
 /// Runs the harness driver at `batch` proposals per turn until `stop`.
+// Never inlined, so that a profiler can collect inside this function alone.
+#[inline(never)]
 fn run_harness(batch: usize, stop: Stop) -> Measurement {
     let ids: Vec<NodeId> = (1..=NODE_COUNT as NodeId).collect();
     let mut cluster = Cluster::new(&ids, |_| {});
@@ -539,6 +544,8 @@ fn run_harness(batch: usize, stop: Stop) -> Measurement {
 
 /// The memcpy floor: per entry, a new 256-byte shared payload and an `Entry` pushed onto
 /// three logs, in batches of the largest batch size. See the top of the file.
+// Never inlined, so that a profiler can collect inside this function alone.
+#[inline(never)]
 fn run_floor(stop: Stop) -> Measurement {
     let batch = BATCHES[BATCHES.len() - 1];
     let mut logs: Vec<Vec<Entry>> = (0..NODE_COUNT).map(|_| Vec::with_capacity(batch)).collect();
