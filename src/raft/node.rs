@@ -21,7 +21,8 @@ pub const CAMPAIGN_TRANSFER: u64 = 1;
 #[derive(Clone, Debug, Default)]
 pub struct InitialState {
     pub hard_state: HardState,
-    /// Membership when there is no snapshot (a new cluster's initial voters).
+    /// Membership when there is no snapshot: the group's initial membership. A replica
+    /// that joins later starts from it too, since changes after it are only in the log.
     pub conf: ConfState,
     /// The latest snapshot, if the log was ever compacted (or a snapshot installed).
     pub snapshot: Option<Snapshot>,
