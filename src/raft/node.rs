@@ -787,9 +787,11 @@ impl RaftNode {
             self.term,
         );
         if message.index < self.log.committed {
-            // Everything up to our commit index is already settled.
+            // Everything up to our commit index is already settled. The commit index may
+            // run ahead of what this replica has made durable, and the leader takes the
+            // answer as a durable match, so it too waits for the persist.
             reply.index = self.log.committed;
-            self.messages.push(reply);
+            self.persisted_messages.push(reply);
             return;
         }
         match self
@@ -838,7 +840,8 @@ impl RaftNode {
         );
         reply.commit = chunk.meta.index;
         if chunk.meta.index <= self.log.committed {
-            // Nothing to install: say how far we are.
+            // Nothing to install: say how far we are, once that is durable (see
+            // handle_append).
             self.incoming_snapshot = None;
             let mut done = Message::new(
                 MessageKind::AppendResponse,
@@ -847,7 +850,7 @@ impl RaftNode {
                 self.term,
             );
             done.index = self.log.committed;
-            self.messages.push(done);
+            self.persisted_messages.push(done);
             return;
         }
         if chunk.offset == 0 {
@@ -1582,5 +1585,59 @@ impl RaftNode {
                 self.broadcast_pending = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: Term, index: Index) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: Arc::from(&b"x"[..]),
+        }
+    }
+
+    fn append(prev_index: Index, entries: Vec<Entry>, commit: Index) -> Message {
+        let mut message = Message::new(MessageKind::Append, 1, 2, 1);
+        message.index = prev_index;
+        message.log_term = if prev_index == 0 { 0 } else { 1 };
+        message.commit = commit;
+        message.entries = entries;
+        message
+    }
+
+    // A follower whose commit index ran ahead of its durable log acknowledges a stale
+    // append only after the persist: the leader records the answer as a durable match.
+    #[test]
+    fn stale_append_is_acknowledged_after_the_persist() {
+        let state = InitialState {
+            conf: ConfState::with_voters(&[1, 2, 3]),
+            ..InitialState::default()
+        };
+        let mut follower = RaftNode::new(Config::new(2), state).expect("valid");
+        follower.step(append(0, vec![entry(1, 1), entry(1, 2)], 2));
+        // A duplicate of an earlier append, below the commit index.
+        follower.step(append(0, vec![entry(1, 1)], 2));
+        let ready = follower.ready();
+        assert_eq!(ready.entries.len(), 2, "the entries are not durable yet");
+        assert!(
+            ready
+                .messages
+                .iter()
+                .all(|message| message.kind != MessageKind::AppendResponse),
+            "no acknowledgement may leave before the persist: {:?}",
+            ready.messages
+        );
+        let acknowledged: Vec<Index> = ready
+            .persisted_messages
+            .iter()
+            .filter(|message| message.kind == MessageKind::AppendResponse && !message.reject)
+            .map(|message| message.index)
+            .collect();
+        assert_eq!(acknowledged, vec![2, 2]);
     }
 }
