@@ -853,7 +853,13 @@ impl RaftNode {
             self.persisted_messages.push(done);
             return;
         }
-        if chunk.offset == 0 {
+        // A first chunk starts a new reception, unless it is a late copy of the first
+        // chunk of the snapshot being received: restarting then would drop bytes the
+        // leader already counts as acknowledged and will not send again.
+        let same_snapshot = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.meta == chunk.meta && incoming.total_bytes == chunk.total_bytes
+        });
+        if chunk.offset == 0 && !same_snapshot {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta: chunk.meta.clone(),
                 total_bytes: chunk.total_bytes,
@@ -1639,5 +1645,46 @@ mod tests {
             .map(|message| message.index)
             .collect();
         assert_eq!(acknowledged, vec![2, 2]);
+    }
+
+    fn snapshot_chunk(data: &[u8], offset: u64, total_bytes: u64) -> Message {
+        let mut message = Message::new(MessageKind::Snapshot, 1, 2, 1);
+        message.snapshot = Some(SnapshotChunk {
+            meta: SnapshotMeta {
+                index: 5,
+                term: 1,
+                conf: ConfState::with_voters(&[1, 2, 3]),
+            },
+            offset,
+            total_bytes,
+            data: Arc::from(data),
+        });
+        message
+    }
+
+    // A late copy of a snapshot's first chunk does not throw away the chunks received
+    // after it: the leader never resends what was acknowledged, so the stream would stall.
+    #[test]
+    fn repeated_first_chunk_keeps_the_received_bytes() {
+        let state = InitialState {
+            conf: ConfState::with_voters(&[1, 2, 3]),
+            ..InitialState::default()
+        };
+        let mut follower = RaftNode::new(Config::new(2), state).expect("valid");
+        follower.step(snapshot_chunk(b"abcd", 0, 12));
+        follower.step(snapshot_chunk(b"efgh", 4, 12));
+        follower.step(snapshot_chunk(b"abcd", 0, 12));
+        let received: Vec<Index> = follower
+            .ready()
+            .messages
+            .iter()
+            .filter(|message| message.kind == MessageKind::SnapshotResponse)
+            .map(|message| message.index)
+            .collect();
+        assert_eq!(received, vec![4, 8, 8]);
+        follower.step(snapshot_chunk(b"ijkl", 8, 12));
+        let ready = follower.ready();
+        let snapshot = ready.snapshot.expect("the snapshot is complete");
+        assert_eq!(&snapshot.data[..], b"abcdefghijkl");
     }
 }
