@@ -20,9 +20,10 @@
 //! - `process-ready ID... [persist=false]`: takes and prints each node's Ready; with
 //!   `persist=false` its writes are held (not durable) until `persist ID`.
 //! - `persist ID...`: makes the held writes durable and sends what waited for them.
-//! - `deliver-msgs [ID...] [drop=(..)] [type=KIND]`: delivers queued messages to the given
-//!   nodes (all when none is given and nothing is dropped) and drops those to the `drop`
-//!   nodes; with `type`, only messages of that kind (`Append`, `Heartbeat`, ...).
+//! - `deliver-msgs [ID...] [drop=(..)] [type=KIND] [count=N]`: delivers queued messages to
+//!   the given nodes (all when none is given and nothing is dropped) and drops those to the
+//!   `drop` nodes; with `type`, only messages of that kind (`Append`, `Heartbeat`, ...);
+//!   with `count`, only the first N of those.
 //! - `stabilize [ID...]`: handles Readies and delivers messages until nothing moves.
 //! - `tick ID N`, `tick-heartbeat ID`, `tick-election ID` (ticks until an election fires, or
 //!   an election timeout for a leader, so check-quorum runs once).
@@ -586,6 +587,24 @@ impl Settings {
     }
 }
 
+/// Which queued messages `deliver-msgs` takes, besides their recipients.
+#[derive(Clone, Copy, Debug)]
+struct Filter<'a> {
+    /// Only messages of this kind (`Append`, `Heartbeat`, ...).
+    kind: Option<&'a str>,
+    /// At most this many messages, oldest first.
+    count_max: usize,
+}
+
+impl Default for Filter<'_> {
+    fn default() -> Self {
+        Filter {
+            kind: None,
+            count_max: usize::MAX,
+        }
+    }
+}
+
 /// A cluster driven one explicit step at a time, with a trace of every step.
 #[derive(Debug, Default)]
 struct Interaction {
@@ -654,8 +673,13 @@ impl Interaction {
                 }
             }
             "deliver-msgs" => {
-                command.allow(&["drop", "type"], 0, usize::MAX)?;
-                let kind = command.named.get("type").map(String::as_str);
+                command.allow(&["drop", "type", "count"], 0, usize::MAX)?;
+                let filter = Filter {
+                    kind: command.named.get("type").map(String::as_str),
+                    count_max: command.u64("count")?.map_or(usize::MAX, |count| {
+                        usize::try_from(count).expect("fits in usize")
+                    }),
+                };
                 let drop: BTreeSet<NodeId> = command
                     .id_list("drop")?
                     .unwrap_or_default()
@@ -665,7 +689,7 @@ impl Interaction {
                 if to.is_empty() && drop.is_empty() {
                     to = self.cluster()?.peers.keys().copied().collect();
                 }
-                if self.deliver(&to, &drop, kind, &mut out) == 0 {
+                if self.deliver(&to, &drop, filter, &mut out) == 0 {
                     emit!(out, "no messages");
                 }
             }
@@ -941,13 +965,13 @@ impl Interaction {
     }
 
     /// Delivers the queued messages addressed to `to` and drops those addressed to `drop`,
-    /// only those of `kind` if given (`Append`, `Heartbeat`, ...); the rest stay queued.
-    /// Returns how many messages were taken off the queue.
+    /// as far as `filter` selects them; the rest stay queued. Returns how many messages
+    /// were taken off the queue.
     fn deliver(
         &mut self,
         to: &BTreeSet<NodeId>,
         drop: &BTreeSet<NodeId>,
-        kind: Option<&str>,
+        filter: Filter<'_>,
         out: &mut String,
     ) -> usize {
         let Some(cluster) = self.cluster.as_mut() else {
@@ -955,9 +979,14 @@ impl Interaction {
         };
         let mut by_recipient: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
         let mut rest = VecDeque::new();
+        let mut selected = 0;
         for message in cluster.in_flight.drain(..) {
-            let kind_matches = kind.is_none_or(|kind| format!("{:?}", message.kind) == kind);
-            if kind_matches && (to.contains(&message.to) || drop.contains(&message.to)) {
+            let kind_matches = filter
+                .kind
+                .is_none_or(|kind| format!("{:?}", message.kind) == kind);
+            let addressed = to.contains(&message.to) || drop.contains(&message.to);
+            if kind_matches && addressed && selected < filter.count_max {
+                selected += 1;
                 by_recipient.entry(message.to).or_default().push(message);
             } else {
                 rest.push_back(message);
@@ -1006,7 +1035,7 @@ impl Interaction {
                     busy = true;
                 }
             }
-            if self.deliver(&recipients, &BTreeSet::new(), None, out) > 0 {
+            if self.deliver(&recipients, &BTreeSet::new(), Filter::default(), out) > 0 {
                 busy = true;
             }
             if !busy {
