@@ -128,13 +128,20 @@ impl Cluster {
     }
 
     /// Adds a replica that is not in the initial membership (to be added by a change).
+    ///
+    /// Like every replica of the group it starts from the group's initial membership,
+    /// which is not in the log: it learns later changes by applying their entries (or
+    /// from a snapshot). Started from an empty membership instead, it would believe
+    /// itself the only voter once promoted and elect itself alone.
     pub fn add_empty_peer(&mut self, id: NodeId, configure: impl Fn(&mut Config)) {
         let mut config = Config::new(id);
         configure(&mut config);
-        let node = RaftNode::new(config.clone(), InitialState::default()).expect("valid");
+        let storage = MemoryStorage::default();
+        let node = RaftNode::new(config.clone(), storage.initial_state(&self.initial_conf))
+            .expect("valid configuration");
         let peer = Peer {
             node,
-            storage: MemoryStorage::default(),
+            storage,
             applied: Vec::new(),
             applied_base: 0,
             read_states: Vec::new(),
@@ -453,6 +460,11 @@ mod tests {
         cluster.node_mut(1).propose_conf_change(promote).unwrap();
         cluster.stabilize();
         assert!(cluster.node(4).conf().is_voter(4));
+        assert_eq!(
+            cluster.node(4).conf(),
+            cluster.node(1).conf(),
+            "the new voter must know the whole membership, or it elects itself alone"
+        );
         cluster.node_mut(1).transfer_leader(4).unwrap();
         cluster.stabilize();
         assert_eq!(cluster.leader(), Some(4));

@@ -11,6 +11,8 @@
 
 pub mod config;
 pub mod harness;
+#[cfg(test)]
+mod interaction_tests;
 pub mod log;
 pub mod node;
 pub mod progress;

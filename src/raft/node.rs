@@ -21,7 +21,8 @@ pub const CAMPAIGN_TRANSFER: u64 = 1;
 #[derive(Clone, Debug, Default)]
 pub struct InitialState {
     pub hard_state: HardState,
-    /// Membership when there is no snapshot (a new cluster's initial voters).
+    /// Membership when there is no snapshot: the group's initial membership. A replica
+    /// that joins later starts from it too, since changes after it are only in the log.
     pub conf: ConfState,
     /// The latest snapshot, if the log was ever compacted (or a snapshot installed).
     pub snapshot: Option<Snapshot>,
@@ -786,9 +787,11 @@ impl RaftNode {
             self.term,
         );
         if message.index < self.log.committed {
-            // Everything up to our commit index is already settled.
+            // Everything up to our commit index is already settled. The commit index may
+            // run ahead of what this replica has made durable, and the leader takes the
+            // answer as a durable match, so it too waits for the persist.
             reply.index = self.log.committed;
-            self.messages.push(reply);
+            self.persisted_messages.push(reply);
             return;
         }
         match self
@@ -837,7 +840,8 @@ impl RaftNode {
         );
         reply.commit = chunk.meta.index;
         if chunk.meta.index <= self.log.committed {
-            // Nothing to install: say how far we are.
+            // Nothing to install: say how far we are, once that is durable (see
+            // handle_append).
             self.incoming_snapshot = None;
             let mut done = Message::new(
                 MessageKind::AppendResponse,
@@ -846,14 +850,16 @@ impl RaftNode {
                 self.term,
             );
             done.index = self.log.committed;
-            self.messages.push(done);
+            self.persisted_messages.push(done);
             return;
         }
-        // A resent first chunk of the stream under way is a duplicate, not a restart.
-        let same_stream = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+        // A first chunk starts a new reception, unless it is a late copy of the first
+        // chunk of the snapshot being received: restarting then would drop bytes the
+        // leader already counts as acknowledged and will not send again.
+        let same_snapshot = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
             incoming.meta == chunk.meta && incoming.total_bytes == chunk.total_bytes
         });
-        if chunk.offset == 0 && !same_stream {
+        if chunk.offset == 0 && !same_snapshot {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 meta: chunk.meta.clone(),
                 total_bytes: chunk.total_bytes,
@@ -1585,5 +1591,100 @@ impl RaftNode {
                 self.broadcast_pending = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: Term, index: Index) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: Arc::from(&b"x"[..]),
+        }
+    }
+
+    fn append(prev_index: Index, entries: Vec<Entry>, commit: Index) -> Message {
+        let mut message = Message::new(MessageKind::Append, 1, 2, 1);
+        message.index = prev_index;
+        message.log_term = if prev_index == 0 { 0 } else { 1 };
+        message.commit = commit;
+        message.entries = entries;
+        message
+    }
+
+    // A follower whose commit index ran ahead of its durable log acknowledges a stale
+    // append only after the persist: the leader records the answer as a durable match.
+    #[test]
+    fn stale_append_is_acknowledged_after_the_persist() {
+        let state = InitialState {
+            conf: ConfState::with_voters(&[1, 2, 3]),
+            ..InitialState::default()
+        };
+        let mut follower = RaftNode::new(Config::new(2), state).expect("valid");
+        follower.step(append(0, vec![entry(1, 1), entry(1, 2)], 2));
+        // A duplicate of an earlier append, below the commit index.
+        follower.step(append(0, vec![entry(1, 1)], 2));
+        let ready = follower.ready();
+        assert_eq!(ready.entries.len(), 2, "the entries are not durable yet");
+        assert!(
+            ready
+                .messages
+                .iter()
+                .all(|message| message.kind != MessageKind::AppendResponse),
+            "no acknowledgement may leave before the persist: {:?}",
+            ready.messages
+        );
+        let acknowledged: Vec<Index> = ready
+            .persisted_messages
+            .iter()
+            .filter(|message| message.kind == MessageKind::AppendResponse && !message.reject)
+            .map(|message| message.index)
+            .collect();
+        assert_eq!(acknowledged, vec![2, 2]);
+    }
+
+    fn snapshot_chunk(data: &[u8], offset: u64, total_bytes: u64) -> Message {
+        let mut message = Message::new(MessageKind::Snapshot, 1, 2, 1);
+        message.snapshot = Some(SnapshotChunk {
+            meta: SnapshotMeta {
+                index: 5,
+                term: 1,
+                conf: ConfState::with_voters(&[1, 2, 3]),
+            },
+            offset,
+            total_bytes,
+            data: Arc::from(data),
+        });
+        message
+    }
+
+    // A late copy of a snapshot's first chunk does not throw away the chunks received
+    // after it: the leader never resends what was acknowledged, so the stream would stall.
+    #[test]
+    fn repeated_first_chunk_keeps_the_received_bytes() {
+        let state = InitialState {
+            conf: ConfState::with_voters(&[1, 2, 3]),
+            ..InitialState::default()
+        };
+        let mut follower = RaftNode::new(Config::new(2), state).expect("valid");
+        follower.step(snapshot_chunk(b"abcd", 0, 12));
+        follower.step(snapshot_chunk(b"efgh", 4, 12));
+        follower.step(snapshot_chunk(b"abcd", 0, 12));
+        let received: Vec<Index> = follower
+            .ready()
+            .messages
+            .iter()
+            .filter(|message| message.kind == MessageKind::SnapshotResponse)
+            .map(|message| message.index)
+            .collect();
+        assert_eq!(received, vec![4, 8, 8]);
+        follower.step(snapshot_chunk(b"ijkl", 8, 12));
+        let ready = follower.ready();
+        let snapshot = ready.snapshot.expect("the snapshot is complete");
+        assert_eq!(&snapshot.data[..], b"abcdefghijkl");
     }
 }
