@@ -9,6 +9,7 @@
 //! |-------------|----------------------------------------------------------------|-----|
 //! | [`proto`]   | FlatBuffers code generated from `schema/` (wire and disk)      | no  |
 //! | [`frame`]   | length-prefixed, crc32-checked frames with a hard size limit   | no  |
+//! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
 //! | [`raft`]    | one Raft replica as a pure state machine (`Ready`/`advance`)   | no  |
 //! | [`codec`]   | Raft values and client requests to and from FlatBuffers        | no  |
 //! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
@@ -24,6 +25,7 @@
 pub mod check;
 pub mod codec;
 pub mod frame;
+pub mod keyspace;
 pub mod kv;
 pub mod multiraft;
 pub mod proto;
