@@ -635,6 +635,7 @@ fn random_response(rng: &mut Rng) -> Vec<u8> {
                         term: rng.number(),
                         commit: rng.number(),
                         applied: rng.number(),
+                        ..Default::default()
                     };
                     proto::GroupStatus::create(builder, &args)
                 })
@@ -644,6 +645,7 @@ fn random_response(rng: &mut Rng) -> Vec<u8> {
                 node_id: rng.number(),
                 shards: rng.next() as u32,
                 groups: Some(groups),
+                ..Default::default()
             };
             let result = proto::StatusResult::create(builder, &args);
             Some((proto::OpResult::StatusResult, result.as_union_value()))

@@ -781,6 +781,103 @@ impl<'a> ::flatbuffers::Verifiable for EventKind {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for EventKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_GROUP_ROLE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_GROUP_ROLE: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_GROUP_ROLE: [GroupRole; 5] = [
+  GroupRole::Unspecified,
+  GroupRole::Follower,
+  GroupRole::PreCandidate,
+  GroupRole::Candidate,
+  GroupRole::Leader,
+];
+
+/// The role of one replica in its group. Zero means the answering node did not say.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct GroupRole(pub u8);
+#[allow(non_upper_case_globals)]
+impl GroupRole {
+  pub const Unspecified: Self = Self(0);
+  pub const Follower: Self = Self(1);
+  pub const PreCandidate: Self = Self(2);
+  pub const Candidate: Self = Self(3);
+  pub const Leader: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unspecified,
+    Self::Follower,
+    Self::PreCandidate,
+    Self::Candidate,
+    Self::Leader,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unspecified => Some("Unspecified"),
+      Self::Follower => Some("Follower"),
+      Self::PreCandidate => Some("PreCandidate"),
+      Self::Candidate => Some("Candidate"),
+      Self::Leader => Some("Leader"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for GroupRole {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for GroupRole {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for GroupRole {
+    type Output = GroupRole;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for GroupRole {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for GroupRole {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for GroupRole {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP_RESULT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_OP_RESULT: u8 = 11;
@@ -5168,6 +5265,10 @@ impl<'a> GroupStatus<'a> {
   pub const VT_TERM: ::flatbuffers::VOffsetT = 8;
   pub const VT_COMMIT: ::flatbuffers::VOffsetT = 10;
   pub const VT_APPLIED: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_FIRST_INDEX: ::flatbuffers::VOffsetT = 16;
+  pub const VT_LAST_INDEX: ::flatbuffers::VOffsetT = 18;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5176,14 +5277,18 @@ impl<'a> GroupStatus<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args GroupStatusArgs
+    args: &'args GroupStatusArgs<'args>
   ) -> ::flatbuffers::WIPOffset<GroupStatus<'bldr>> {
     let mut builder = GroupStatusBuilder::new(_fbb);
+    builder.add_last_index(args.last_index);
+    builder.add_first_index(args.first_index);
     builder.add_applied(args.applied);
     builder.add_commit(args.commit);
     builder.add_term(args.term);
     builder.add_leader(args.leader);
     builder.add_group_id(args.group_id);
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_role(args.role);
     builder.finish()
   }
 
@@ -5224,6 +5329,38 @@ impl<'a> GroupStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(GroupStatus::VT_APPLIED, Some(0)).unwrap()}
   }
+  /// The answering node's role in this group.
+  #[inline]
+  pub fn role(&self) -> GroupRole {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupRole>(GroupStatus::VT_ROLE, Some(GroupRole::Unspecified)).unwrap()}
+  }
+  /// The first index still in the replica's log (older entries are in its snapshot).
+  #[inline]
+  pub fn first_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_FIRST_INDEX, Some(0)).unwrap()}
+  }
+  /// The last index in the replica's log, committed or not.
+  #[inline]
+  pub fn last_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_LAST_INDEX, Some(0)).unwrap()}
+  }
+  /// The group's voting members (node ids, ascending).
+  #[inline]
+  pub fn voters(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(GroupStatus::VT_VOTERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupStatus<'_> {
@@ -5237,18 +5374,26 @@ impl ::flatbuffers::Verifiable for GroupStatus<'_> {
      .visit_field::<u64>("term", Self::VT_TERM, false)?
      .visit_field::<u64>("commit", Self::VT_COMMIT, false)?
      .visit_field::<u64>("applied", Self::VT_APPLIED, false)?
+     .visit_field::<GroupRole>("role", Self::VT_ROLE, false)?
+     .visit_field::<u64>("first_index", Self::VT_FIRST_INDEX, false)?
+     .visit_field::<u64>("last_index", Self::VT_LAST_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, false)?
      .finish();
     Ok(())
   }
 }
-pub struct GroupStatusArgs {
+pub struct GroupStatusArgs<'a> {
     pub group_id: u64,
     pub leader: u64,
     pub term: u64,
     pub commit: u64,
     pub applied: u64,
+    pub role: GroupRole,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
-impl<'a> Default for GroupStatusArgs {
+impl<'a> Default for GroupStatusArgs<'a> {
   #[inline]
   fn default() -> Self {
     GroupStatusArgs {
@@ -5257,6 +5402,10 @@ impl<'a> Default for GroupStatusArgs {
       term: 0,
       commit: 0,
       applied: 0,
+      role: GroupRole::Unspecified,
+      first_index: 0,
+      last_index: 0,
+      voters: None,
     }
   }
 }
@@ -5287,6 +5436,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupStatusBuilder<'a, 'b, A>
     self.fbb_.push_slot::<u64>(GroupStatus::VT_APPLIED, applied, 0);
   }
   #[inline]
+  pub fn add_role(&mut self, role: GroupRole) {
+    self.fbb_.push_slot::<GroupRole>(GroupStatus::VT_ROLE, role, GroupRole::Unspecified);
+  }
+  #[inline]
+  pub fn add_first_index(&mut self, first_index: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_FIRST_INDEX, first_index, 0);
+  }
+  #[inline]
+  pub fn add_last_index(&mut self, last_index: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_LAST_INDEX, last_index, 0);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_VOTERS, voters);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupStatusBuilder {
@@ -5309,6 +5474,143 @@ impl ::core::fmt::Debug for GroupStatus<'_> {
       ds.field("term", &self.term());
       ds.field("commit", &self.commit());
       ds.field("applied", &self.applied());
+      ds.field("role", &self.role());
+      ds.field("first_index", &self.first_index());
+      ds.field("last_index", &self.last_index());
+      ds.field("voters", &self.voters());
+      ds.finish()
+  }
+}
+pub enum MemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One node of the cluster, as the answering node knows it.
+pub struct Member<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Member<'a> {
+  type Inner = Member<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Member<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CLIENT_ADDRESS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PEER_ADDRESS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Member { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Member<'bldr>> {
+    let mut builder = MemberBuilder::new(_fbb);
+    builder.add_node_id(args.node_id);
+    if let Some(x) = args.peer_address { builder.add_peer_address(x); }
+    if let Some(x) = args.client_address { builder.add_client_address(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Member::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  /// Where clients reach the node, "host:port".
+  #[inline]
+  pub fn client_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_CLIENT_ADDRESS, None)}
+  }
+  /// Where peers reach the node, "host:port".
+  #[inline]
+  pub fn peer_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_PEER_ADDRESS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Member<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_address", Self::VT_CLIENT_ADDRESS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("peer_address", Self::VT_PEER_ADDRESS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberArgs<'a> {
+    pub node_id: u64,
+    pub client_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub peer_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberArgs {
+      node_id: 0,
+      client_address: None,
+      peer_address: None,
+    }
+  }
+}
+
+pub struct MemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: u64) {
+    self.fbb_.push_slot::<u64>(Member::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_client_address(&mut self, client_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_CLIENT_ADDRESS, client_address);
+  }
+  #[inline]
+  pub fn add_peer_address(&mut self, peer_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_PEER_ADDRESS, peer_address);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Member<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Member<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Member");
+      ds.field("node_id", &self.node_id());
+      ds.field("client_address", &self.client_address());
+      ds.field("peer_address", &self.peer_address());
       ds.finish()
   }
 }
@@ -5331,6 +5633,9 @@ impl<'a> StatusResult<'a> {
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_SHARDS: ::flatbuffers::VOffsetT = 6;
   pub const VT_GROUPS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_GROUP_COUNT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5342,7 +5647,10 @@ impl<'a> StatusResult<'a> {
     args: &'args StatusResultArgs<'args>
   ) -> ::flatbuffers::WIPOffset<StatusResult<'bldr>> {
     let mut builder = StatusResultBuilder::new(_fbb);
+    builder.add_group_count(args.group_count);
+    builder.add_cluster_id(args.cluster_id);
     builder.add_node_id(args.node_id);
+    if let Some(x) = args.members { builder.add_members(x); }
     if let Some(x) = args.groups { builder.add_groups(x); }
     builder.add_shards(args.shards);
     builder.finish()
@@ -5372,6 +5680,32 @@ impl<'a> StatusResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>(StatusResult::VT_GROUPS, None)}
   }
+  /// The cluster's id: clients refuse to mix nodes of different clusters. 0 means the
+  /// node did not say.
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusResult::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
+  /// How many groups the keyspace is cut into (`group_of` divides by it). 0 means the
+  /// node did not say.
+  #[inline]
+  pub fn group_count(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusResult::VT_GROUP_COUNT, Some(0)).unwrap()}
+  }
+  /// Every node of the cluster, the answering one included.
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(StatusResult::VT_MEMBERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResult<'_> {
@@ -5383,6 +5717,9 @@ impl ::flatbuffers::Verifiable for StatusResult<'_> {
      .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .visit_field::<u64>("group_count", Self::VT_GROUP_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
      .finish();
     Ok(())
   }
@@ -5391,6 +5728,9 @@ pub struct StatusResultArgs<'a> {
     pub node_id: u64,
     pub shards: u32,
     pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>>>,
+    pub cluster_id: u64,
+    pub group_count: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
 }
 impl<'a> Default for StatusResultArgs<'a> {
   #[inline]
@@ -5399,6 +5739,9 @@ impl<'a> Default for StatusResultArgs<'a> {
       node_id: 0,
       shards: 0,
       groups: None,
+      cluster_id: 0,
+      group_count: 0,
+      members: None,
     }
   }
 }
@@ -5421,6 +5764,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResultBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResult::VT_GROUPS, groups);
   }
   #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusResult::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
+  pub fn add_group_count(&mut self, group_count: u64) {
+    self.fbb_.push_slot::<u64>(StatusResult::VT_GROUP_COUNT, group_count, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResult::VT_MEMBERS, members);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResultBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusResultBuilder {
@@ -5441,6 +5796,9 @@ impl ::core::fmt::Debug for StatusResult<'_> {
       ds.field("node_id", &self.node_id());
       ds.field("shards", &self.shards());
       ds.field("groups", &self.groups());
+      ds.field("cluster_id", &self.cluster_id());
+      ds.field("group_count", &self.group_count());
+      ds.field("members", &self.members());
       ds.finish()
   }
 }
