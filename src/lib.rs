@@ -16,12 +16,14 @@
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
+//! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
 //!
 //! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
 //! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
 //! as data handed in and out. That is what lets one process simulate a whole cluster
 //! deterministically; `tests/tidy.rs` keeps it true.
 
+pub mod api;
 pub mod check;
 pub mod codec;
 pub mod frame;
