@@ -17,6 +17,7 @@
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
+//! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //!
 //! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
 //! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod check;
+pub mod client;
 pub mod codec;
 pub mod frame;
 pub mod keyspace;

@@ -1,0 +1,352 @@
+//! One pipelined TCP connection to one node: many requests in flight at once, each
+//! matched to its response by request id.
+//!
+//! Callers write whole frames under a mutex and then wait on their own one-slot channel;
+//! a reader thread decodes response frames and hands each to the caller waiting for its
+//! request id. At most `in_flight_max` requests wait at once; a caller past the bound
+//! waits for a slot. When the connection breaks, every waiting caller learns it at once
+//! and the connection stays closed (the [`Node`](super::node::Node) opens a new one).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flatbuffers::FlatBufferBuilder;
+use thiserror::Error;
+
+use crate::api::{self, ApiRequest, ApiResponse};
+use crate::frame::{self, FRAME_BYTES_MAX};
+
+/// Bytes asked of the socket per read. Responses larger than this arrive over several
+/// reads; the buffer never holds more than one frame plus one read (the frame decoder
+/// refuses a length over [`FRAME_BYTES_MAX`] before anything waits for it).
+pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a call produced no response.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub(crate) enum CallError {
+    /// The request never fully left this process (the connection was closed, or the
+    /// write failed): the server cannot have applied it.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// No slot freed up among the requests in flight before the wait ended; not sent.
+    #[error("{0} requests already in flight on the connection")]
+    InFlightFull(usize),
+    /// The request does not fit in a frame; not sent.
+    #[error("request of {bytes} bytes exceeds the frame maximum")]
+    TooLarge { bytes: usize },
+    /// Sent, then the connection broke before the answer arrived.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// Sent, and no answer arrived before the wait ended.
+    #[error("no answer in time")]
+    TimedOut,
+    /// Sent, and the answer could not be read.
+    #[error("unreadable response: {0}")]
+    Protocol(String),
+}
+
+impl CallError {
+    /// True when the request may have reached the server (and a write may have applied).
+    pub(crate) fn maybe_delivered(&self) -> bool {
+        match self {
+            CallError::NotSent(_) | CallError::InFlightFull(_) | CallError::TooLarge { .. } => {
+                false
+            }
+            CallError::Lost(_) | CallError::TimedOut | CallError::Protocol(_) => true,
+        }
+    }
+}
+
+/// What the reader hands to a waiting caller.
+type Delivery = Result<ApiResponse, CallError>;
+
+/// The callers waiting for responses, shared with the reader thread.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a request leaves `pending` or the connection closes.
+    slot_freed: Condvar,
+    /// A handle on the socket to shut it down from any side when the connection closes.
+    socket: TcpStream,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Request id -> the channel of the caller waiting for it.
+    pending: HashMap<u64, SyncSender<Delivery>>,
+    /// Why the connection closed; once set, it stays set.
+    closed: Option<String>,
+    /// Responses read so far: a connection that never answered is no proof of health.
+    responses: u64,
+}
+
+/// Locks a mutex even when a thread panicked while holding it: the state behind these
+/// mutexes stays consistent at every unlock, so a poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Closes the connection: fails every waiting caller with `Lost` and shuts the socket
+    /// down so the reader thread and the server see the end. Only the first reason is kept.
+    fn close(&self, reason: String) {
+        let mut state = lock(&self.state);
+        if state.closed.is_some() {
+            return;
+        }
+        for (_, waiter) in state.pending.drain() {
+            // A full or disconnected channel means the caller already gave up.
+            let _ = waiter.try_send(Err(CallError::Lost(reason.clone())));
+        }
+        state.closed = Some(reason);
+        drop(state);
+        self.slot_freed.notify_all();
+        // The socket may already be shut down by the peer; nothing more to do then.
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// Removes a waiting caller (it gave up, or its request was never sent).
+    fn forget(&self, request_id: u64) {
+        let removed = lock(&self.state).pending.remove(&request_id).is_some();
+        if removed {
+            self.slot_freed.notify_one();
+        }
+    }
+
+    /// Hands a decoded response to its caller. A response nobody waits for (the caller
+    /// timed out) is dropped.
+    fn deliver(&self, request_id: u64, delivery: Delivery) {
+        let waiter = {
+            let mut state = lock(&self.state);
+            state.responses += 1;
+            state.pending.remove(&request_id)
+        };
+        if let Some(waiter) = waiter {
+            self.slot_freed.notify_one();
+            let _ = waiter.try_send(delivery);
+        }
+    }
+}
+
+/// A pipelined connection to one node.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    address: String,
+    writer: Mutex<TcpStream>,
+    shared: Arc<Shared>,
+    reader: Option<JoinHandle<()>>,
+    next_request_id: AtomicU64,
+    in_flight_max: usize,
+}
+
+/// Resolves `address` ("host:port") and connects to the first of its addresses that
+/// answers within `timeout`.
+fn connect_stream(address: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let candidates: Vec<SocketAddr> = address.to_socket_addrs()?.collect();
+    let mut last_error = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{address} resolves to no address"),
+    );
+    for candidate in candidates {
+        match TcpStream::connect_timeout(&candidate, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
+impl Connection {
+    /// Connects to `address` and starts the reader thread. Writes that block longer than
+    /// `write_timeout` (a server that stopped reading) fail and close the connection.
+    pub(crate) fn open(
+        address: &str,
+        connect_timeout: Duration,
+        write_timeout: Duration,
+        in_flight_max: usize,
+    ) -> io::Result<Connection> {
+        assert!(
+            in_flight_max > 0,
+            "a connection carries at least one request"
+        );
+        let stream = connect_stream(address, connect_timeout)?;
+        // Requests are whole frames written at once; Nagle would only delay them.
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(write_timeout))?;
+        let reader_stream = stream.try_clone()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            slot_freed: Condvar::new(),
+            socket: stream.try_clone()?,
+        });
+        let reader_shared = Arc::clone(&shared);
+        let reader = std::thread::Builder::new()
+            .name(format!("corekv-client-reader {address}"))
+            .spawn(move || read_loop(reader_stream, &reader_shared))?;
+        Ok(Connection {
+            address: address.to_string(),
+            writer: Mutex::new(stream),
+            shared,
+            reader: Some(reader),
+            next_request_id: AtomicU64::new(1),
+            in_flight_max,
+        })
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Why the connection closed, or `None` while it is open.
+    pub(crate) fn closed_reason(&self) -> Option<String> {
+        lock(&self.shared.state).closed.clone()
+    }
+
+    /// True once the server has answered at least one request on this connection.
+    pub(crate) fn has_answered(&self) -> bool {
+        lock(&self.shared.state).responses > 0
+    }
+
+    /// Sends `request` under a fresh request id (written into it) and waits for its
+    /// response until `wait_until`.
+    pub(crate) fn call(
+        &self,
+        request: &mut ApiRequest,
+        wait_until: Instant,
+    ) -> Result<ApiResponse, CallError> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        {
+            let mut state = lock(&self.shared.state);
+            loop {
+                if let Some(reason) = &state.closed {
+                    return Err(CallError::NotSent(format!("connection closed: {reason}")));
+                }
+                if state.pending.len() < self.in_flight_max {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= wait_until {
+                    return Err(CallError::InFlightFull(self.in_flight_max));
+                }
+                state = self
+                    .shared
+                    .slot_freed
+                    .wait_timeout(state, wait_until - now)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            request.request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+            let previous = state.pending.insert(request.request_id, sender);
+            assert!(previous.is_none(), "request ids are unique per connection");
+        }
+        let request_id = request.request_id;
+
+        let mut builder = FlatBufferBuilder::with_capacity(api::request_capacity_hint(request));
+        let payload = api::encode_request(&mut builder, request);
+        let mut framed = Vec::with_capacity(frame::frame_bytes(payload.len()));
+        if frame::encode(&mut framed, payload).is_err() {
+            let bytes = payload.len();
+            self.shared.forget(request_id);
+            return Err(CallError::TooLarge { bytes });
+        }
+        let written = lock(&self.writer).write_all(&framed);
+        if let Err(error) = written {
+            // Part of the frame may be out: nothing after it could be parsed, so the
+            // connection is over. The server never decodes a partial frame, so the
+            // request was not delivered.
+            self.shared.close(format!("write failed: {error}"));
+            self.shared.forget(request_id);
+            return Err(CallError::NotSent(format!("write failed: {error}")));
+        }
+
+        let wait = wait_until.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(wait) {
+            Ok(delivery) => delivery,
+            Err(RecvTimeoutError::Timeout) => {
+                self.shared.forget(request_id);
+                // The response may have been handed over between the timeout and the
+                // removal.
+                receiver.try_recv().unwrap_or(Err(CallError::TimedOut))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(CallError::Lost(
+                "the reader dropped the request without an answer".to_string(),
+            )),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared
+            .close("the client closed the connection".to_string());
+        if let Some(reader) = self.reader.take() {
+            // The socket is shut down, so the reader's next read returns at once. A
+            // panic in the reader has already failed every caller; nothing to add.
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The reader thread: decodes frames until the connection ends, then closes it.
+fn read_loop(mut stream: TcpStream, shared: &Shared) {
+    let reason = match read_frames(&mut stream, shared) {
+        Ok(()) => "closed by the server".to_string(),
+        Err(reason) => reason,
+    };
+    shared.close(reason);
+}
+
+/// Reads and dispatches frames; returns when the server closes the connection, or with
+/// the reason the stream cannot go on.
+fn read_frames(stream: &mut TcpStream, shared: &Shared) -> Result<(), String> {
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        let mut consumed = 0;
+        loop {
+            match frame::decode(&buffer[consumed..], FRAME_BYTES_MAX) {
+                Ok(Some(decoded)) => {
+                    dispatch(decoded.payload, shared)?;
+                    consumed += decoded.consumed_bytes;
+                }
+                Ok(None) => break,
+                Err(error) => return Err(format!("bad frame: {error}")),
+            }
+        }
+        buffer.drain(..consumed);
+        debug_assert!(buffer.len() < frame::frame_bytes(FRAME_BYTES_MAX));
+        let read = match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(format!("read failed: {error}")),
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Decodes one response and hands it to its caller. A response whose request id cannot
+/// be read ends the connection: it cannot be matched, and the stream is not trusted.
+fn dispatch(payload: &[u8], shared: &Shared) -> Result<(), String> {
+    match api::decode_response(payload) {
+        Ok(response) => {
+            shared.deliver(response.request_id, Ok(response));
+            Ok(())
+        }
+        Err(error) => match error.request_id() {
+            Some(request_id) => {
+                shared.deliver(request_id, Err(CallError::Protocol(error.to_string())));
+                Ok(())
+            }
+            None => Err(format!("unreadable response: {error}")),
+        },
+    }
+}

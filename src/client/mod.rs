@@ -1,0 +1,1046 @@
+//! The SDK: a blocking client for a corekv cluster, built on std sockets and threads and
+//! safe to share between threads (`Client` is `Send + Sync`; share it by reference or in
+//! an `Arc`).
+//!
+//! # How an operation travels
+//!
+//! - [`Client::connect`] asks the first endpoint that answers for its status: the
+//!   cluster id, the group count (which [`group_of`] divides by) and every member's client
+//!   address. The client then knows every node, not only the endpoints it was given.
+//! - Each node has one pipelined connection ([`connection`]): many requests in flight,
+//!   matched to responses by request id, at most [`ClientOptions::in_flight_max`] at once.
+//!   A node whose connection fails is skipped for a growing pause ([`node`]).
+//! - A write goes to its group's cached leader, or to any node when none is cached; a
+//!   `NotLeader` answer names the leader, which is cached and tried next. `NoLeader`,
+//!   `Timeout` (outcome unknown), `Overloaded`, `ShuttingDown`, a lost connection and an
+//!   attempt without an answer within [`ClientOptions::attempt_timeout`] are retried
+//!   after a pause (doubling with jitter, capped), at most
+//!   [`ClientOptions::retries_max`] times and never past
+//!   [`ClientOptions::request_timeout`]. Every retry of a write carries the same
+//!   (client id, seq), so the group applies it at most once.
+//! - Reads are linearizable unless asked otherwise; any node serves them. A linearizable
+//!   read of one key prefers its group's cached leader (which answers without asking
+//!   another node); a serializable read, or a range across groups, goes to the next node
+//!   in turn.
+//! - A range with a `range_end` is sent once: the server scatters it over the groups and
+//!   merges the answers. A transaction is routed by its first key; one that spans groups
+//!   is refused by the server (`TxnSpansGroups`). A delete with a `range_end` is routed
+//!   by its `key`'s group, with that group's session; whether a server serves it across
+//!   groups is the server's decision.
+//!
+//! # Sessions
+//!
+//! Writes are exactly-once through sessions ([`session`]): each write checks a client id
+//! out of a pool of at most [`ClientOptions::sessions_max`], takes that id's next seq in
+//! its group, and returns the id when done, so no (client id, group) ever has two writes
+//! outstanding. When a group answers `SessionExpired` to a write's first delivery, the
+//! write was not applied: the client id is retired and the write is sent again under a
+//! fresh one. When it answers so to a retry, the first delivery may have applied and the
+//! write ends with [`ClientError::OutcomeUnknown`].
+//!
+//! # Errors
+//!
+//! See [`ClientError`]: a write that may have been applied always ends in
+//! `OutcomeUnknown` (never `Timeout` or `Unavailable`), so a caller can tell "not
+//! applied" from "maybe applied".
+
+mod connection;
+mod error;
+mod node;
+mod options;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+pub use error::ClientError;
+pub use options::{
+    ClientOptions, ATTEMPT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_DEFAULT, IN_FLIGHT_CEILING,
+    IN_FLIGHT_MAX_DEFAULT, RECONNECT_BACKOFF_INITIAL_DEFAULT, RECONNECT_BACKOFF_MAX_DEFAULT,
+    REQUEST_TIMEOUT_DEFAULT, RETRIES_CEILING, RETRIES_MAX_DEFAULT, RETRY_BACKOFF_INITIAL_DEFAULT,
+    RETRY_BACKOFF_MAX_DEFAULT, SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
+};
+
+pub use crate::api::{ErrorCode, GroupStatus, Member, StatusInfo};
+pub use crate::kv::{
+    AppendResponse, Compare, CompareResult, CompareTarget, DeleteResponse, KeyValue, PutResponse,
+    RangeRequest, RangeResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
+};
+
+use crate::api::{ApiError, ApiRequest, ApiResponse, ApiResult, LeaderHint, RequestKind};
+use crate::frame::FRAME_BYTES_MAX;
+use crate::keyspace::group_of;
+use crate::kv::{self, Command, OpResponse};
+use crate::multiraft::GroupId;
+use crate::raft::{NodeId, NO_NODE};
+use connection::{CallError, Connection};
+use node::Node;
+use session::{SessionGuard, SessionPool, WriteEnd};
+
+/// Most nodes one client knows: the members from the status it connected with, plus nodes
+/// first named by leader hints.
+pub const NODES_MAX: usize = 1024;
+
+/// Options of a put.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Return the key-value as it was before the put.
+    pub prev_kv: bool,
+    /// The lease id stored with the key; 0 means none.
+    pub lease: u64,
+}
+
+/// One node's answer to a status request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's client address.
+    pub address: String,
+    /// The node's id, or [`NO_NODE`] when the cluster has not named it to this client.
+    pub node_id: NodeId,
+    pub result: Result<StatusInfo, ClientError>,
+}
+
+/// A connection-pooling, retrying client of one corekv cluster.
+#[derive(Debug)]
+pub struct Client {
+    options: ClientOptions,
+    cluster_id: u64,
+    group_count: u64,
+    members: Vec<Member>,
+    /// Only ever appended to, so an index names the same node for the client's life.
+    nodes: RwLock<Vec<Arc<Node>>>,
+    /// The node believed to lead each group, as an index into `nodes`.
+    leaders: Mutex<HashMap<GroupId, usize>>,
+    /// Where the next "any node" choice starts, so that such requests rotate.
+    next_node: AtomicUsize,
+    sessions: SessionPool,
+}
+
+/// Why the attempt loop stopped without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GiveUp {
+    RetriesExhausted,
+    DeadlinePassed,
+}
+
+/// The attempts of one operation: how many were made, the last failure, the pauses.
+#[derive(Debug)]
+struct Attempts<'a> {
+    options: &'a ClientOptions,
+    deadline: Instant,
+    made: u32,
+    failures_in_a_row: u32,
+    last_error: String,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(options: &'a ClientOptions, deadline: Instant) -> Attempts<'a> {
+        Attempts {
+            options,
+            deadline,
+            made: 0,
+            failures_in_a_row: 0,
+            last_error: String::from("no attempt was made"),
+        }
+    }
+
+    /// Starts the next attempt and returns when its wait ends, or why there is none.
+    fn begin(&mut self) -> Result<Instant, GiveUp> {
+        if self.made > self.options.retries_max {
+            return Err(GiveUp::RetriesExhausted);
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(GiveUp::DeadlinePassed);
+        }
+        self.made += 1;
+        Ok((now + self.options.attempt_timeout).min(self.deadline))
+    }
+
+    /// Records a failed attempt; with `pause`, sleeps the backoff first (never past the
+    /// deadline, and not at all when no attempt is left).
+    fn failed(&mut self, error: String, pause: bool) {
+        self.last_error = error;
+        if !pause || self.made > self.options.retries_max {
+            return;
+        }
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let ceiling = options::backoff(
+            self.options.retry_backoff_initial,
+            self.options.retry_backoff_max,
+            self.failures_in_a_row,
+        );
+        // Jitter in [ceiling / 2, ceiling] keeps clients that failed together from
+        // retrying together.
+        let fraction = (session::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let pause = ceiling.mul_f64(0.5 + fraction / 2.0);
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(pause.min(left));
+    }
+
+    fn error(&self, give_up: GiveUp, write_maybe_applied: bool) -> ClientError {
+        let attempts = self.made;
+        let last_error = self.last_error.clone();
+        if write_maybe_applied {
+            return ClientError::OutcomeUnknown {
+                attempts,
+                last_error,
+            };
+        }
+        match give_up {
+            GiveUp::RetriesExhausted => ClientError::Unavailable {
+                attempts,
+                last_error,
+            },
+            GiveUp::DeadlinePassed => ClientError::Timeout {
+                timeout: self.options.request_timeout,
+                attempts,
+                last_error,
+            },
+        }
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+enum Attempt {
+    /// A node answered.
+    Answered {
+        node: usize,
+        result: Result<ApiResult, ApiError>,
+    },
+    /// The call to `node` failed.
+    Failed { node: usize, error: CallError },
+    /// No node could take the request.
+    NoNode(String),
+    /// The request can never succeed (it does not fit in a frame).
+    Fatal(ClientError),
+}
+
+/// The group whose leader should see `op`: the group of its key, or of a transaction's
+/// first key. `None` for a read across groups, which any node serves.
+fn route_group(op: &kv::Op, group_count: u64) -> Option<GroupId> {
+    let key = match op {
+        kv::Op::Put(put) => Some(&put.key),
+        kv::Op::Append(append) => Some(&append.key),
+        kv::Op::Delete(delete) => Some(&delete.key),
+        kv::Op::Range(range) => range.range_end.is_empty().then_some(&range.key),
+        kv::Op::Txn(txn) => txn
+            .compares
+            .iter()
+            .map(|compare| &compare.key)
+            .chain(txn.success.iter().chain(&txn.failure).map(txn_op_key))
+            .next(),
+    };
+    key.map(|key| group_of(key, group_count))
+}
+
+fn txn_op_key(op: &kv::TxnOp) -> &Vec<u8> {
+    match op {
+        kv::TxnOp::Put(put) => &put.key,
+        kv::TxnOp::Range(range) => &range.key,
+        kv::TxnOp::Delete(delete) => &delete.key,
+        kv::TxnOp::Append(append) => &append.key,
+    }
+}
+
+fn unexpected_result(asked: &str, response: &OpResponse) -> ClientError {
+    ClientError::Protocol(format!("asked for a {asked}, got {response:?}"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Asks one connection for its node's status.
+fn status_call(
+    connection: &Connection,
+    wait_until: Instant,
+    timeout: Duration,
+) -> Result<StatusInfo, ClientError> {
+    let mut request = ApiRequest {
+        request_id: 0,
+        kind: RequestKind::Status,
+    };
+    let address = connection.address();
+    match connection.call(&mut request, wait_until) {
+        Ok(ApiResponse {
+            result: Ok(ApiResult::Status(status)),
+            ..
+        }) => Ok(status),
+        Ok(ApiResponse {
+            result: Ok(ApiResult::Kv(response)),
+            ..
+        }) => Err(ClientError::Protocol(format!(
+            "{address}: asked for a status, got {response:?}"
+        ))),
+        Ok(ApiResponse {
+            result: Err(error), ..
+        }) => Err(ClientError::Rejected {
+            code: error.code,
+            message: error.message,
+        }),
+        Err(CallError::TimedOut) => Err(ClientError::Timeout {
+            timeout,
+            attempts: 1,
+            last_error: format!("{address}: no status answer"),
+        }),
+        Err(CallError::Protocol(message)) => {
+            Err(ClientError::Protocol(format!("{address}: {message}")))
+        }
+        Err(error) => Err(ClientError::Unavailable {
+            attempts: 1,
+            last_error: format!("{address}: {error}"),
+        }),
+    }
+}
+
+impl Client {
+    /// Connects to the cluster through the first of `endpoints` ("host:port") that
+    /// answers a status request, and learns the cluster's members from it.
+    pub fn connect(endpoints: &[String], options: ClientOptions) -> Result<Client, ClientError> {
+        options.check()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "at least one endpoint is needed".to_string(),
+            ));
+        }
+        if endpoints.len() > NODES_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "at most {NODES_MAX} endpoints"
+            )));
+        }
+        let deadline = Instant::now() + options.request_timeout;
+        let mut attempts = 0;
+        let mut last_error = String::from("no endpoint was tried");
+        for endpoint in endpoints {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout {
+                    timeout: options.request_timeout,
+                    attempts,
+                    last_error,
+                });
+            }
+            attempts += 1;
+            let node = Arc::new(Node::new(endpoint.clone(), NO_NODE));
+            let connection = match node.connection(&options, deadline) {
+                Ok(connection) => connection,
+                Err(unavailable) => {
+                    last_error = unavailable.reason;
+                    continue;
+                }
+            };
+            let wait_until = (now + options.attempt_timeout).min(deadline);
+            match status_call(&connection, wait_until, options.attempt_timeout) {
+                Ok(status) => return Client::from_status(endpoints, node, status, options),
+                Err(error) => last_error = format!("{endpoint}: {error}"),
+            }
+        }
+        Err(ClientError::Unavailable {
+            attempts,
+            last_error,
+        })
+    }
+
+    /// Builds the client from the first status: the members' client addresses become the
+    /// nodes (the one that answered keeps its connection); a cluster that names no member
+    /// addresses is reached through the endpoints as given.
+    fn from_status(
+        endpoints: &[String],
+        answered: Arc<Node>,
+        status: StatusInfo,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        if status.group_count == 0 {
+            return Err(ClientError::Protocol(format!(
+                "{}: the node does not say how many groups the keyspace has",
+                answered.address()
+            )));
+        }
+        answered.learn_node_id(status.node_id);
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        let member_addresses = status
+            .members
+            .iter()
+            .filter(|member| !member.client_address.is_empty())
+            .map(|member| (member.client_address.as_str(), member.node_id));
+        let endpoint_addresses = endpoints
+            .iter()
+            .map(|endpoint| (endpoint.as_str(), NO_NODE));
+        let addresses: Vec<(&str, NodeId)> = if status
+            .members
+            .iter()
+            .any(|member| !member.client_address.is_empty())
+        {
+            member_addresses.collect()
+        } else {
+            endpoint_addresses.collect()
+        };
+        for (address, node_id) in addresses {
+            if nodes.len() >= NODES_MAX {
+                break;
+            }
+            if nodes.iter().any(|node| node.address() == address) {
+                continue;
+            }
+            if address == answered.address() {
+                answered.learn_node_id(node_id);
+                nodes.push(Arc::clone(&answered));
+            } else {
+                nodes.push(Arc::new(Node::new(address.to_string(), node_id)));
+            }
+        }
+        assert!(!nodes.is_empty(), "a status names at least one address");
+        Ok(Client {
+            sessions: SessionPool::new(options.sessions_max),
+            options,
+            cluster_id: status.cluster_id,
+            group_count: status.group_count,
+            members: status.members,
+            nodes: RwLock::new(nodes),
+            leaders: Mutex::new(HashMap::new()),
+            next_node: AtomicUsize::new(0),
+        })
+    }
+
+    /// The cluster's id as its first node reported it (0: not reported).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// How many groups the keyspace is cut into.
+    pub fn group_count(&self) -> u64 {
+        self.group_count
+    }
+
+    /// The cluster's members as the first node reported them.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The client addresses of every node this client knows, in the order it knows them.
+    pub fn node_addresses(&self) -> Vec<String> {
+        self.nodes_snapshot()
+            .iter()
+            .map(|node| node.address().to_string())
+            .collect()
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Key-value operations
+    // ----------------------------------------------------------------------------------
+
+    /// Writes `value` at `key`.
+    pub fn put(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<PutResponse, ClientError> {
+        self.put_with(key, value, PutOptions::default())
+    }
+
+    /// Writes `value` at `key`, returning the previous pair when asked.
+    pub fn put_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        options: PutOptions,
+    ) -> Result<PutResponse, ClientError> {
+        let op = kv::Op::Put(kv::PutRequest {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+            prev_kv: options.prev_kv,
+            lease: options.lease,
+        });
+        match self.execute(op, false)?.op {
+            OpResponse::Put(put) => Ok(put),
+            other => Err(unexpected_result("put", &other)),
+        }
+    }
+
+    /// Reads one key, linearizably.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>, ClientError> {
+        self.get_one(key.as_ref(), false)
+    }
+
+    /// Reads one key from any node's local replica, possibly stale.
+    pub fn get_serializable(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>, ClientError> {
+        self.get_one(key.as_ref(), true)
+    }
+
+    fn get_one(&self, key: &[u8], serializable: bool) -> Result<Option<KeyValue>, ClientError> {
+        let range = self.range_with(RangeRequest::get(key), serializable)?;
+        Ok(range.kvs.into_iter().find(|pair| pair.key == key))
+    }
+
+    /// Reads a key or a range of keys, linearizably.
+    pub fn range(&self, request: RangeRequest) -> Result<RangeResponse, ClientError> {
+        self.range_with(request, false)
+    }
+
+    /// Reads a key or a range of keys from any node's local replicas, possibly stale.
+    pub fn range_serializable(&self, request: RangeRequest) -> Result<RangeResponse, ClientError> {
+        self.range_with(request, true)
+    }
+
+    fn range_with(
+        &self,
+        request: RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeResponse, ClientError> {
+        match self.execute(kv::Op::Range(request), serializable)?.op {
+            OpResponse::Range(range) => Ok(range),
+            other => Err(unexpected_result("range", &other)),
+        }
+    }
+
+    /// Reads every key that starts with `prefix` (every key when it is empty), at most
+    /// `limit` of them (0: the server's own bound), in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        limit: u64,
+    ) -> Result<RangeResponse, ClientError> {
+        self.range(RangeRequest {
+            limit,
+            ..prefix_range(prefix.as_ref())
+        })
+    }
+
+    /// Deletes one key.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<DeleteResponse, ClientError> {
+        self.delete_range(key, [])
+    }
+
+    /// Deletes the keys in [`key`, `range_end`) (`key` alone when `range_end` is empty;
+    /// every key from `key` on when it is [`kv::RANGE_END_UNBOUNDED`]).
+    pub fn delete_range(
+        &self,
+        key: impl AsRef<[u8]>,
+        range_end: impl AsRef<[u8]>,
+    ) -> Result<DeleteResponse, ClientError> {
+        let op = kv::Op::Delete(kv::DeleteRequest {
+            key: key.as_ref().to_vec(),
+            range_end: range_end.as_ref().to_vec(),
+            prev_kv: false,
+        });
+        match self.execute(op, false)?.op {
+            OpResponse::Delete(delete) => Ok(delete),
+            other => Err(unexpected_result("delete", &other)),
+        }
+    }
+
+    /// Appends `value` to the value at `key` (creating the key when absent).
+    pub fn append(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<AppendResponse, ClientError> {
+        let op = kv::Op::Append(kv::AppendRequest {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        });
+        match self.execute(op, false)?.op {
+            OpResponse::Append(append) => Ok(append),
+            other => Err(unexpected_result("append", &other)),
+        }
+    }
+
+    /// Runs a transaction; all of its keys must belong to one group.
+    pub fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ClientError> {
+        match self.execute(kv::Op::Txn(request), false)?.op {
+            OpResponse::Txn(txn) => Ok(txn),
+            other => Err(unexpected_result("transaction", &other)),
+        }
+    }
+
+    /// Runs any key-value op and returns the whole response, revision included.
+    /// `serializable` applies to read-only ops only; writes always go through the log.
+    pub fn execute(&self, op: kv::Op, serializable: bool) -> Result<kv::Response, ClientError> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        if op.is_read_only() {
+            self.run(op, serializable, deadline, None)
+        } else {
+            let session = self
+                .sessions
+                .checkout(deadline)
+                .ok_or_else(|| ClientError::Timeout {
+                    timeout: self.options.request_timeout,
+                    attempts: 0,
+                    last_error: format!(
+                        "every one of the {} sessions stayed in use",
+                        self.options.sessions_max
+                    ),
+                })?;
+            self.run(op, false, deadline, Some(session))
+        }
+    }
+
+    /// The attempt loop of one operation (see the module's documentation). A write comes
+    /// with its session; its (client id, seq) stays the same across retries.
+    fn run(
+        &self,
+        op: kv::Op,
+        serializable: bool,
+        deadline: Instant,
+        mut session: Option<SessionGuard<'_>>,
+    ) -> Result<kv::Response, ClientError> {
+        let is_write = session.is_some();
+        let serializable = serializable && !is_write;
+        let routed = route_group(&op, self.group_count);
+        debug_assert!(!is_write || routed.is_some(), "a write has a key");
+        let group = routed.unwrap_or(0);
+        let (client_id, mut seq) = match &session {
+            Some(session) => (session.client_id(), session.next_seq(group)),
+            None => (0, 0),
+        };
+        let mut request = ApiRequest {
+            request_id: 0,
+            kind: RequestKind::Kv {
+                command: Command { client_id, seq, op },
+                serializable,
+            },
+        };
+        // The current (client id, seq) may have reached a server: its outcome is open.
+        let mut delivered = false;
+        let mut retired = false;
+        let mut attempts = Attempts::new(&self.options, deadline);
+        let mut redirect: Option<usize> = None;
+        let mut redirects_in_a_row = 0u32;
+        // A read across groups has no group, so it teaches nothing about leaders.
+        let forget_leader = |node: usize| {
+            if routed.is_some() {
+                self.forget_leader(group, node);
+            }
+        };
+        let result = loop {
+            let wait_until = match attempts.begin() {
+                Ok(wait_until) => wait_until,
+                Err(give_up) => break Err(attempts.error(give_up, delivered)),
+            };
+            let preferred = redirect.take().or_else(|| {
+                let by_leader = routed.is_some() && !serializable;
+                by_leader.then(|| self.leader_of(group)).flatten()
+            });
+            let delivered_before = delivered;
+            let attempt = self.attempt(preferred, &mut request, wait_until);
+            let mut redirected = false;
+            match attempt {
+                Attempt::Answered { node, result } => match result {
+                    Ok(ApiResult::Kv(response)) => {
+                        if is_write {
+                            self.set_leader(group, node);
+                        }
+                        break Ok(response);
+                    }
+                    Ok(ApiResult::Status(_)) => {
+                        delivered |= is_write;
+                        break Err(ClientError::Protocol(
+                            "a status result for a key-value request".to_string(),
+                        ));
+                    }
+                    Err(error) => {
+                        let description = format!("{}: {error}", self.address_of(node));
+                        match error.code {
+                            ErrorCode::NotLeader => {
+                                forget_leader(node);
+                                let hinted = error
+                                    .leader
+                                    .as_ref()
+                                    .and_then(|hint| self.node_for_hint(hint))
+                                    .filter(|&hinted| hinted != node);
+                                if let Some(hinted) = hinted {
+                                    if routed.is_some() {
+                                        self.set_leader(group, hinted);
+                                    }
+                                    redirect = Some(hinted);
+                                    redirected = true;
+                                    // One redirect goes at once; a second in a row waits,
+                                    // so stale hints cannot spin through the attempts.
+                                    attempts.failed(description, redirects_in_a_row > 0);
+                                } else {
+                                    attempts.failed(description, true);
+                                }
+                            }
+                            ErrorCode::NoLeader | ErrorCode::Overloaded => {
+                                if error.code == ErrorCode::NoLeader {
+                                    forget_leader(node);
+                                }
+                                attempts.failed(description, true);
+                            }
+                            ErrorCode::ShuttingDown | ErrorCode::Timeout => {
+                                // A node shutting down may have proposed the write first.
+                                delivered |= is_write;
+                                forget_leader(node);
+                                attempts.failed(description, true);
+                            }
+                            ErrorCode::SessionExpired if is_write => {
+                                let session = session.as_mut().expect("a write has a session");
+                                session.retire();
+                                if delivered_before {
+                                    // An earlier delivery may have applied, and the
+                                    // session that could tell is gone.
+                                    retired = true;
+                                    break Err(ClientError::OutcomeUnknown {
+                                        attempts: attempts.made,
+                                        last_error: description,
+                                    });
+                                }
+                                // This seq reached no server before, and the refusal
+                                // applied nothing: the write is sent again, as the
+                                // first write of a fresh client id.
+                                seq = session.next_seq(group);
+                                if let RequestKind::Kv { command, .. } = &mut request.kind {
+                                    command.client_id = session.client_id();
+                                    command.seq = seq;
+                                }
+                                delivered = false;
+                                attempts.failed(description, false);
+                            }
+                            code => {
+                                break Err(ClientError::Rejected {
+                                    code,
+                                    message: error.message,
+                                })
+                            }
+                        }
+                    }
+                },
+                Attempt::Failed { node, error } => {
+                    delivered |= is_write && error.maybe_delivered();
+                    let description = format!("{}: {error}", self.address_of(node));
+                    match error {
+                        CallError::Protocol(_) => break Err(ClientError::Protocol(description)),
+                        CallError::NotSent(_) | CallError::Lost(_) => {
+                            forget_leader(node);
+                        }
+                        CallError::TimedOut | CallError::InFlightFull(_) => {}
+                        CallError::TooLarge { bytes } => {
+                            break Err(ClientError::RequestTooLarge {
+                                bytes,
+                                max: FRAME_BYTES_MAX,
+                            })
+                        }
+                    }
+                    attempts.failed(description, true);
+                }
+                Attempt::NoNode(reason) => attempts.failed(reason, true),
+                Attempt::Fatal(error) => break Err(error),
+            }
+            redirects_in_a_row = if redirected {
+                redirects_in_a_row + 1
+            } else {
+                0
+            };
+        };
+        if let Some(session) = &mut session {
+            if !retired {
+                let end = match &result {
+                    Ok(_) => WriteEnd::Applied,
+                    Err(ClientError::Rejected { .. }) => WriteEnd::SeqUsed,
+                    Err(_) if delivered => WriteEnd::SeqUsed,
+                    Err(_) => WriteEnd::NotSent,
+                };
+                session.finish(group, seq, end);
+            }
+        }
+        result
+    }
+
+    /// Sends the request once: to `preferred` when it can take it, else to the next
+    /// node in turn that can.
+    fn attempt(
+        &self,
+        preferred: Option<usize>,
+        request: &mut ApiRequest,
+        wait_until: Instant,
+    ) -> Attempt {
+        let (node, connection) = match self.pick_node(preferred, wait_until) {
+            Ok(picked) => picked,
+            Err(reason) => return Attempt::NoNode(reason),
+        };
+        match connection.call(request, wait_until) {
+            Ok(response) => {
+                debug_assert_eq!(response.request_id, request.request_id);
+                Attempt::Answered {
+                    node,
+                    result: response.result,
+                }
+            }
+            Err(CallError::TooLarge { bytes }) => Attempt::Fatal(ClientError::RequestTooLarge {
+                bytes,
+                max: FRAME_BYTES_MAX,
+            }),
+            Err(error) => Attempt::Failed { node, error },
+        }
+    }
+
+    fn nodes_snapshot(&self) -> Vec<Arc<Node>> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn address_of(&self, node: usize) -> String {
+        self.nodes_snapshot()
+            .get(node)
+            .map_or_else(String::new, |node| node.address().to_string())
+    }
+
+    /// A node with an open connection: `preferred` first, then every node in turn from a
+    /// rotating start. Down nodes are skipped without touching the network.
+    fn pick_node(
+        &self,
+        preferred: Option<usize>,
+        wait_until: Instant,
+    ) -> Result<(usize, Arc<Connection>), String> {
+        let nodes = self.nodes_snapshot();
+        let mut reasons = Vec::new();
+        if let Some(index) = preferred {
+            match nodes[index].connection(&self.options, wait_until) {
+                Ok(connection) => return Ok((index, connection)),
+                Err(unavailable) => reasons.push(unavailable.reason),
+            }
+        }
+        let start = self.next_node.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..nodes.len() {
+            let index = (start + offset) % nodes.len();
+            if Some(index) == preferred {
+                continue;
+            }
+            match nodes[index].connection(&self.options, wait_until) {
+                Ok(connection) => return Ok((index, connection)),
+                Err(unavailable) => reasons.push(unavailable.reason),
+            }
+        }
+        Err(format!(
+            "no node can take the request: {}",
+            reasons.join("; ")
+        ))
+    }
+
+    fn leader_of(&self, group: GroupId) -> Option<usize> {
+        lock(&self.leaders).get(&group).copied()
+    }
+
+    fn set_leader(&self, group: GroupId, node: usize) {
+        lock(&self.leaders).insert(group, node);
+    }
+
+    /// Forgets `node` as `group`'s leader (and nothing else: another thread may have
+    /// learned a newer leader meanwhile).
+    fn forget_leader(&self, group: GroupId, node: usize) {
+        let mut leaders = lock(&self.leaders);
+        if leaders.get(&group) == Some(&node) {
+            leaders.remove(&group);
+        }
+    }
+
+    /// The node a leader hint names: by id, else by address, else a new node at the
+    /// hinted address (while under [`NODES_MAX`]).
+    fn node_for_hint(&self, hint: &LeaderHint) -> Option<usize> {
+        let find = |nodes: &[Arc<Node>]| {
+            nodes
+                .iter()
+                .position(|node| node.node_id() == hint.node_id)
+                .or_else(|| {
+                    let by_address = nodes.iter().position(|node| {
+                        !hint.client_address.is_empty() && node.address() == hint.client_address
+                    });
+                    if let Some(index) = by_address {
+                        nodes[index].learn_node_id(hint.node_id);
+                    }
+                    by_address
+                })
+        };
+        if let Some(index) = find(&self.nodes_snapshot()) {
+            return Some(index);
+        }
+        if hint.client_address.is_empty() {
+            return None;
+        }
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(index) = find(&nodes) {
+            return Some(index);
+        }
+        if nodes.len() >= NODES_MAX {
+            return None;
+        }
+        nodes.push(Arc::new(Node::new(
+            hint.client_address.clone(),
+            hint.node_id,
+        )));
+        Some(nodes.len() - 1)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Status
+    // ----------------------------------------------------------------------------------
+
+    /// Asks the node at `endpoint` ("host:port") for its status: through its pooled
+    /// connection when the client knows the node, through a one-off connection otherwise.
+    pub fn status(&self, endpoint: &str) -> Result<StatusInfo, ClientError> {
+        let deadline = Instant::now() + self.options.request_timeout;
+        let known = self
+            .nodes_snapshot()
+            .into_iter()
+            .find(|node| node.address() == endpoint);
+        let connection = match known {
+            Some(node) => node
+                .connection(&self.options, deadline)
+                .map_err(|unavailable| ClientError::Unavailable {
+                    attempts: 1,
+                    last_error: unavailable.reason,
+                })?,
+            None => Arc::new(
+                Connection::open(
+                    endpoint,
+                    self.options.connect_timeout,
+                    self.options.attempt_timeout,
+                    self.options.in_flight_max,
+                )
+                .map_err(|error| ClientError::Unavailable {
+                    attempts: 1,
+                    last_error: format!("{endpoint}: connect failed: {error}"),
+                })?,
+            ),
+        };
+        status_call(&connection, deadline, self.options.request_timeout)
+    }
+
+    /// Asks every known node for its status, all at once, and returns the answers in the
+    /// order the client knows the nodes.
+    pub fn status_all(&self) -> Vec<NodeStatus> {
+        let nodes = self.nodes_snapshot();
+        std::thread::scope(|scope| {
+            let asks: Vec<_> = nodes
+                .iter()
+                .map(|node| scope.spawn(move || self.status(node.address())))
+                .collect();
+            nodes
+                .iter()
+                .zip(asks)
+                .map(|(node, ask)| {
+                    let result = ask.join().unwrap_or_else(|_| {
+                        Err(ClientError::Protocol(
+                            "the status request panicked".to_string(),
+                        ))
+                    });
+                    if let Ok(status) = &result {
+                        node.learn_node_id(status.node_id);
+                    }
+                    NodeStatus {
+                        address: node.address().to_string(),
+                        node_id: node.node_id(),
+                        result,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Each known node's address with a word for the health of its connection
+    /// ("idle", "healthy", "closed", "probing", "down"), for diagnostics.
+    pub fn node_health(&self) -> Vec<(String, &'static str)> {
+        self.nodes_snapshot()
+            .iter()
+            .map(|node| (node.address().to_string(), node.health_name()))
+            .collect()
+    }
+}
+
+/// The range of every key starting with `prefix`; an empty prefix selects every key (keys
+/// are never empty, so the scan starts at the smallest one, `[0]`).
+pub fn prefix_range(prefix: &[u8]) -> RangeRequest {
+    if prefix.is_empty() {
+        RangeRequest {
+            key: vec![0],
+            range_end: kv::RANGE_END_UNBOUNDED.to_vec(),
+            ..RangeRequest::default()
+        }
+    } else {
+        RangeRequest::prefix(prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &[u8]) -> kv::TxnOp {
+        kv::TxnOp::Put(kv::PutRequest {
+            key: key.to_vec(),
+            ..kv::PutRequest::default()
+        })
+    }
+
+    // Single-key ops route by their key, a transaction by its first key (compares
+    // first), and reads across groups route nowhere.
+    #[test]
+    fn operations_route_by_their_key() {
+        let groups = 64;
+        let by_key = |key: &[u8]| Some(group_of(key, groups));
+        let range = kv::Op::Range(RangeRequest::get(b"a"));
+        assert_eq!(route_group(&range, groups), by_key(b"a"));
+        let scan = kv::Op::Range(RangeRequest::prefix(b"a"));
+        assert_eq!(route_group(&scan, groups), None);
+        let delete = kv::Op::Delete(kv::DeleteRequest {
+            key: b"d".to_vec(),
+            range_end: b"e".to_vec(),
+            prev_kv: false,
+        });
+        assert_eq!(route_group(&delete, groups), by_key(b"d"));
+        let txn = kv::Op::Txn(TxnRequest {
+            compares: vec![Compare {
+                key: b"c".to_vec(),
+                target: CompareTarget::Version(0),
+                result: CompareResult::Equal,
+            }],
+            success: vec![put(b"s")],
+            failure: vec![],
+        });
+        assert_eq!(route_group(&txn, groups), by_key(b"c"));
+        let txn = kv::Op::Txn(TxnRequest {
+            compares: vec![],
+            success: vec![],
+            failure: vec![put(b"f")],
+        });
+        assert_eq!(route_group(&txn, groups), by_key(b"f"));
+        assert_eq!(
+            route_group(&kv::Op::Txn(TxnRequest::default()), groups),
+            None
+        );
+    }
+
+    // An empty prefix scans every key; another prefix scans up to its successor.
+    #[test]
+    fn prefix_ranges() {
+        let all = prefix_range(b"");
+        assert_eq!(
+            (all.key, all.range_end),
+            (vec![0], kv::RANGE_END_UNBOUNDED.to_vec())
+        );
+        let some = prefix_range(b"ab");
+        assert_eq!((some.key, some.range_end), (b"ab".to_vec(), b"ac".to_vec()));
+    }
+
+    // The client can be shared between threads.
+    #[test]
+    fn client_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Client>();
+    }
+}

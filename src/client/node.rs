@@ -1,0 +1,217 @@
+//! One node of the cluster as the SDK sees it: its address, its id when known, and the
+//! health of its connection (healthy, probing, down), so that a dead node is skipped
+//! until it answers again instead of costing every request a connection timeout.
+//!
+//! ```text
+//!   Idle ──connect ok──▶ Healthy ──closed after answering──▶ (next use) Probing
+//!     │                   ▲   │                                  │      │
+//!     │                   │   └─closed before any answer─┐       │      │
+//!     └──connect fails─┐  └───────────connect ok─────────┼───────┘      │ connect fails
+//!                      ▼                                 ▼              ▼
+//!                     Down { retry_at } ◀────────────────┴──────────────┘
+//!                          └──retry_at passed, next use──▶ Probing
+//! ```
+//!
+//! Exactly one caller probes a node at a time; the others skip it meanwhile. After `n`
+//! failures in a row (a refused connection, or one closed before it answered anything)
+//! the node is skipped for the reconnect backoff of `n` (doubling, capped). A connection
+//! that served answers and then closed (a server restart, an idle close) is replaced at
+//! once on the next use.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::connection::Connection;
+use super::options::{backoff, ClientOptions};
+use crate::raft::{NodeId, NO_NODE};
+
+/// Where a node's connection stands.
+#[derive(Debug)]
+enum Health {
+    /// Never tried.
+    Idle,
+    /// Connected after `failures` failures in a row; the connection may have closed
+    /// since, which the next use notices.
+    Healthy {
+        connection: Arc<Connection>,
+        failures: u32,
+    },
+    /// One caller is connecting (it remembers how many attempts failed before).
+    Probing,
+    /// Skipped until `retry_at`.
+    Down {
+        retry_at: Instant,
+        failures: u32,
+        reason: String,
+    },
+}
+
+/// Why a node cannot take a request now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeUnavailable {
+    pub(crate) reason: String,
+}
+
+/// One node and its connection.
+#[derive(Debug)]
+pub(crate) struct Node {
+    address: String,
+    /// [`NO_NODE`] until the cluster names the node.
+    node_id: AtomicU64,
+    health: Mutex<Health>,
+}
+
+fn lock(mutex: &Mutex<Health>) -> MutexGuard<'_, Health> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Node {
+    pub(crate) fn new(address: String, node_id: NodeId) -> Node {
+        Node {
+            address,
+            node_id: AtomicU64::new(node_id),
+            health: Mutex::new(Health::Idle),
+        }
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.node_id.load(Ordering::Relaxed)
+    }
+
+    /// Records the node's id once the cluster names it.
+    pub(crate) fn learn_node_id(&self, node_id: NodeId) {
+        if node_id != NO_NODE {
+            self.node_id.store(node_id, Ordering::Relaxed);
+        }
+    }
+
+    /// A short word for the node's state, for diagnostics.
+    pub(crate) fn health_name(&self) -> &'static str {
+        match &*lock(&self.health) {
+            Health::Idle => "idle",
+            Health::Healthy { connection, .. } if connection.closed_reason().is_none() => "healthy",
+            Health::Healthy { .. } => "closed",
+            Health::Probing => "probing",
+            Health::Down { .. } => "down",
+        }
+    }
+
+    /// The node's open connection, connecting first when the node is due for it. Fails
+    /// at once, without touching the network, while the node is down or another caller
+    /// is probing it. `wait_until` caps the connection timeout.
+    pub(crate) fn connection(
+        &self,
+        options: &ClientOptions,
+        wait_until: Instant,
+    ) -> Result<Arc<Connection>, NodeUnavailable> {
+        let now = Instant::now();
+        let failures = {
+            let mut health = lock(&self.health);
+            let failures = match &*health {
+                Health::Healthy {
+                    connection,
+                    failures,
+                } => match connection.closed_reason() {
+                    None => return Ok(Arc::clone(connection)),
+                    // A connection that served answers is replaced at once: a server
+                    // restart or an idle close should not cost a backoff.
+                    Some(_) if connection.has_answered() => 0,
+                    // One that closed before answering anything is a failure like a
+                    // refused connection, so a node that accepts and drops connections
+                    // is skipped like a dead one.
+                    Some(reason) => {
+                        let failures = failures.saturating_add(1);
+                        let reason = format!("closed before answering: {reason}");
+                        return Err(self.mark_down(options, &mut health, failures, reason));
+                    }
+                },
+                Health::Idle => 0,
+                Health::Probing => {
+                    return Err(NodeUnavailable {
+                        reason: format!("{}: another request is connecting", self.address),
+                    })
+                }
+                Health::Down {
+                    retry_at,
+                    failures,
+                    reason,
+                } => {
+                    if now < *retry_at {
+                        return Err(NodeUnavailable {
+                            reason: format!(
+                                "{}: down for another {:?} ({reason})",
+                                self.address,
+                                *retry_at - now
+                            ),
+                        });
+                    }
+                    *failures
+                }
+            };
+            *health = Health::Probing;
+            failures
+        };
+
+        let connect_timeout = options
+            .connect_timeout
+            .min(wait_until.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let opened = Connection::open(
+            &self.address,
+            connect_timeout,
+            options.attempt_timeout,
+            options.in_flight_max,
+        );
+        let mut health = lock(&self.health);
+        match opened {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                *health = Health::Healthy {
+                    connection: Arc::clone(&connection),
+                    failures,
+                };
+                Ok(connection)
+            }
+            Err(error) => {
+                let failures = failures.saturating_add(1);
+                Err(self.mark_down(
+                    options,
+                    &mut health,
+                    failures,
+                    format!("connect failed: {error}"),
+                ))
+            }
+        }
+    }
+
+    /// Skips the node for the reconnect backoff of `failures` failures in a row.
+    fn mark_down(
+        &self,
+        options: &ClientOptions,
+        health: &mut Health,
+        failures: u32,
+        reason: String,
+    ) -> NodeUnavailable {
+        let pause = backoff(
+            options.reconnect_backoff_initial,
+            options.reconnect_backoff_max,
+            failures,
+        );
+        let unavailable = NodeUnavailable {
+            reason: format!("{}: {reason}", self.address),
+        };
+        *health = Health::Down {
+            retry_at: Instant::now() + pause,
+            failures,
+            reason,
+        };
+        unavailable
+    }
+}
