@@ -18,10 +18,10 @@ pub enum ClientError {
     InvalidArgument(String),
     /// No node could serve the operation within the retry bound (every node down, no
     /// leader elected, overloaded). A write was never delivered, so it was not applied.
-    #[error("unavailable after {attempts} attempts: {last_error}")]
+    #[error("unavailable: {last_error} (attempts: {attempts})")]
     Unavailable { attempts: u32, last_error: String },
     /// The deadline passed first. A write was never delivered, so it was not applied.
-    #[error("timed out after {timeout:?} ({attempts} attempts): {last_error}")]
+    #[error("timed out after {timeout:?}: {last_error} (attempts: {attempts})")]
     Timeout {
         timeout: Duration,
         attempts: u32,
