@@ -602,6 +602,13 @@ fn an_unknown_outcome_is_reported_as_such() {
         matches!(error, ClientError::OutcomeUnknown { attempts: 3, .. }),
         "{error:?}"
     );
+    // The next write does not stand beside a copy that may still be in flight: it opens a
+    // fresh client id.
+    let first = session_of(&cluster.journal.requests()[0].1);
+    let _ = client.put("k", "v").unwrap_err();
+    let next = session_of(&cluster.journal.requests()[3].1);
+    assert_ne!(next.0, first.0);
+    assert_eq!(next.1, 1);
     // Reads are never "outcome unknown".
     let error = client.get("k").unwrap_err();
     assert!(

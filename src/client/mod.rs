@@ -7,9 +7,9 @@
 //! - [`Client::connect`] asks the first endpoint that answers for its status: the
 //!   cluster id, the group count (which [`group_of`] divides by) and every member's client
 //!   address. The client then knows every node, not only the endpoints it was given.
-//! - Each node has one pipelined connection ([`connection`]): many requests in flight,
+//! - Each node has one pipelined connection (`client/connection.rs`): many requests in flight,
 //!   matched to responses by request id, at most [`ClientOptions::in_flight_max`] at once.
-//!   A node whose connection fails is skipped for a growing pause ([`node`]).
+//!   A node whose connection fails is skipped for a growing pause (`client/node.rs`).
 //! - A write goes to its group's cached leader, or to any node when none is cached; a
 //!   `NotLeader` answer names the leader, which is cached and tried next. `NoLeader`,
 //!   `Timeout` (outcome unknown), `Overloaded`, `ShuttingDown`, a lost connection and an
@@ -30,13 +30,15 @@
 //!
 //! # Sessions
 //!
-//! Writes are exactly-once through sessions ([`session`]): each write checks a client id
+//! Writes are exactly-once through sessions (`client/session.rs`): each write checks a client id
 //! out of a pool of at most [`ClientOptions::sessions_max`], takes that id's next seq in
 //! its group, and returns the id when done, so no (client id, group) ever has two writes
 //! outstanding. When a group answers `SessionExpired` to a write's first delivery, the
 //! write was not applied: the client id is retired and the write is sent again under a
 //! fresh one. When it answers so to a retry, the first delivery may have applied and the
-//! write ends with [`ClientError::OutcomeUnknown`].
+//! write ends with [`ClientError::OutcomeUnknown`]. A write whose outcome stays unknown,
+//! and a refused first write of a group, retire their client id too (the table in
+//! `client/session.rs` says why).
 //!
 //! # Errors
 //!
@@ -744,10 +746,12 @@ impl Client {
         };
         if let Some(session) = &mut session {
             if !retired {
+                // A refusal does not mark its own delivery: `delivered` says whether an
+                // earlier copy of the write may still be on its way.
                 let end = match &result {
                     Ok(_) => WriteEnd::Applied,
-                    Err(ClientError::Rejected { .. }) => WriteEnd::SeqUsed,
-                    Err(_) if delivered => WriteEnd::SeqUsed,
+                    Err(_) if delivered => WriteEnd::Unknown,
+                    Err(ClientError::Rejected { .. }) => WriteEnd::Refused,
                     Err(_) => WriteEnd::NotSent,
                 };
                 session.finish(group, seq, end);

@@ -10,17 +10,19 @@
 //!
 //! What a finished write does to its session in its group:
 //!
-//! | how the write ended                      | session opened before? | effect                      |
-//! |------------------------------------------|------------------------|-----------------------------|
-//! | applied (a success answer)               | either                 | opened; next seq = seq + 1  |
-//! | refused, or outcome unknown              | yes                    | next seq = seq + 1 (a gap)  |
-//! | refused, or outcome unknown              | no                     | the client id is retired    |
-//! | never sent                               | either                 | unchanged (seq reused)      |
+//! | how the write ended                                   | opened before? | effect                     |
+//! |-------------------------------------------------------|----------------|----------------------------|
+//! | applied (a success answer)                            | either         | opened; next seq = seq + 1 |
+//! | refused on its first delivery                         | yes            | next seq = seq + 1 (a gap) |
+//! | refused on its first delivery                         | no             | the client id is retired   |
+//! | outcome unknown (or refused after an earlier delivery)| either         | the client id is retired   |
+//! | never sent                                            | either         | unchanged (seq reused)     |
 //!
-//! Retiring is what keeps a first write safe: after seq 1 ended without a success, the
-//! group may or may not have opened the session, so neither seq 1 (it could return the
-//! cached outcome of a different write) nor seq 2 (it could be refused as expired) is
-//! safe; a fresh client id is.
+//! Retiring keeps two promises. After seq 1 ended without a success, the group may or may
+//! not have opened the session, so neither seq 1 (it could return the cached outcome of a
+//! different write) nor seq 2 (it could be refused as expired) is safe; a fresh client id
+//! is. And after an unknown outcome, a copy of the write may still be on its way to the
+//! log: a fresh client id keeps the next write from being outstanding beside it.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -82,9 +84,11 @@ impl GroupSession {
 pub(crate) enum WriteEnd {
     /// A success answer: applied exactly once.
     Applied,
-    /// The server answered with a refusal, or the write may have been applied: the seq
-    /// is used up either way.
-    SeqUsed,
+    /// Refused by the server on the write's only delivery: the seq is used up, and no
+    /// copy of the write is left anywhere.
+    Refused,
+    /// The write may have been applied, or a copy of it may still be in flight.
+    Unknown,
     /// The request never left this process: the seq was not used.
     NotSent,
 }
@@ -135,7 +139,7 @@ impl Session {
                     },
                 );
             }
-            WriteEnd::SeqUsed if session.opened => {
+            WriteEnd::Refused if session.opened => {
                 self.groups.insert(
                     group,
                     GroupSession {
@@ -144,7 +148,7 @@ impl Session {
                     },
                 );
             }
-            WriteEnd::SeqUsed => self.retire(),
+            WriteEnd::Refused | WriteEnd::Unknown => self.retire(),
         }
     }
 
@@ -281,17 +285,23 @@ mod tests {
         assert_eq!(session.client_id(), 7);
     }
 
-    // A used-up seq on an opened session leaves a gap; on a session that may not be open
-    // it retires the client id.
+    // A refusal on an opened session leaves a gap; a refusal on a session that may not
+    // be open, or an unknown outcome, retires the client id.
     #[test]
     fn used_seqs_gap_or_retire() {
         let mut session = Session::with_client_id(7);
         session.finish(0, 1, WriteEnd::Applied);
-        session.finish(0, 2, WriteEnd::SeqUsed);
+        session.finish(0, 2, WriteEnd::Refused);
         assert_eq!((session.client_id(), session.next_seq(0)), (7, 3));
-        session.finish(5, 1, WriteEnd::SeqUsed);
+        session.finish(5, 1, WriteEnd::Refused);
         assert_ne!(session.client_id(), 7);
         assert_eq!((session.next_seq(0), session.next_seq(5)), (1, 1));
+
+        let mut session = Session::with_client_id(8);
+        session.finish(0, 1, WriteEnd::Applied);
+        session.finish(0, 2, WriteEnd::Unknown);
+        assert_ne!(session.client_id(), 8);
+        assert_eq!(session.next_seq(0), 1);
     }
 
     // The pool never hands out more than its bound; a returned session is reused with its
