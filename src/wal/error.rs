@@ -134,6 +134,12 @@ pub enum CorruptionReason {
         first_index: u64,
         last_index: u64,
     },
+    #[error("group {group}: entries from index {first_index} although the log is compacted through {compaction_index}")]
+    AppendBeforeCompaction {
+        group: u64,
+        first_index: u64,
+        compaction_index: u64,
+    },
     #[error("group {group}: compaction to index {index} after compaction to {previous}")]
     CompactionRegressed {
         group: u64,

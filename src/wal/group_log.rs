@@ -162,17 +162,22 @@ impl GroupLog {
     }
 
     /// Checks that entries starting at `first_index` may be appended: after the compaction
-    /// point and at most one past the last index. Recovery passes `lenient` while it has not
-    /// yet seen an Entries or Compaction record of the group, whose older records may have
-    /// been garbage-collected: its log may then resume anywhere, and recovery checks at the
-    /// end that a compaction point covers what is missing.
-    pub fn check_append(&self, first_index: u64, lenient: bool) -> Result<(), LogOperationError> {
-        let fits = first_index > self.compaction_index() && first_index <= self.last_index() + 1;
-        if first_index >= 1 && (fits || lenient) {
+    /// point and at most one past the last index.
+    pub fn check_append(&self, first_index: u64) -> Result<(), LogOperationError> {
+        if first_index > self.compaction_index() && first_index <= self.last_index() + 1 {
             Ok(())
         } else {
             Err(LogOperationError::BadAppend { index: first_index })
         }
+    }
+
+    /// Forgets every entry held, keeping the hard state and compaction point. Recovery
+    /// calls it when a group's entries resume after a gap: the records of the gap were
+    /// collected because a later compaction covers them, which recovery checks once it has
+    /// read everything.
+    pub fn forget_entries(&mut self) {
+        self.runs.clear();
+        self.clear_cache();
     }
 
     /// Drops every entry at `index` or later: a later record wins over earlier ones.
@@ -368,21 +373,32 @@ impl GroupLog {
         }
     }
 
-    /// Marks entries through `position.index` as covered by a snapshot. When the log
-    /// disagrees with the snapshot about the term at that index, or ends before it, the
-    /// whole log is replaced by the snapshot, as Raft does when it installs one.
+    /// Whether a snapshot at `position` keeps the entries after it: the log agrees with the
+    /// snapshot about the term at its index, or ends before it. Otherwise installing the
+    /// snapshot replaces the whole log ([`GroupLog::reset`]), as Raft does.
+    pub fn compaction_keeps_log(&self, position: LogPosition) -> bool {
+        position.index > self.last_index() || self.term(position.index) == Some(position.term)
+    }
+
+    /// Marks entries through `position.index` as covered by a snapshot and drops them;
+    /// later entries stay.
     pub fn compact(&mut self, position: LogPosition, batch_sequence: u64) {
         assert!(
             position.index >= self.compaction_index(),
             "check_compaction first"
         );
-        let matches = self.term(position.index) == Some(position.term);
-        if matches && position.index <= self.last_index() {
-            self.drop_through(position.index);
-        } else {
-            self.runs.clear();
-            self.clear_cache();
-        }
+        self.drop_through(position.index);
+        self.compaction = Some(position);
+        self.compaction_batch = batch_sequence;
+    }
+
+    /// Replaces the whole log by a snapshot at `position`.
+    pub fn reset(&mut self, position: LogPosition, batch_sequence: u64) {
+        assert!(
+            position.index >= self.compaction_index(),
+            "check_compaction first"
+        );
+        self.forget_entries();
         self.compaction = Some(position);
         self.compaction_batch = batch_sequence;
     }
@@ -425,11 +441,11 @@ mod tests {
     #[test]
     fn later_records_win() {
         let mut log = GroupLog::default();
-        log.check_append(1, false).unwrap();
+        log.check_append(1).unwrap();
         log.append(&entries(1, &[1, 1, 1, 2, 2], 10), 1, 0, usize::MAX);
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.runs.len(), 2);
-        log.check_append(4, false).unwrap();
+        log.check_append(4).unwrap();
         log.append(&entries(4, &[3], 10), 2, 0, usize::MAX);
         assert_eq!(log.last_index(), 4);
         assert_eq!(log.term(3), Some(1));
@@ -443,11 +459,11 @@ mod tests {
             vec![1, 1, 1, 3]
         );
         assert_eq!(
-            log.check_append(6, false),
+            log.check_append(6),
             Err(LogOperationError::BadAppend { index: 6 })
         );
         assert_eq!(
-            log.check_append(0, false),
+            log.check_append(0),
             Err(LogOperationError::BadAppend { index: 0 })
         );
     }
@@ -468,20 +484,21 @@ mod tests {
         assert_eq!(log.cache.len(), 1);
     }
 
-    // Compaction drops covered entries; a compaction past the log or with another term
-    // replaces the whole log.
+    // Compaction drops covered entries and keeps later ones; a snapshot that disagrees
+    // with the log about the term at its index resets the whole log.
     #[test]
-    fn compaction_drops_covered_entries() {
+    fn compaction_and_reset() {
         let mut log = GroupLog::default();
         log.append(&entries(1, &[1, 1, 2, 2], 1), 1, 0, usize::MAX);
         log.check_compaction(2).unwrap();
+        assert!(log.compaction_keeps_log(LogPosition { index: 2, term: 1 }));
         log.compact(LogPosition { index: 2, term: 1 }, 2);
         assert_eq!(log.first_index(), 3);
         assert_eq!(log.first_held_index(), Some(3));
         assert_eq!(log.term(2), Some(1));
         assert_eq!(log.cache_first_index(), Some(3));
         assert_eq!(
-            log.check_append(2, false),
+            log.check_append(2),
             Err(LogOperationError::BadAppend { index: 2 })
         );
         assert_eq!(
@@ -491,21 +508,31 @@ mod tests {
                 previous: 2
             })
         );
-        log.compact(LogPosition { index: 3, term: 9 }, 3);
+        let conflicting = LogPosition { index: 3, term: 9 };
+        assert!(!log.compaction_keeps_log(conflicting));
+        log.reset(conflicting, 3);
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.first_held_index(), None);
-        log.compact(LogPosition { index: 50, term: 9 }, 4);
+        let beyond = LogPosition { index: 50, term: 9 };
+        assert!(log.compaction_keeps_log(beyond));
+        log.compact(beyond, 4);
         assert_eq!((log.first_index(), log.last_index()), (51, 50));
-        log.check_append(51, false).unwrap();
+        log.check_append(51).unwrap();
         assert_eq!(log.oldest_state_batch(), Some(4));
     }
 
-    // A group seen first in the middle of its history (older segments collected) is
-    // accepted by recovery only in lenient mode.
+    // A compaction below the first held entry (its own entry collected) keeps the log, and
+    // forgetting entries keeps the hard state and compaction point.
     #[test]
-    fn lenient_append_for_collected_history() {
-        let log = GroupLog::default();
-        assert!(log.check_append(500, false).is_err());
-        assert!(log.check_append(500, true).is_ok());
+    fn compaction_below_the_held_entries_and_forgetting() {
+        let mut log = GroupLog::default();
+        log.append(&entries(1, &[1, 1, 1, 1], 1), 1, 0, usize::MAX);
+        log.compact(LogPosition { index: 2, term: 1 }, 2);
+        log.forget_entries();
+        log.append(&entries(10, &[3, 3], 1), 3, 0, usize::MAX);
+        log.compact(LogPosition { index: 8, term: 2 }, 4);
+        assert_eq!((log.first_held_index(), log.last_index()), (Some(10), 11));
+        assert_eq!(log.compaction_index(), 8);
+        assert_eq!(log.oldest_entry_batch(), Some(3));
     }
 }

@@ -37,6 +37,7 @@ pub const RECORD_KIND_ENTRIES: u8 = 1;
 pub const RECORD_KIND_HARD_STATE: u8 = 2;
 pub const RECORD_KIND_COMPACTION: u8 = 3;
 pub const RECORD_KIND_GROUP_REMOVED: u8 = 4;
+pub const RECORD_KIND_LOG_RESET: u8 = 5;
 
 /// One log entry of one group. The payload is shared so that one entry can sit in the
 /// caller's log, the WAL cache and a batch without being copied.
@@ -74,10 +75,15 @@ pub enum RecordKind {
     /// The group's new hard state; replaces the previous one.
     HardState(HardState),
     /// Entries up to and including `index` are covered by a snapshot whose last entry is
-    /// (`index`, `term`); they are garbage from now on.
+    /// (`index`, `term`); they are garbage from now on. Later entries stay. (When the
+    /// log disagrees with the snapshot about the term at `index`, the writer records a
+    /// [`RecordKind::LogReset`] instead, so that replay never needs that term.)
     Compaction { index: u64, term: u64 },
     /// The group left this shard: forget everything written for it before.
     GroupRemoved,
+    /// The log is replaced by a snapshot whose last entry is (`index`, `term`): every entry
+    /// is dropped, as Raft does when it installs a snapshot that conflicts with its log.
+    LogReset { index: u64, term: u64 },
 }
 
 /// One record of one group inside a batch.
@@ -160,7 +166,7 @@ impl Record {
                         .sum::<usize>()
             }
             RecordKind::HardState(_) => HARD_STATE_BODY_BYTES,
-            RecordKind::Compaction { .. } => COMPACTION_BODY_BYTES,
+            RecordKind::Compaction { .. } | RecordKind::LogReset { .. } => COMPACTION_BODY_BYTES,
             RecordKind::GroupRemoved => 0,
         }
     }
@@ -175,6 +181,7 @@ impl Record {
             RecordKind::HardState(_) => RECORD_KIND_HARD_STATE,
             RecordKind::Compaction { .. } => RECORD_KIND_COMPACTION,
             RecordKind::GroupRemoved => RECORD_KIND_GROUP_REMOVED,
+            RecordKind::LogReset { .. } => RECORD_KIND_LOG_RESET,
         };
         out.push(kind);
         out.extend_from_slice(&self.group_id.to_le_bytes());
@@ -199,7 +206,7 @@ impl Record {
                 out.extend_from_slice(&state.vote.to_le_bytes());
                 out.extend_from_slice(&state.commit.to_le_bytes());
             }
-            RecordKind::Compaction { index, term } => {
+            RecordKind::Compaction { index, term } | RecordKind::LogReset { index, term } => {
                 out.extend_from_slice(&index.to_le_bytes());
                 out.extend_from_slice(&term.to_le_bytes());
             }
@@ -424,6 +431,7 @@ pub enum RecordViewKind<'a> {
     HardState(HardState),
     Compaction { index: u64, term: u64 },
     GroupRemoved,
+    LogReset { index: u64, term: u64 },
 }
 
 /// One decoded record.
@@ -445,6 +453,10 @@ impl RecordView<'_> {
                 term: *term,
             },
             RecordViewKind::GroupRemoved => RecordKind::GroupRemoved,
+            RecordViewKind::LogReset { index, term } => RecordKind::LogReset {
+                index: *index,
+                term: *term,
+            },
         };
         Record {
             group_id: self.group_id,
@@ -677,6 +689,15 @@ fn decode_record_body(
             }
             Ok(RecordViewKind::GroupRemoved)
         }
+        RECORD_KIND_LOG_RESET => {
+            if body.len() != COMPACTION_BODY_BYTES {
+                return Err(mismatch);
+            }
+            Ok(RecordViewKind::LogReset {
+                index: read_u64(body, 0),
+                term: read_u64(body, 8),
+            })
+        }
         other => Err(DecodeError::UnknownRecordKind {
             record,
             kind: other,
@@ -743,6 +764,10 @@ mod tests {
                 group_id: 0,
                 kind: RecordKind::GroupRemoved,
             },
+            Record {
+                group_id: 3,
+                kind: RecordKind::LogReset { index: 9, term: 2 },
+            },
         ]
     }
 
@@ -761,7 +786,7 @@ mod tests {
         assert_eq!(batch.header.sequence, 42);
         assert_eq!(batch.header.segment, 3);
         assert_eq!(batch.header.offset, 8192);
-        assert_eq!(batch.header.record_count, 4);
+        assert_eq!(batch.header.record_count, 5);
         assert_eq!(batch.header.padded_bytes(), bytes.len());
         let decoded: Vec<Record> = batch.records.iter().map(RecordView::to_record).collect();
         assert_eq!(decoded, records);
@@ -794,7 +819,7 @@ mod tests {
         assert_eq!(&bytes[16..24], &0x11u64.to_le_bytes());
         assert_eq!(&bytes[24..28], &0x2000u32.to_le_bytes());
         let payload_bytes = read_u32(&bytes, 28) as usize;
-        assert_eq!(read_u32(&bytes, 32), 4);
+        assert_eq!(read_u32(&bytes, 32), 5);
         assert_eq!(read_u32(&bytes, 36), 0);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&bytes[0..40]);
@@ -937,24 +962,24 @@ mod tests {
         ));
 
         let mut bytes = good.clone();
-        bytes[32..36].copy_from_slice(&5u32.to_le_bytes());
+        bytes[32..36].copy_from_slice(&6u32.to_le_bytes());
         refresh_checksums(&mut bytes);
         assert!(matches!(
             decode_batch(&bytes, 1, 0),
             Err(DecodeError::RecordCountMismatch {
-                declared: 5,
-                found: 4
+                declared: 6,
+                found: 5
             })
         ));
 
         let mut bytes = good.clone();
-        bytes[32..36].copy_from_slice(&3u32.to_le_bytes());
+        bytes[32..36].copy_from_slice(&4u32.to_le_bytes());
         refresh_checksums(&mut bytes);
         assert!(matches!(
             decode_batch(&bytes, 1, 0),
             Err(DecodeError::RecordCountMismatch {
-                declared: 3,
-                found: 4
+                declared: 4,
+                found: 5
             })
         ));
     }
@@ -1052,6 +1077,10 @@ mod tests {
             any::<u64>().prop_map(|group_id| Record {
                 group_id,
                 kind: RecordKind::GroupRemoved
+            }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(group_id, index, term)| Record {
+                group_id,
+                kind: RecordKind::LogReset { index, term }
             }),
         ]
     }

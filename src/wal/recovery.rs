@@ -178,8 +178,6 @@ pub struct Recovery {
 #[derive(Debug)]
 pub(crate) struct Replay {
     pub groups: HashMap<u64, GroupLog>,
-    /// Groups whose log start is known (an Entries or Compaction record seen, or removed).
-    established: HashSet<u64>,
     /// Groups whose last record was GroupRemoved.
     removed: HashSet<u64>,
     /// Where each group's first held run was written, for error messages.
@@ -194,7 +192,6 @@ impl Replay {
     pub fn new(cache_bytes_max: usize) -> Self {
         Replay {
             groups: HashMap::new(),
-            established: HashSet::new(),
             removed: HashSet::new(),
             locations: BatchLocations::default(),
             cache_bytes_max,
@@ -234,18 +231,21 @@ impl Replay {
             let group_id = record.group_id;
             match &record.kind {
                 RecordViewKind::Entries { entries } => {
-                    let lenient = !self.established.contains(&group_id);
                     let group = self.groups.entry(group_id).or_default();
                     let first_index = entries[0].index;
-                    if group.check_append(first_index, lenient).is_err() {
-                        return Err(corrupt(CorruptionReason::LogHole {
+                    if first_index <= group.compaction_index() {
+                        return Err(corrupt(CorruptionReason::AppendBeforeCompaction {
                             group: group_id,
                             first_index,
-                            last_index: group.last_index(),
+                            compaction_index: group.compaction_index(),
                         }));
                     }
+                    if first_index > group.last_index() + 1 {
+                        // The records before this one were collected: a later compaction
+                        // covers them, or `finish` reports the hole.
+                        group.forget_entries();
+                    }
                     group.append_views(entries, sequence, ordinal as u32, self.cache_bytes_max);
-                    self.established.insert(group_id);
                     self.removed.remove(&group_id);
                 }
                 RecordViewKind::HardState(state) => {
@@ -255,7 +255,8 @@ impl Replay {
                         .set_hard_state(*state, sequence);
                     self.removed.remove(&group_id);
                 }
-                RecordViewKind::Compaction { index, term } => {
+                RecordViewKind::Compaction { index, term }
+                | RecordViewKind::LogReset { index, term } => {
                     let group = self.groups.entry(group_id).or_default();
                     if group.check_compaction(*index).is_err() {
                         return Err(corrupt(CorruptionReason::CompactionRegressed {
@@ -264,19 +265,19 @@ impl Replay {
                             previous: group.compaction_index(),
                         }));
                     }
-                    group.compact(
-                        LogPosition {
-                            index: *index,
-                            term: *term,
-                        },
-                        sequence,
-                    );
-                    self.established.insert(group_id);
+                    let position = LogPosition {
+                        index: *index,
+                        term: *term,
+                    };
+                    if matches!(record.kind, RecordViewKind::LogReset { .. }) {
+                        group.reset(position, sequence);
+                    } else {
+                        group.compact(position, sequence);
+                    }
                     self.removed.remove(&group_id);
                 }
                 RecordViewKind::GroupRemoved => {
                     self.groups.remove(&group_id);
-                    self.established.insert(group_id);
                     self.removed.insert(group_id);
                 }
             }
@@ -326,14 +327,18 @@ impl Replay {
             }
             let group = self.groups.entry(group_id).or_default();
             if snapshot.index > group.compaction_index() {
-                // The snapshot was written but its compaction record was not (yet) durable.
-                group.compact(
-                    LogPosition {
-                        index: snapshot.index,
-                        term: snapshot.term,
-                    },
-                    0,
-                );
+                // The snapshot was written but its compaction record was not (yet) durable:
+                // do what the writer would have done with it. Every entry after the last
+                // durable compaction is still held, so the term check has what it needs.
+                let position = LogPosition {
+                    index: snapshot.index,
+                    term: snapshot.term,
+                };
+                if group.compaction_keeps_log(position) {
+                    group.compact(position, 0);
+                } else {
+                    group.reset(position, 0);
+                }
             }
         }
         for (&group_id, group) in &self.groups {
@@ -812,10 +817,19 @@ mod tests {
         assert_eq!(group.hard_state().unwrap().commit, 2);
         assert_eq!(replay.last_sequence, Some(3));
 
+        // Entries resuming after a gap are accepted while reading (a later compaction may
+        // cover the gap) and refused at the end when nothing does.
         let hole = encode_batch(&[entries_record(1, 9, 1, 1)], 4, 2, 0);
         let scan = scan_segment(&hole, 2, replay.expected_sequence());
-        let error = replay
+        replay
             .apply(&scan.batches[0].1, 2, 0, Path::new("next"))
+            .unwrap();
+        let mut covered = Replay {
+            groups: replay.groups.clone(),
+            ..Replay::new(usize::MAX)
+        };
+        let error = replay
+            .finish(Path::new("data"), Path::new("data/wal"), &BTreeMap::new())
             .unwrap_err();
         assert!(matches!(
             error,
@@ -828,5 +842,22 @@ mod tests {
                 ..
             }
         ));
+        // A compaction through 8 (with its snapshot) covers the gap.
+        covered
+            .groups
+            .get_mut(&1)
+            .unwrap()
+            .compact(LogPosition { index: 8, term: 1 }, 5);
+        let snapshot = Snapshot {
+            group_id: 1,
+            index: 8,
+            term: 1,
+            data: Vec::new(),
+        };
+        let snapshots = BTreeMap::from([(1, snapshot)]);
+        covered
+            .finish(Path::new("data"), Path::new("data/wal"), &snapshots)
+            .unwrap();
+        assert_eq!(covered.groups[&1].first_held_index(), Some(9));
     }
 }

@@ -736,9 +736,9 @@ fn submit_records(
         let group = state.groups.get(&group_id).unwrap_or(&empty);
         let checked = match &record.kind {
             RecordKind::Entries { entries } => group
-                .check_append(entries[0].index, false)
+                .check_append(entries[0].index)
                 .map_err(|error| log_operation_error(group_id, group, "append", error)),
-            RecordKind::Compaction { index, .. } => group
+            RecordKind::Compaction { index, .. } | RecordKind::LogReset { index, .. } => group
                 .check_compaction(*index)
                 .map_err(|error| log_operation_error(group_id, group, "compact", error))
                 .and_then(|()| check_snapshot_covers(&shared.data_dir, group_id, *index)),
@@ -748,30 +748,34 @@ fn submit_records(
             outcome = Err(error);
             break;
         }
+        // A snapshot that disagrees with the log replaces it. The writer decides here, with
+        // the whole log at hand, and records the decision, because recovery may no longer
+        // hold the entry whose term decides it.
+        let record = match record.kind {
+            RecordKind::Compaction { index, term }
+                if !group.compaction_keeps_log(LogPosition { index, term }) =>
+            {
+                Record {
+                    group_id,
+                    kind: RecordKind::LogReset { index, term },
+                }
+            }
+            _ => record,
+        };
         state.filling.push(&record);
         state.stats.records += 1;
+        let group = state.groups.entry(group_id).or_default();
         match record.kind {
             RecordKind::Entries { entries } => {
-                state.groups.entry(group_id).or_default().append(
-                    &entries,
-                    sequence,
-                    ordinal,
-                    cache_bytes_max,
-                );
+                group.append(&entries, sequence, ordinal, cache_bytes_max);
             }
-            RecordKind::HardState(hard_state) => {
-                state
-                    .groups
-                    .entry(group_id)
-                    .or_default()
-                    .set_hard_state(hard_state, sequence);
-            }
+            RecordKind::HardState(hard_state) => group.set_hard_state(hard_state, sequence),
             RecordKind::Compaction { index, term } => {
-                state
-                    .groups
-                    .entry(group_id)
-                    .or_default()
-                    .compact(LogPosition { index, term }, sequence);
+                group.compact(LogPosition { index, term }, sequence);
+                state.gc_needed = true;
+            }
+            RecordKind::LogReset { index, term } => {
+                group.reset(LogPosition { index, term }, sequence);
                 state.gc_needed = true;
             }
             RecordKind::GroupRemoved => {
@@ -964,6 +968,21 @@ fn collect_garbage(state: &mut State, config: &WalConfig) {
         if state.durable_sequence >= when_durable {
             state.planned_deletion = None;
             let write_segment = state.write_segment;
+            // Nothing still needed may sit in a segment about to go. O(groups), once per
+            // deleted batch of segments.
+            for (group_id, group) in &state.groups {
+                for batch in [group.oldest_entry_batch(), group.oldest_state_batch()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let segment = state.locations.segment_of(batch, write_segment);
+                    assert!(
+                        segment >= before_segment.min(write_segment),
+                        "group {group_id} still needs batch {batch} in segment {segment}, \
+                         which is about to be deleted (before {before_segment})"
+                    );
+                }
+            }
             let doomed: Vec<u64> = state
                 .live
                 .range(..before_segment.min(write_segment))
