@@ -639,6 +639,66 @@ fn snapshots_and_compaction_records_agree() {
     );
 }
 
+// A compaction recovery takes from a snapshot file (its record was lost in a crash) is
+// written to the log, so that it survives the collection of the segment holding the entry
+// at the snapshot index.
+#[test]
+fn compaction_from_a_snapshot_file_survives_collection() {
+    let directory = test_directory("snapshot-collection");
+    let first = directory.clone();
+    on_fresh_executor(move || async move {
+        let (wal, _) = Wal::open(&first, small_config()).await.unwrap();
+        wal.append(vec![entries(6, 1, 6, 1)]).await.unwrap();
+        // Group 1 fills the first segment, so entries 7 and later of group 6 go elsewhere.
+        for index in 1..=20 {
+            wal.append(vec![entries(1, index, 1, 1), hard_state(1, 1, index)])
+                .await
+                .unwrap();
+        }
+        wal.append(vec![entries(6, 7, 4, 1)]).await.unwrap();
+        // The snapshot is written; the crash comes before the compaction record.
+        let snapshot = Snapshot {
+            group_id: 6,
+            index: 6,
+            term: 1,
+            data: vec![6],
+        };
+        snapshot_file::write_snapshot(&first, &snapshot).unwrap();
+        wal.close().await.unwrap();
+    });
+    let second = directory.clone();
+    on_fresh_executor(move || async move {
+        let (wal, recovery) = Wal::open(&second, small_config()).await.unwrap();
+        assert_eq!(recovery.groups[&6].first_index, 7);
+        // Group 1 compacts everything and moves on: the first segment is no longer needed.
+        let snapshot = Snapshot {
+            group_id: 1,
+            index: 20,
+            term: 1,
+            data: vec![],
+        };
+        snapshot_file::write_snapshot(&second, &snapshot).unwrap();
+        wal.compact(1, 20, 1).await.unwrap();
+        let mut next = 21;
+        for _ in 0..40 {
+            wal.append(vec![entries(1, next, 4, 1)]).await.unwrap();
+            next += 4;
+        }
+        wal.close().await.unwrap();
+    });
+    assert!(
+        !segment_path(&wal_directory(&directory), 1).exists(),
+        "the segment holding group 6's entries through 6 was collected"
+    );
+    on_fresh_executor(move || async move {
+        let (wal, recovery) = Wal::open(&directory, small_config()).await.unwrap();
+        let summary = recovery.groups[&6];
+        assert_eq!((summary.first_index, summary.last_index), (7, 10));
+        check_entries(6, &wal.read_entries(6, 7, 11).await.unwrap(), 7, 11, 1);
+        wal.close().await.unwrap();
+    });
+}
+
 // A full filling batch makes try_submit report backpressure while submit waits for room;
 // everything submitted becomes durable in ticket order.
 #[test]

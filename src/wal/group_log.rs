@@ -373,11 +373,14 @@ impl GroupLog {
         }
     }
 
-    /// Whether a snapshot at `position` keeps the entries after it: the log agrees with the
-    /// snapshot about the term at its index, or ends before it. Otherwise installing the
-    /// snapshot replaces the whole log ([`GroupLog::reset`]), as Raft does.
+    /// Whether a snapshot at `position` keeps the entries after it. It does unless the log
+    /// holds the entry at its index with another term; then installing the snapshot
+    /// replaces the whole log ([`GroupLog::reset`]), as Raft does. An entry the log does
+    /// not hold contradicts nothing: it is beyond the log, or it was collected before the
+    /// entries held now.
     pub fn compaction_keeps_log(&self, position: LogPosition) -> bool {
-        position.index > self.last_index() || self.term(position.index) == Some(position.term)
+        self.term(position.index)
+            .is_none_or(|term| term == position.term)
     }
 
     /// Marks entries through `position.index` as covered by a snapshot and drops them;
@@ -400,6 +403,13 @@ impl GroupLog {
         );
         self.forget_entries();
         self.compaction = Some(position);
+        self.compaction_batch = batch_sequence;
+    }
+
+    /// Records that the current compaction point was written to `batch_sequence` (after
+    /// recovery took it from a snapshot file).
+    pub fn compaction_written(&mut self, batch_sequence: u64) {
+        assert!(self.compaction.is_some());
         self.compaction_batch = batch_sequence;
     }
 

@@ -288,15 +288,14 @@ impl Replay {
         Ok(())
     }
 
-    /// Brings in the snapshot files, then checks every group's log is whole. Returns the
-    /// groups whose snapshot files are stale (the group was removed after it was written).
+    /// Brings in the snapshot files, then checks every group's log is whole.
     pub fn finish(
         &mut self,
         data_dir: &Path,
         wal_dir: &Path,
         snapshots: &BTreeMap<u64, Snapshot>,
-    ) -> Result<Vec<u64>, WalError> {
-        let mut stale = Vec::new();
+    ) -> Result<SnapshotOutcome, WalError> {
+        let mut outcome = SnapshotOutcome::default();
         for (&group_id, group) in &self.groups {
             let Some(compaction) = group.compaction() else {
                 continue;
@@ -322,7 +321,7 @@ impl Replay {
         }
         for (&group_id, snapshot) in snapshots {
             if self.removed.contains(&group_id) {
-                stale.push(group_id);
+                outcome.stale.push(group_id);
                 continue;
             }
             let group = self.groups.entry(group_id).or_default();
@@ -334,11 +333,13 @@ impl Replay {
                     index: snapshot.index,
                     term: snapshot.term,
                 };
-                if group.compaction_keeps_log(position) {
+                let keeps_log = group.compaction_keeps_log(position);
+                if keeps_log {
                     group.compact(position, 0);
                 } else {
                     group.reset(position, 0);
                 }
+                outcome.unrecorded.push((group_id, position, keeps_log));
             }
         }
         for (&group_id, group) in &self.groups {
@@ -365,8 +366,18 @@ impl Replay {
                 }
             }
         }
-        Ok(stale)
+        Ok(outcome)
     }
+}
+
+/// What `Replay::finish` did with the snapshot files.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SnapshotOutcome {
+    /// Groups whose snapshot files are stale: the group was removed after they were written.
+    pub stale: Vec<u64>,
+    /// Compactions taken from snapshot files because their records never became durable:
+    /// (group, position, whether the log after it was kept). `Wal::open` writes them.
+    pub unrecorded: Vec<(u64, LogPosition, bool)>,
 }
 
 /// One segment file as recovery left it.
@@ -389,7 +400,7 @@ pub(crate) struct Recovered {
     pub write_position: Option<(u64, u64)>,
     pub torn_tail: Option<TornTail>,
     pub snapshots: BTreeMap<u64, Snapshot>,
-    pub stale_snapshots: Vec<u64>,
+    pub snapshot_outcome: SnapshotOutcome,
 }
 
 impl Recovered {
@@ -405,7 +416,7 @@ impl Recovered {
             snapshots: self
                 .snapshots
                 .iter()
-                .filter(|(id, _)| !self.stale_snapshots.contains(id))
+                .filter(|(id, _)| !self.snapshot_outcome.stale.contains(id))
                 .map(|(&id, snapshot)| (id, snapshot.clone()))
                 .collect(),
             torn_tail: self.torn_tail.clone(),
@@ -591,14 +602,14 @@ pub(crate) async fn recover(
         }),
         Some(Pending::Empty { .. }) | None => None,
     };
-    let stale_snapshots = replay.finish(data_dir, &wal_dir, &snapshots)?;
+    let snapshot_outcome = replay.finish(data_dir, &wal_dir, &snapshots)?;
     Ok(Recovered {
         replay,
         segments,
         write_position,
         torn_tail,
         snapshots,
-        stale_snapshots,
+        snapshot_outcome,
     })
 }
 

@@ -267,7 +267,7 @@ impl Wal {
                 torn.error
             );
         }
-        for &group_id in &recovered.stale_snapshots {
+        for &group_id in &recovered.snapshot_outcome.stale {
             snapshot_file::remove_snapshot(data_dir, group_id)?;
         }
         let report = recovered.report();
@@ -369,7 +369,46 @@ impl Wal {
         let committer = glommio::spawn_local(run_committer(shared.clone())).detach();
         let segment_task = glommio::spawn_local(run_segment_task(shared.clone())).detach();
         shared.state.borrow_mut().tasks = vec![committer, segment_task];
-        Ok((Wal { shared }, report))
+        let wal = Wal { shared };
+        wal.record_snapshot_compactions(&recovered.snapshot_outcome.unrecorded)
+            .await?;
+        Ok((wal, report))
+    }
+
+    /// Writes the compactions recovery took from snapshot files (their own records never
+    /// became durable), before anything else is appended: from now on they are pinned and
+    /// relogged like any other, and a reset is recorded before entries that follow it.
+    async fn record_snapshot_compactions(
+        &self,
+        unrecorded: &[(u64, LogPosition, bool)],
+    ) -> Result<(), WalError> {
+        let mut remaining = unrecorded;
+        while !remaining.is_empty() {
+            let ticket = {
+                let mut state = self.shared.state.borrow_mut();
+                while let Some(&(group_id, position, keeps_log)) = remaining.first() {
+                    let (index, term) = (position.index, position.term);
+                    let kind = if keeps_log {
+                        RecordKind::Compaction { index, term }
+                    } else {
+                        RecordKind::LogReset { index, term }
+                    };
+                    let record = Record { group_id, kind };
+                    if !push_internal(&mut state, &[record], &self.shared.config) {
+                        break;
+                    }
+                    let sequence = state.filling_sequence;
+                    if let Some(group) = state.groups.get_mut(&group_id) {
+                        group.compaction_written(sequence);
+                    }
+                    remaining = &remaining[1..];
+                }
+                state.flush_requested = true;
+                Ticket(state.filling_sequence)
+            };
+            self.wait(ticket).await?;
+        }
+        Ok(())
     }
 
     /// Adds `records` to the filling batch now, without awaiting, and returns the ticket
@@ -1052,13 +1091,8 @@ fn relog(state: &mut State, group_id: u64, config: &WalConfig) -> bool {
             },
         });
     }
-    let bytes = records.iter().map(Record::encoded_bytes).sum();
-    if !state.fits(bytes, records.len(), config) {
+    if !push_internal(state, &records, config) {
         return false;
-    }
-    let was_empty = state.filling.is_empty();
-    for record in &records {
-        state.filling.push(record);
     }
     let sequence = state.filling_sequence;
     state
@@ -1067,6 +1101,20 @@ fn relog(state: &mut State, group_id: u64, config: &WalConfig) -> bool {
         .expect("checked above")
         .relogged(sequence);
     state.stats.relogged_records += records.len() as u64;
+    true
+}
+
+/// Adds records the WAL writes on its own behalf (they restate what the group state
+/// already holds) to the filling batch. False when there is no room.
+fn push_internal(state: &mut State, records: &[Record], config: &WalConfig) -> bool {
+    let bytes = records.iter().map(Record::encoded_bytes).sum();
+    if !state.fits(bytes, records.len(), config) {
+        return false;
+    }
+    let was_empty = state.filling.is_empty();
+    for record in records {
+        state.filling.push(record);
+    }
     if was_empty {
         wake(&mut state.committer_waker);
     }
