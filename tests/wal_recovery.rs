@@ -453,6 +453,37 @@ fn later_records_win_and_bad_operations_are_refused() {
     });
 }
 
+// Two records of one group in the same batch, the second truncating the first, read back
+// from disk as the second one says, before and after a restart.
+#[test]
+fn later_records_win_inside_one_batch() {
+    let directory = test_directory("later-wins-batch");
+    let reopen = directory.clone();
+    let expected = |read: &[Entry]| {
+        check_entries(2, &read[..2], 1, 3, 1);
+        check_entries(2, &read[2..4], 3, 5, 2);
+        check_entries(2, &read[4..], 5, 41, 3);
+    };
+    on_fresh_executor(move || async move {
+        let (wal, _) = Wal::open(&directory, small_config()).await.unwrap();
+        let first = wal.try_submit(vec![entries(2, 1, 6, 1)]).unwrap();
+        let second = wal.try_submit(vec![entries(2, 3, 2, 2)]).unwrap();
+        assert_eq!(first, second, "one loop turn, one batch");
+        wal.wait(second).await.unwrap();
+        // Enough later entries that the first ones leave the 4 KiB cache.
+        for index in 5..=40 {
+            wal.append(vec![entries(2, index, 1, 3)]).await.unwrap();
+        }
+        expected(&wal.read_entries(2, 1, 41).await.unwrap());
+        wal.close().await.unwrap();
+    });
+    on_fresh_executor(move || async move {
+        let (wal, _) = Wal::open(&reopen, small_config()).await.unwrap();
+        expected(&wal.read_entries(2, 1, 41).await.unwrap());
+        wal.close().await.unwrap();
+    });
+}
+
 // Segments are collected once compaction and relogging free them; a laggard group is named
 // for a snapshot; state-only groups keep their hard state through collection; a removed
 // group stays removed.

@@ -152,6 +152,8 @@ pub enum CorruptionReason {
         compaction_index: u64,
         snapshot: String,
     },
+    #[error("group {group}: entry {index} is not in the batch that should hold it")]
+    EntryMissing { group: u64, index: u64 },
     #[error("stored batch no longer reads back: {0}")]
     ReadBack(DecodeError),
 }

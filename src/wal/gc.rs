@@ -87,7 +87,7 @@ mod tests {
         let mut groups = HashMap::new();
         // Group 1: entries in segment 2 onward.
         let mut one = GroupLog::default();
-        one.append(&entries(1, 5), 2, 0, 0);
+        one.append(&entries(1, 5), 2, 0);
         one.set_hard_state(HardState::default(), 5);
         groups.insert(1, one);
         // Group 2: only a hard state in segment 1, the oldest.
@@ -103,7 +103,7 @@ mod tests {
         groups.insert(2, two);
         // Group 3: compacted everything; its compaction record is in segment 4.
         let mut three = GroupLog::default();
-        three.append(&entries(1, 3), 3, 0, 0);
+        three.append(&entries(1, 3), 3, 0);
         three.compact(LogPosition { index: 3, term: 1 }, 4);
         groups.insert(3, three);
 

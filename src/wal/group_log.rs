@@ -16,10 +16,9 @@ pub struct Run {
     pub first_index: u64,
     pub last_index: u64,
     pub term: u64,
-    /// The batch holding the record.
+    /// The batch holding the entries. Several records of the group in one batch may make
+    /// up one run; reading it back applies them in order ("later records win").
     pub batch_sequence: u64,
-    /// Position of the record inside the batch.
-    pub record_ordinal: u32,
 }
 
 /// What the caller can learn about a group without reading entries.
@@ -207,14 +206,12 @@ impl GroupLog {
         first_index: u64,
         terms: impl Iterator<Item = u64>,
         batch_sequence: u64,
-        record_ordinal: u32,
     ) {
         for (index, term) in (first_index..).zip(terms) {
             match self.runs.back_mut() {
                 Some(run)
                     if run.term == term
                         && run.batch_sequence == batch_sequence
-                        && run.record_ordinal == record_ordinal
                         && run.last_index + 1 == index =>
                 {
                     run.last_index = index;
@@ -224,7 +221,6 @@ impl GroupLog {
                     last_index: index,
                     term,
                     batch_sequence,
-                    record_ordinal,
                 }),
             }
         }
@@ -268,22 +264,15 @@ impl GroupLog {
         self.cache_bytes = 0;
     }
 
-    /// Appends entries written by the record `record_ordinal` of batch `batch_sequence`.
+    /// Appends entries written in batch `batch_sequence`.
     /// [`GroupLog::check_append`] must have accepted `entries[0].index`.
-    pub fn append(
-        &mut self,
-        entries: &[Entry],
-        batch_sequence: u64,
-        record_ordinal: u32,
-        cache_bytes_max: usize,
-    ) {
+    pub fn append(&mut self, entries: &[Entry], batch_sequence: u64, cache_bytes_max: usize) {
         let first_index = entries[0].index;
         self.truncate_from(first_index);
         self.push_runs(
             first_index,
             entries.iter().map(|entry| entry.term),
             batch_sequence,
-            record_ordinal,
         );
         let keep = Self::cacheable_suffix(
             entries.iter().map(|entry| entry.payload.len()),
@@ -303,7 +292,6 @@ impl GroupLog {
         &mut self,
         entries: &[EntryView<'_>],
         batch_sequence: u64,
-        record_ordinal: u32,
         cache_bytes_max: usize,
     ) {
         let first_index = entries[0].index;
@@ -312,7 +300,6 @@ impl GroupLog {
             first_index,
             entries.iter().map(|entry| entry.term),
             batch_sequence,
-            record_ordinal,
         );
         let keep = Self::cacheable_suffix(
             entries.iter().map(|entry| entry.payload.len()),
@@ -452,11 +439,11 @@ mod tests {
     fn later_records_win() {
         let mut log = GroupLog::default();
         log.check_append(1).unwrap();
-        log.append(&entries(1, &[1, 1, 1, 2, 2], 10), 1, 0, usize::MAX);
+        log.append(&entries(1, &[1, 1, 1, 2, 2], 10), 1, usize::MAX);
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.runs.len(), 2);
         log.check_append(4).unwrap();
-        log.append(&entries(4, &[3], 10), 2, 0, usize::MAX);
+        log.append(&entries(4, &[3], 10), 2, usize::MAX);
         assert_eq!(log.last_index(), 4);
         assert_eq!(log.term(3), Some(1));
         assert_eq!(log.term(4), Some(3));
@@ -483,12 +470,12 @@ mod tests {
     fn cache_is_bounded_and_contiguous() {
         let mut log = GroupLog::default();
         let bound = 3 * cached_bytes(100);
-        log.append(&entries(1, &[1; 10], 100), 1, 0, bound);
+        log.append(&entries(1, &[1; 10], 100), 1, bound);
         assert_eq!(log.cache_first_index(), Some(8));
         assert_eq!(log.cached(8, 11).len(), 3);
-        log.append(&entries(11, &[1], 100), 2, 0, bound);
+        log.append(&entries(11, &[1], 100), 2, bound);
         assert_eq!(log.cache_first_index(), Some(9));
-        log.append(&entries(5, &[2], 100), 3, 0, bound);
+        log.append(&entries(5, &[2], 100), 3, bound);
         assert_eq!(log.cache_first_index(), Some(5));
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.cache.len(), 1);
@@ -499,7 +486,7 @@ mod tests {
     #[test]
     fn compaction_and_reset() {
         let mut log = GroupLog::default();
-        log.append(&entries(1, &[1, 1, 2, 2], 1), 1, 0, usize::MAX);
+        log.append(&entries(1, &[1, 1, 2, 2], 1), 1, usize::MAX);
         log.check_compaction(2).unwrap();
         assert!(log.compaction_keeps_log(LogPosition { index: 2, term: 1 }));
         log.compact(LogPosition { index: 2, term: 1 }, 2);
@@ -536,10 +523,10 @@ mod tests {
     #[test]
     fn compaction_below_the_held_entries_and_forgetting() {
         let mut log = GroupLog::default();
-        log.append(&entries(1, &[1, 1, 1, 1], 1), 1, 0, usize::MAX);
+        log.append(&entries(1, &[1, 1, 1, 1], 1), 1, usize::MAX);
         log.compact(LogPosition { index: 2, term: 1 }, 2);
         log.forget_entries();
-        log.append(&entries(10, &[3, 3], 1), 3, 0, usize::MAX);
+        log.append(&entries(10, &[3, 3], 1), 3, usize::MAX);
         log.compact(LogPosition { index: 8, term: 2 }, 4);
         assert_eq!((log.first_held_index(), log.last_index()), (Some(10), 11));
         assert_eq!(log.compaction_index(), 8);

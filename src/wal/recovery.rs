@@ -227,7 +227,7 @@ impl Replay {
                 padded_bytes: batch.header.padded_bytes() as u32,
             },
         );
-        for (ordinal, record) in batch.records.iter().enumerate() {
+        for record in &batch.records {
             let group_id = record.group_id;
             match &record.kind {
                 RecordViewKind::Entries { entries } => {
@@ -245,7 +245,7 @@ impl Replay {
                         // covers them, or `finish` reports the hole.
                         group.forget_entries();
                     }
-                    group.append_views(entries, sequence, ordinal as u32, self.cache_bytes_max);
+                    group.append_views(entries, sequence, self.cache_bytes_max);
                     self.removed.remove(&group_id);
                 }
                 RecordViewKind::HardState(state) => {

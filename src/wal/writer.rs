@@ -40,8 +40,8 @@ use super::error::{fatal_error, into_io, io_error, CorruptionReason, WalError};
 use super::gc;
 use super::group_log::{GroupLog, GroupSummary, LogOperationError};
 use super::record::{
-    decode_batch, padded_batch_bytes, BatchBuilder, Entry, LogPosition, Record, RecordKind,
-    RecordViewKind, BATCH_HEADER_BYTES,
+    decode_batch, padded_batch_bytes, BatchBuilder, Entry, EntryView, LogPosition, Record,
+    RecordKind, RecordViewKind, BATCH_HEADER_BYTES,
 };
 use super::recovery::{self, Recovery};
 use super::segment::{
@@ -567,16 +567,17 @@ impl Wal {
         low: u64,
         high: u64,
     ) -> Result<Vec<Entry>, WalError> {
-        // (batch, record, first, end) pieces to read from disk, then the cached tail.
+        let unavailable = |first_index, last_index| WalError::Unavailable {
+            group: group_id,
+            low,
+            high,
+            first_index,
+            last_index,
+        };
+        // The ranges to read from disk, by batch (batches only grow along the log, so the
+        // runs of one batch are next to each other), then the cached tail.
         let (pieces, cached) = {
             let state = self.shared.state.borrow();
-            let unavailable = |first_index, last_index| WalError::Unavailable {
-                group: group_id,
-                low,
-                high,
-                first_index,
-                last_index,
-            };
             let Some(group) = state.groups.get(&group_id) else {
                 return Err(unavailable(1, 0));
             };
@@ -586,17 +587,16 @@ impl Wal {
             let split = group
                 .cache_first_index()
                 .map_or(high, |first| first.clamp(low, high));
-            let pieces: Vec<(u64, u32, u64, u64)> = group
-                .runs_between(low, split)
-                .map(|run| {
-                    (
-                        run.batch_sequence,
-                        run.record_ordinal,
-                        run.first_index.max(low),
-                        (run.last_index + 1).min(split),
-                    )
-                })
-                .collect();
+            let mut pieces: Vec<(u64, u64, u64)> = Vec::new();
+            for run in group.runs_between(low, split) {
+                let (first, end) = (run.first_index.max(low), (run.last_index + 1).min(split));
+                match pieces.last_mut() {
+                    Some(piece) if piece.0 == run.batch_sequence && piece.2 == first => {
+                        piece.2 = end
+                    }
+                    _ => pieces.push((run.batch_sequence, first, end)),
+                }
+            }
             let cached = if split < high {
                 group.cached(split, high)
             } else {
@@ -605,80 +605,63 @@ impl Wal {
             (pieces, cached)
         };
         let mut entries = Vec::with_capacity((high - low) as usize);
-        let mut position = 0;
-        while position < pieces.len() {
-            let (batch_sequence, record_ordinal, _, _) = pieces[position];
+        for (batch_sequence, first, end) in pieces {
             self.wait(Ticket(batch_sequence)).await?;
-            let (location, file, path) = {
+            let found = {
                 let state = self.shared.state.borrow();
-                let location =
-                    state
-                        .locations
-                        .get(batch_sequence)
-                        .ok_or(WalError::Unavailable {
-                            group: group_id,
-                            low,
-                            high,
-                            first_index: 0,
-                            last_index: 0,
-                        })?;
-                let segment = state
-                    .live
-                    .get(&location.segment)
-                    .ok_or(WalError::Unavailable {
-                        group: group_id,
-                        low,
-                        high,
-                        first_index: 0,
-                        last_index: 0,
-                    })?;
-                (location, segment.file.clone(), segment.path.clone())
+                state.locations.get(batch_sequence).and_then(|location| {
+                    let segment = state.live.get(&location.segment)?;
+                    Some((location, segment.file.clone(), segment.path.clone()))
+                })
             };
+            // A batch gone by now was collected after a compaction passed these entries.
+            let (location, file, path) = found.ok_or_else(|| unavailable(0, 0))?;
             let bytes = file
                 .read_at_aligned(location.offset, location.padded_bytes as usize)
                 .await
                 .map_err(|error| read_error(&path, into_io(error)))?;
-            let batch =
-                decode_batch(&bytes, location.segment, location.offset).map_err(|error| {
-                    WalError::Corrupt {
-                        path: path.clone(),
-                        offset: location.offset,
-                        reason: CorruptionReason::ReadBack(error),
-                    }
-                })?;
-            let record = batch.records.get(record_ordinal as usize);
-            let Some(RecordViewKind::Entries { entries: views }) =
-                record.map(|record| &record.kind)
-            else {
-                return Err(WalError::Corrupt {
-                    path,
-                    offset: location.offset,
-                    reason: CorruptionReason::ReadBack(
-                        super::record::DecodeError::RecordCountMismatch {
-                            declared: batch.header.record_count,
-                            found: record_ordinal,
-                        },
-                    ),
-                });
+            let corrupt = |reason| WalError::Corrupt {
+                path: path.clone(),
+                offset: location.offset,
+                reason,
             };
-            // Every piece of this record is served from this one read.
-            while position < pieces.len()
-                && pieces[position].0 == batch_sequence
-                && pieces[position].1 == record_ordinal
+            let batch = decode_batch(&bytes, location.segment, location.offset)
+                .map_err(|error| corrupt(CorruptionReason::ReadBack(error)))?;
+            // The group's records in this batch, in order: later ones win.
+            let mut slots: Vec<Option<EntryView<'_>>> = vec![None; (end - first) as usize];
+            for record in batch
+                .records
+                .iter()
+                .filter(|record| record.group_id == group_id)
             {
-                let (_, _, first, end) = pieces[position];
-                let record_first = views[0].index;
-                for view in &views[(first - record_first) as usize..(end - record_first) as usize] {
-                    entries.push(view.to_entry());
+                if let RecordViewKind::Entries { entries: views } = &record.kind {
+                    for view in views
+                        .iter()
+                        .filter(|view| (first..end).contains(&view.index))
+                    {
+                        slots[(view.index - first) as usize] = Some(*view);
+                    }
                 }
-                position += 1;
+            }
+            for (slot, index) in slots.into_iter().zip(first..) {
+                let view = slot.ok_or_else(|| {
+                    corrupt(CorruptionReason::EntryMissing {
+                        group: group_id,
+                        index,
+                    })
+                })?;
+                entries.push(view.to_entry());
             }
         }
         entries.extend(cached);
-        debug_assert!(entries
-            .iter()
-            .zip(low..)
-            .all(|(entry, index)| entry.index == index));
+        assert!(
+            entries.len() as u64 == high - low
+                && entries
+                    .iter()
+                    .zip(low..)
+                    .all(|(entry, index)| entry.index == index),
+            "read_entries returns exactly [low, high)"
+        );
         Ok(entries)
     }
 
@@ -769,7 +752,6 @@ fn submit_records(
     let cache_bytes_max = shared.config.cache_bytes_per_group_max;
     let mut outcome = Ok(Ticket(sequence));
     for record in records {
-        let ordinal = state.filling.record_count();
         let group_id = record.group_id;
         let empty = GroupLog::default();
         let group = state.groups.get(&group_id).unwrap_or(&empty);
@@ -806,7 +788,7 @@ fn submit_records(
         let group = state.groups.entry(group_id).or_default();
         match record.kind {
             RecordKind::Entries { entries } => {
-                group.append(&entries, sequence, ordinal, cache_bytes_max);
+                group.append(&entries, sequence, cache_bytes_max);
             }
             RecordKind::HardState(hard_state) => group.set_hard_state(hard_state, sequence),
             RecordKind::Compaction { index, term } => {
