@@ -16,6 +16,7 @@
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
+//! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //!
 //! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
 //! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
@@ -30,4 +31,5 @@ pub mod kv;
 pub mod multiraft;
 pub mod proto;
 pub mod raft;
+pub mod transport;
 pub mod wal;
