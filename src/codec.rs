@@ -79,6 +79,8 @@ pub enum CodecError {
 /// Everything one shard sends to one peer shard in one loop turn.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerBatch {
+    /// The cluster of the sender; a receiver refuses batches from any other cluster.
+    pub cluster_id: u64,
     /// The sending node; never [`NO_NODE`].
     pub from_node: NodeId,
     /// The sending shard (core index) on `from_node`.
@@ -303,6 +305,7 @@ pub fn encode_peer_batch<'a>(
             from_shard: batch.from_shard,
             to_shard: batch.to_shard,
             messages,
+            cluster_id: batch.cluster_id,
         },
     );
     builder.finish_minimal(root);
@@ -559,6 +562,7 @@ pub fn decode_peer_batch(bytes: &[u8]) -> Result<PeerBatch, CodecError> {
             .collect::<Result<Vec<_>, CodecError>>()?,
     };
     Ok(PeerBatch {
+        cluster_id: batch.cluster_id(),
         from_node: batch.from_node(),
         from_shard: batch.from_shard(),
         to_shard: batch.to_shard(),
@@ -883,6 +887,7 @@ mod tests {
     #[test]
     fn batches_with_many_groups_round_trip() {
         let batch = PeerBatch {
+            cluster_id: u64::MAX,
             from_node: 3,
             from_shard: 1,
             to_shard: 0,
@@ -913,6 +918,7 @@ mod tests {
     #[test]
     fn verified_batch_view_reads_without_decoding() {
         let batch = PeerBatch {
+            cluster_id: 41,
             from_node: 5,
             from_shard: 2,
             to_shard: 3,
@@ -921,8 +927,13 @@ mod tests {
         let bytes = peer_batch_to_bytes(&batch);
         let view = verify_peer_batch(&bytes).unwrap();
         assert_eq!(
-            (view.from_node(), view.from_shard(), view.to_shard()),
-            (5, 2, 3)
+            (
+                view.cluster_id(),
+                view.from_node(),
+                view.from_shard(),
+                view.to_shard()
+            ),
+            (41, 5, 2, 3)
         );
         let messages = view.messages().unwrap();
         assert_eq!(messages.len(), 1);
@@ -1089,6 +1100,41 @@ mod tests {
                 "{field}: {error:?}"
             );
         }
+    }
+
+    // A batch written before `cluster_id` existed (the field absent) reads as cluster 0,
+    // and cluster 0 costs no bytes on the wire: the field is an additive change.
+    #[test]
+    fn batch_without_cluster_id_reads_as_cluster_zero() {
+        let mut builder = FlatBufferBuilder::new();
+        let root = proto::PeerBatch::create(
+            &mut builder,
+            &proto::PeerBatchArgs {
+                from_node: 4,
+                from_shard: 1,
+                to_shard: 1,
+                ..Default::default()
+            },
+        );
+        builder.finish_minimal(root);
+        let old_writer_bytes = builder.finished_data().to_vec();
+        let decoded = decode_peer_batch(&old_writer_bytes).unwrap();
+        assert_eq!(
+            decoded,
+            PeerBatch {
+                cluster_id: 0,
+                from_node: 4,
+                from_shard: 1,
+                to_shard: 1,
+                messages: Vec::new(),
+            }
+        );
+        assert_eq!(peer_batch_to_bytes(&decoded), old_writer_bytes);
+        let with_cluster = PeerBatch {
+            cluster_id: 7,
+            ..decoded
+        };
+        assert!(peer_batch_to_bytes(&with_cluster).len() > old_writer_bytes.len());
     }
 
     // A batch must name its sender, and a group message without its message fails the

@@ -18,6 +18,7 @@
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
+//! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //!
 //! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
 //! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
@@ -34,4 +35,5 @@ pub mod kv;
 pub mod multiraft;
 pub mod proto;
 pub mod raft;
+pub mod transport;
 pub mod wal;

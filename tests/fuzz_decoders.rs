@@ -234,6 +234,7 @@ fn random_message(rng: &mut Rng) -> Message {
 
 fn random_batch(rng: &mut Rng) -> PeerBatch {
     PeerBatch {
+        cluster_id: rng.number(),
         from_node: 1 + rng.number() % 1000,
         from_shard: rng.next() as u32,
         to_shard: rng.next() as u32,

@@ -1555,6 +1555,7 @@ impl<'a> PeerBatch<'a> {
   pub const VT_FROM_SHARD: ::flatbuffers::VOffsetT = 6;
   pub const VT_TO_SHARD: ::flatbuffers::VOffsetT = 8;
   pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1566,6 +1567,7 @@ impl<'a> PeerBatch<'a> {
     args: &'args PeerBatchArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PeerBatch<'bldr>> {
     let mut builder = PeerBatchBuilder::new(_fbb);
+    builder.add_cluster_id(args.cluster_id);
     builder.add_from_node(args.from_node);
     if let Some(x) = args.messages { builder.add_messages(x); }
     builder.add_to_shard(args.to_shard);
@@ -1602,6 +1604,16 @@ impl<'a> PeerBatch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupMessage>>>>(PeerBatch::VT_MESSAGES, None)}
   }
+  /// The cluster the sender belongs to. A receiver refuses a batch from another
+  /// cluster, so that two clusters sharing hosts and ports never mix their groups.
+  /// Zero (absent) is a valid id: it is what a writer from before this field sent.
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerBatch::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PeerBatch<'_> {
@@ -1614,6 +1626,7 @@ impl ::flatbuffers::Verifiable for PeerBatch<'_> {
      .visit_field::<u32>("from_shard", Self::VT_FROM_SHARD, false)?
      .visit_field::<u32>("to_shard", Self::VT_TO_SHARD, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupMessage>>>>("messages", Self::VT_MESSAGES, false)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .finish();
     Ok(())
   }
@@ -1623,6 +1636,7 @@ pub struct PeerBatchArgs<'a> {
     pub from_shard: u32,
     pub to_shard: u32,
     pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupMessage<'a>>>>>,
+    pub cluster_id: u64,
 }
 impl<'a> Default for PeerBatchArgs<'a> {
   #[inline]
@@ -1632,6 +1646,7 @@ impl<'a> Default for PeerBatchArgs<'a> {
       from_shard: 0,
       to_shard: 0,
       messages: None,
+      cluster_id: 0,
     }
   }
 }
@@ -1658,6 +1673,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerBatchBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerBatch::VT_MESSAGES, messages);
   }
   #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(PeerBatch::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerBatchBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeerBatchBuilder {
@@ -1679,6 +1698,7 @@ impl ::core::fmt::Debug for PeerBatch<'_> {
       ds.field("from_shard", &self.from_shard());
       ds.field("to_shard", &self.to_shard());
       ds.field("messages", &self.messages());
+      ds.field("cluster_id", &self.cluster_id());
       ds.finish()
   }
 }
