@@ -17,8 +17,10 @@
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
-//! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
+//! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
+//! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
+//! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //!
 //! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
 //! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
@@ -32,8 +34,10 @@ pub mod codec;
 pub mod frame;
 pub mod keyspace;
 pub mod kv;
+pub mod local_cluster;
 pub mod multiraft;
 pub mod proto;
 pub mod raft;
+pub mod server;
 pub mod transport;
 pub mod wal;

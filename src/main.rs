@@ -18,8 +18,10 @@ struct Cli {
 /// Every subcommand of `corekv`.
 #[derive(Debug, Subcommand)]
 enum Command {
-    // server and cluster subcommands are added by the server module, one line each here
-    // (for example `Server(corekv::server::ServerArgs),`), plus one arm each in `main`.
+    /// Run one corekv node (one executor per shard).
+    Server(corekv::server::ServerArgs),
+    /// Start a local cluster of server processes on loopback (data under ./corekv-data).
+    Cluster(corekv::local_cluster::ClusterArgs),
     /// The client commands (put, get, del, append, scan, txn, status), flattened so that
     /// they read `corekv put ...`.
     #[command(flatten)]
@@ -30,6 +32,34 @@ fn main() {
     let arguments = Cli::parse();
     let code = match arguments.command {
         Command::Client(command) => cli::run(command),
+        Command::Server(args) => run_server(args),
+        Command::Cluster(args) => match corekv::local_cluster::run(args) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("corekv cluster: {error}");
+                1
+            }
+        },
     };
     std::process::exit(code);
+}
+
+/// Exit status of a server that could not start or stopped on an error.
+const SERVER_FAILED_EXIT_CODE: i32 = 1;
+
+fn run_server(args: corekv::server::ServerArgs) -> i32 {
+    let config = match corekv::server::ServerConfig::from_args(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("corekv server: {error}");
+            return cli::EXIT_USAGE;
+        }
+    };
+    match corekv::server::run(config) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("corekv server: {error}");
+            SERVER_FAILED_EXIT_CODE
+        }
+    }
 }

@@ -1,0 +1,759 @@
+//! Client requests on one shard: accept connections, read frames, route each request to
+//! the shard that owns its group (over the mesh when it is another shard), scatter ranges
+//! and range deletes over every group and merge the answers, and write replies back.
+//!
+//! Requests for a group this node does not lead are answered by the Raft layer with a
+//! leader hint (`NotLeader`); the SDK retries there. Forwarding writes between nodes
+//! would add a hop and a second place to lose a reply; a hint costs one round trip once,
+//! after which the client's leader cache is right. Linearizable reads need no leader:
+//! any replica serves them after a read index.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use flatbuffers::FlatBufferBuilder;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
+use glommio::task::JoinHandle;
+
+use super::config::ServerConfig;
+use super::mesh::{MeshBody, MeshMessage, MeshSenders};
+use super::shard::{Event, Shard};
+use crate::api::{
+    self, ApiError, ApiRequest, ApiResponse, ApiResult, ErrorCode, GroupStatus, Member,
+    RequestKind, StatusInfo,
+};
+use crate::frame;
+use crate::keyspace::{group_of, shard_of};
+use crate::kv::{self, Command, Op, OpResponse, Response, TxnOp};
+use crate::multiraft::{GroupId, MultiRaft, Reply, RequestId};
+
+/// A client connection's id on its shard.
+pub type ConnectionId = u64;
+
+/// Requests one connection may have in flight; its reader waits beyond that.
+pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: u64 = 1024;
+/// Encoded replies waiting for one connection's socket; a client that does not read is
+/// disconnected rather than buffered without end.
+pub const CONNECTION_FRAMES_QUEUED_MAX: usize = 2048;
+/// Client connections one shard holds.
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// Bytes read from a socket at a time.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Ticks a request forwarded to another shard may wait before it is answered "timeout".
+pub const FORWARD_TIMEOUT_TICKS: u64 = 600;
+
+/// A decoded request from a connection of this shard.
+#[derive(Debug)]
+pub struct ClientRequest {
+    pub connection: ConnectionId,
+    pub request: ApiRequest,
+}
+
+/// Where the answer to a request goes.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Client {
+        connection: ConnectionId,
+        request_id: u64,
+    },
+    Mesh {
+        shard: u32,
+        token: u64,
+    },
+    Part {
+        scatter: u64,
+    },
+}
+
+/// A request split over several groups, waiting for every part.
+#[derive(Debug)]
+struct Scatter {
+    origin: Origin,
+    merge: Merge,
+    remaining: usize,
+    parts: Vec<Result<Response, ApiError>>,
+}
+
+/// How the parts of a scatter become one answer.
+#[derive(Clone, Copy, Debug)]
+enum Merge {
+    Range { limit: u64 },
+    Delete,
+}
+
+/// A node status waiting for the other shards' groups.
+#[derive(Debug)]
+struct StatusScatter {
+    origin: Origin,
+    remaining: usize,
+    groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    frames: LocalSender<Vec<u8>>,
+    permits: Rc<Semaphore>,
+}
+
+/// The request side of one shard.
+pub struct Requests {
+    shard: u32,
+    config: Arc<ServerConfig>,
+    next_id: u64,
+    /// Requests handed to the Raft layer.
+    pending: BTreeMap<RequestId, Origin>,
+    /// Requests sent to another shard, with the tick they were sent at.
+    forwarded: BTreeMap<u64, (Origin, u64)>,
+    scatters: BTreeMap<u64, Scatter>,
+    statuses: BTreeMap<u64, StatusScatter>,
+    connections: BTreeMap<ConnectionId, Connection>,
+    accepting: bool,
+    ticks: u64,
+    builder: FlatBufferBuilder<'static>,
+}
+
+impl std::fmt::Debug for Requests {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Requests")
+            .field("shard", &self.shard)
+            .field("pending", &self.pending.len())
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Requests {
+    pub fn new(shard: u32, config: Arc<ServerConfig>) -> Requests {
+        Requests {
+            shard,
+            config,
+            next_id: 1,
+            pending: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            scatters: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            accepting: true,
+            ticks: 0,
+            builder: FlatBufferBuilder::new(),
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A request read from one of this shard's connections.
+    pub fn on_client_request(
+        &mut self,
+        request: ClientRequest,
+        raft: &mut MultiRaft,
+        mesh: &MeshSenders,
+    ) {
+        let origin = Origin::Client {
+            connection: request.connection,
+            request_id: request.request.request_id,
+        };
+        if !self.accepting {
+            self.answer(origin, Err(shutting_down()), mesh);
+            return;
+        }
+        match request.request.kind {
+            RequestKind::Kv {
+                command,
+                serializable,
+            } => self.route(origin, command, serializable, raft, mesh),
+            RequestKind::Status => self.start_status(origin, raft, mesh),
+        }
+    }
+
+    /// Sends `command` to the group(s) it touches.
+    fn route(
+        &mut self,
+        origin: Origin,
+        command: Command,
+        serializable: bool,
+        raft: &mut MultiRaft,
+        mesh: &MeshSenders,
+    ) {
+        let groups = self.config.groups;
+        let target = match &command.op {
+            Op::Range(range) if !range.range_end.is_empty() && groups > 1 => {
+                Target::All(Merge::Range { limit: range.limit })
+            }
+            Op::Delete(delete) if !delete.range_end.is_empty() && groups > 1 => {
+                Target::All(Merge::Delete)
+            }
+            op => match single_group(op, groups) {
+                Some(group) => Target::One(group),
+                None => {
+                    let error = ApiError::new(
+                        ErrorCode::TxnSpansGroups,
+                        "a transaction must touch keys of one group only",
+                    );
+                    self.answer(origin, Err(error), mesh);
+                    return;
+                }
+            },
+        };
+        match target {
+            Target::One(group) => {
+                self.send_to_group(origin, group, command, serializable, raft, mesh)
+            }
+            Target::All(merge) => {
+                let scatter = self.next_id();
+                self.scatters.insert(
+                    scatter,
+                    Scatter {
+                        origin,
+                        merge,
+                        remaining: groups as usize,
+                        parts: Vec::new(),
+                    },
+                );
+                // A range delete spread over groups is one write per group: a retry may
+                // apply twice, and deleting twice leaves the same state, so these parts
+                // carry no session.
+                let mut part = command;
+                if matches!(merge, Merge::Delete) {
+                    part.client_id = 0;
+                    part.seq = 0;
+                }
+                for group in 0..groups {
+                    let origin = Origin::Part { scatter };
+                    self.send_to_group(origin, group, part.clone(), serializable, raft, mesh);
+                }
+            }
+        }
+    }
+
+    /// Runs `command` on `group` here, or forwards it to the shard that owns the group.
+    fn send_to_group(
+        &mut self,
+        origin: Origin,
+        group: GroupId,
+        command: Command,
+        serializable: bool,
+        raft: &mut MultiRaft,
+        mesh: &MeshSenders,
+    ) {
+        let owner = shard_of(group, self.config.shards);
+        if owner == self.shard {
+            self.run_local(origin, group, command, serializable, raft);
+            return;
+        }
+        let token = self.next_id();
+        let request = ApiRequest {
+            request_id: token,
+            kind: RequestKind::Kv {
+                command,
+                serializable,
+            },
+        };
+        let bytes = api::encode_request(&mut self.builder, &request).to_vec();
+        let message = MeshMessage {
+            from_shard: self.shard,
+            token,
+            body: MeshBody::Request {
+                group,
+                request: bytes,
+            },
+        };
+        match mesh.try_send(owner, message) {
+            Ok(()) => {
+                self.forwarded.insert(token, (origin, self.ticks));
+            }
+            Err(_) => {
+                let error = ApiError::new(ErrorCode::Overloaded, "shard queue full; retry");
+                self.answer(origin, Err(error), mesh);
+            }
+        }
+    }
+
+    fn run_local(
+        &mut self,
+        origin: Origin,
+        group: GroupId,
+        command: Command,
+        serializable: bool,
+        raft: &mut MultiRaft,
+    ) {
+        let id = self.next_id();
+        self.pending.insert(id, origin);
+        match command.op {
+            Op::Range(_) => raft.read(id, group, command.op, serializable),
+            _ => raft.propose(id, group, &command),
+        }
+    }
+
+    /// A message from another shard of this node.
+    pub fn on_mesh_message(
+        &mut self,
+        message: MeshMessage,
+        raft: &mut MultiRaft,
+        mesh: &MeshSenders,
+    ) {
+        let origin = Origin::Mesh {
+            shard: message.from_shard,
+            token: message.token,
+        };
+        match message.body {
+            MeshBody::Request { group, request } => match api::decode_request(&request) {
+                Ok(ApiRequest {
+                    kind:
+                        RequestKind::Kv {
+                            command,
+                            serializable,
+                        },
+                    ..
+                }) => {
+                    self.run_local(origin, group, command, serializable, raft);
+                }
+                Ok(_) | Err(_) => {
+                    let error = ApiError::new(ErrorCode::Internal, "bad request between shards");
+                    self.answer(origin, Err(error), mesh);
+                }
+            },
+            MeshBody::Reply { response } => {
+                let Some((origin, _)) = self.forwarded.remove(&message.token) else {
+                    return;
+                };
+                let reply = match api::decode_response(&response) {
+                    Ok(ApiResponse {
+                        result: Ok(ApiResult::Kv(response)),
+                        ..
+                    }) => Ok(response),
+                    Ok(ApiResponse {
+                        result: Err(error), ..
+                    }) => Err(error),
+                    _ => Err(ApiError::new(
+                        ErrorCode::Internal,
+                        "bad reply between shards",
+                    )),
+                };
+                self.answer(origin, reply, mesh);
+            }
+            MeshBody::Status => {
+                let info = StatusInfo {
+                    groups: group_statuses(raft),
+                    ..StatusInfo::default()
+                };
+                let response = ApiResponse {
+                    request_id: message.token,
+                    result: Ok(ApiResult::Status(info)),
+                };
+                let bytes = api::encode_response(&mut self.builder, &response).to_vec();
+                let reply = MeshMessage {
+                    from_shard: self.shard,
+                    token: message.token,
+                    body: MeshBody::StatusReply { response: bytes },
+                };
+                let _ = mesh.try_send(message.from_shard, reply);
+            }
+            MeshBody::StatusReply { response } => {
+                let groups = match api::decode_response(&response) {
+                    Ok(ApiResponse {
+                        result: Ok(ApiResult::Status(info)),
+                        ..
+                    }) => info.groups,
+                    _ => Vec::new(),
+                };
+                self.status_part(message.token, Some(groups));
+            }
+        }
+    }
+
+    /// The Raft layer's answer to a request of this shard.
+    pub fn on_reply(&mut self, request: RequestId, reply: Reply, mesh: &MeshSenders) {
+        let Some(origin) = self.pending.remove(&request) else {
+            return;
+        };
+        let members = &self.config.members;
+        let reply = reply.map_err(|error| {
+            ApiError::from_client_error(&error, |id| {
+                members.get(&id).map(|member| member.client.to_string())
+            })
+        });
+        self.answer(origin, reply, mesh);
+    }
+
+    /// Delivers an answer where its origin wants it.
+    fn answer(&mut self, origin: Origin, reply: Result<Response, ApiError>, mesh: &MeshSenders) {
+        match origin {
+            Origin::Client {
+                connection,
+                request_id,
+            } => {
+                let bytes = encode_reply(&mut self.builder, request_id, reply).to_vec();
+                self.write_frame(connection, bytes, true);
+            }
+            Origin::Mesh { shard, token } => {
+                let bytes = encode_reply(&mut self.builder, token, reply).to_vec();
+                let message = MeshMessage {
+                    from_shard: self.shard,
+                    token,
+                    body: MeshBody::Reply { response: bytes },
+                };
+                // The other shard times the request out if its reply cannot be queued.
+                let _ = mesh.try_send(shard, message);
+            }
+            Origin::Part { scatter } => {
+                let Some(state) = self.scatters.get_mut(&scatter) else {
+                    return;
+                };
+                state.parts.push(reply);
+                state.remaining -= 1;
+                if state.remaining == 0 {
+                    let state = self.scatters.remove(&scatter).expect("present");
+                    let merged = merge(state.merge, state.parts);
+                    self.answer(state.origin, merged, mesh);
+                }
+            }
+        }
+    }
+
+    /// Starts a node status: this shard's groups now, every other shard's over the mesh.
+    fn start_status(&mut self, origin: Origin, raft: &MultiRaft, mesh: &MeshSenders) {
+        let token = self.next_id();
+        let mut waiting = StatusScatter {
+            origin,
+            remaining: 0,
+            groups: group_statuses(raft),
+        };
+        for shard in (0..self.config.shards).filter(|&shard| shard != self.shard) {
+            let message = MeshMessage {
+                from_shard: self.shard,
+                token,
+                body: MeshBody::Status,
+            };
+            if mesh.try_send(shard, message).is_ok() {
+                waiting.remaining += 1;
+            }
+        }
+        self.statuses.insert(token, waiting);
+        self.status_part(token, None);
+    }
+
+    /// Adds one shard's groups (`None`: only check) to a node status; answers once every
+    /// shard reported.
+    fn status_part(&mut self, token: u64, groups: Option<Vec<GroupStatus>>) {
+        let Some(waiting) = self.statuses.get_mut(&token) else {
+            return;
+        };
+        if let Some(groups) = groups {
+            waiting.groups.extend(groups);
+            waiting.remaining = waiting.remaining.saturating_sub(1);
+        }
+        if waiting.remaining > 0 {
+            return;
+        }
+        let mut waiting = self.statuses.remove(&token).expect("present");
+        waiting.groups.sort_by_key(|group| group.group_id);
+        let config = &self.config;
+        let info = StatusInfo {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id,
+            shards: config.shards,
+            group_count: config.groups,
+            groups: waiting.groups,
+            members: config
+                .members
+                .values()
+                .map(|member| Member {
+                    node_id: member.id,
+                    client_address: member.client.to_string(),
+                    peer_address: member.peer.to_string(),
+                })
+                .collect(),
+        };
+        if let Origin::Client {
+            connection,
+            request_id,
+        } = waiting.origin
+        {
+            let response = ApiResponse {
+                request_id,
+                result: Ok(ApiResult::Status(info)),
+            };
+            let bytes = api::encode_response(&mut self.builder, &response).to_vec();
+            self.write_frame(connection, bytes, true);
+        }
+    }
+
+    /// Queues an encoded response frame for a connection; `releases` gives back the
+    /// request's in-flight permit.
+    fn write_frame(&mut self, connection: ConnectionId, payload: Vec<u8>, releases: bool) {
+        let Some(state) = self.connections.get(&connection) else {
+            return;
+        };
+        if releases {
+            state.permits.signal(1);
+        }
+        let mut frame_bytes = Vec::with_capacity(payload.len() + frame::FRAME_HEADER_BYTES);
+        if frame::encode(&mut frame_bytes, &payload).is_err() {
+            return;
+        }
+        if state.frames.try_send(frame_bytes).is_err() {
+            // A client that does not read its replies loses its connection.
+            self.connections.remove(&connection);
+        }
+    }
+
+    /// Times out requests forwarded to a shard that never answered.
+    pub fn on_tick(&mut self, ticks: u64, mesh: &MeshSenders) {
+        self.ticks = ticks;
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (_, sent))| ticks.saturating_sub(*sent) > FORWARD_TIMEOUT_TICKS)
+            .map(|(&token, _)| token)
+            .collect();
+        for token in expired {
+            let (origin, _) = self.forwarded.remove(&token).expect("present");
+            let error = ApiError::new(ErrorCode::Timeout, "the owning shard did not answer");
+            self.answer(origin, Err(error), mesh);
+        }
+    }
+
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Answers every request still waiting with "shutting down".
+    pub fn fail_all_shutting_down(&mut self, mesh: &MeshSenders) {
+        let origins: Vec<Origin> = self
+            .pending
+            .values()
+            .copied()
+            .chain(self.forwarded.values().map(|(origin, _)| *origin))
+            .collect();
+        self.pending.clear();
+        self.forwarded.clear();
+        for origin in origins {
+            self.answer(origin, Err(shutting_down()), mesh);
+        }
+    }
+
+    fn register(
+        &mut self,
+        frames: LocalSender<Vec<u8>>,
+        permits: Rc<Semaphore>,
+    ) -> Option<ConnectionId> {
+        if !self.accepting || self.connections.len() >= CONNECTIONS_MAX {
+            return None;
+        }
+        let id = self.next_id();
+        self.connections.insert(id, Connection { frames, permits });
+        Some(id)
+    }
+
+    fn unregister(&mut self, connection: ConnectionId) {
+        self.connections.remove(&connection);
+    }
+}
+
+/// Encodes the answer to a key-value request.
+fn encode_reply<'a>(
+    builder: &'a mut FlatBufferBuilder<'static>,
+    request_id: u64,
+    reply: Result<Response, ApiError>,
+) -> &'a [u8] {
+    let response = ApiResponse {
+        request_id,
+        result: reply.map(ApiResult::Kv),
+    };
+    api::encode_response(builder, &response)
+}
+
+fn group_statuses(raft: &MultiRaft) -> Vec<GroupStatus> {
+    raft.status().iter().map(GroupStatus::from).collect()
+}
+
+enum Target {
+    One(GroupId),
+    All(Merge),
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        ErrorCode::ShuttingDown,
+        "the node is shutting down; retry on another node",
+    )
+}
+
+/// The one group every key of `op` belongs to; `None` when the keys span groups.
+fn single_group(op: &Op, groups: u64) -> Option<GroupId> {
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut ranged = false;
+    match op {
+        Op::Range(range) => keys.push(&range.key),
+        Op::Put(put) => keys.push(&put.key),
+        Op::Delete(delete) => keys.push(&delete.key),
+        Op::Append(append) => keys.push(&append.key),
+        Op::Txn(txn) => {
+            keys.extend(txn.compares.iter().map(|compare| compare.key.as_slice()));
+            for op in txn.success.iter().chain(&txn.failure) {
+                let (key, range_end): (&[u8], &[u8]) = match op {
+                    TxnOp::Range(range) => (&range.key, &range.range_end),
+                    TxnOp::Put(put) => (&put.key, &[]),
+                    TxnOp::Delete(delete) => (&delete.key, &delete.range_end),
+                    TxnOp::Append(append) => (&append.key, &[]),
+                };
+                keys.push(key);
+                ranged |= !range_end.is_empty();
+            }
+        }
+    }
+    if ranged && groups > 1 {
+        return None;
+    }
+    let first = group_of(keys.first().copied().unwrap_or_default(), groups);
+    keys.iter()
+        .all(|key| group_of(key, groups) == first)
+        .then_some(first)
+}
+
+/// One answer from the answers of every group.
+fn merge(merge: Merge, parts: Vec<Result<Response, ApiError>>) -> Result<Response, ApiError> {
+    let mut revision = 0;
+    let mut ranges = Vec::new();
+    let mut deletes = Vec::new();
+    for part in parts {
+        let response = part?;
+        revision = revision.max(response.revision);
+        match response.op {
+            OpResponse::Range(range) => ranges.push(range),
+            OpResponse::Delete(delete) => deletes.push(delete),
+            _ => return Err(ApiError::new(ErrorCode::Internal, "unexpected part answer")),
+        }
+    }
+    let op = match merge {
+        Merge::Range { limit } => {
+            let mut out = kv::RangeResponse::default();
+            for range in ranges {
+                out.count += range.count;
+                out.more |= range.more;
+                out.kvs.extend(range.kvs);
+            }
+            out.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+            if limit > 0 && out.kvs.len() as u64 > limit {
+                out.kvs.truncate(limit as usize);
+                out.more = true;
+            }
+            OpResponse::Range(out)
+        }
+        Merge::Delete => {
+            let mut out = kv::DeleteResponse::default();
+            for delete in deletes {
+                out.deleted += delete.deleted;
+                out.prev_kvs.extend(delete.prev_kvs);
+            }
+            out.prev_kvs.sort_by(|a, b| a.key.cmp(&b.key));
+            OpResponse::Delete(out)
+        }
+    };
+    Ok(Response { revision, op })
+}
+
+/// Binds this shard's client listener (SO_REUSEPORT: every shard binds the same address
+/// and the kernel spreads connections) and accepts until shutdown.
+pub fn start_client_listener(shard: Rc<RefCell<Shard>>) -> std::io::Result<JoinHandle<()>> {
+    let address = shard.borrow().config.listen_client;
+    let listener = TcpListener::bind(address)?;
+    let task = glommio::spawn_local(async move {
+        loop {
+            let Ok(stream) = listener.accept().await else {
+                continue;
+            };
+            let (frames, outgoing) = local_channel::new_bounded(CONNECTION_FRAMES_QUEUED_MAX);
+            let permits = Rc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));
+            let Some(connection) = shard
+                .borrow_mut()
+                .requests
+                .register(frames, permits.clone())
+            else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (mut reader, mut writer) = futures_lite::io::split(stream);
+            glommio::spawn_local(async move {
+                while let Some(frame) = outgoing.recv().await {
+                    if writer.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .detach();
+            let events = shard.borrow().events.clone();
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                read_requests(connection, &mut reader, &events, &permits, &shard).await;
+                shard.borrow_mut().requests.unregister(connection);
+            })
+            .detach();
+        }
+    })
+    .detach();
+    Ok(task)
+}
+
+/// Reads frames from one connection until it closes or misbehaves.
+async fn read_requests(
+    connection: ConnectionId,
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    events: &Rc<LocalSender<Event>>,
+    permits: &Rc<Semaphore>,
+    shard: &Rc<RefCell<Shard>>,
+) {
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        loop {
+            let (payload_range, consumed) = match frame::decode(&buffer, frame::FRAME_BYTES_MAX) {
+                Ok(Some(decoded)) => (decoded.payload_range(), decoded.consumed_bytes),
+                Ok(None) => break,
+                // Framing is lost: nothing after this point can be trusted.
+                Err(_) => return,
+            };
+            let decoded = api::decode_request(&buffer[payload_range]);
+            buffer.drain(..consumed);
+            match decoded {
+                Ok(request) => {
+                    if permits.acquire(1).await.is_err() {
+                        return;
+                    }
+                    let event = Event::Client(ClientRequest {
+                        connection,
+                        request,
+                    });
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => match error.request_id {
+                    // A well-formed request this server cannot serve: answer it, keep going.
+                    Some(request_id) => {
+                        let mut this = shard.borrow_mut();
+                        let requests = &mut this.requests;
+                        let reply = Err(ApiError::new(error.code, &error.message));
+                        let bytes = encode_reply(&mut requests.builder, request_id, reply).to_vec();
+                        requests.write_frame(connection, bytes, false);
+                    }
+                    // Not even a request: close.
+                    None => return,
+                },
+            }
+        }
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}

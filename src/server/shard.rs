@@ -1,0 +1,400 @@
+//! One shard's event loop: everything that happened since the last turn is stepped into
+//! the shard's Raft groups, then one turn collects every group's Ready, writes one WAL
+//! batch, sends one frame per peer, applies, and answers. Single-threaded (one glommio
+//! executor); state is shared between the shard's tasks through `Rc<RefCell<..>>`.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::ConnectedReceiver;
+use glommio::timer::Timer;
+
+use super::config::ServerConfig;
+use super::mesh::{MeshEnds, MeshMessage, MeshSenders};
+use super::requests::Requests;
+use super::storage;
+use crate::codec::PeerBatch;
+use crate::keyspace::shard_of;
+use crate::multiraft::{GroupId, MultiRaft, PersistToken, ShardConfig};
+use crate::raft::{self, ConfState, Message};
+use crate::transport::{Transport, TransportConfig};
+use crate::wal::{self, Ticket, Wal, WalConfig};
+
+/// Events waiting for the loop, across all sources (bounded: producers wait when full).
+pub const EVENTS_QUEUED_MAX: usize = 4096;
+/// Events handled before a turn runs, so a flood cannot starve Ready processing.
+pub const EVENTS_PER_TURN_MAX: usize = 1024;
+/// Messages waiting in a mesh channel to one other shard.
+pub const MESH_CHANNEL_MESSAGES_MAX: usize = 4096;
+/// Ticks a shutting-down shard waits for its leaderships to move away.
+pub const SHUTDOWN_TRANSFER_TICKS_MAX: u64 = 40;
+
+/// Something the loop must handle.
+#[derive(Debug)]
+pub enum Event {
+    /// Raft messages from a peer shard of another node.
+    Peer(PeerBatch),
+    /// A client request decoded by a connection task.
+    Client(super::requests::ClientRequest),
+    /// A message from another shard of this node.
+    Mesh(MeshMessage),
+    /// A WAL batch is durable: these messages may leave, and Raft learns it.
+    Persisted {
+        token: PersistToken,
+        messages: Vec<(GroupId, Message)>,
+    },
+    Tick,
+}
+
+/// The shard's state, shared by its tasks.
+pub struct Shard {
+    pub index: u32,
+    pub config: Arc<ServerConfig>,
+    pub raft: MultiRaft,
+    pub wal: Wal,
+    pub transport: Transport,
+    pub requests: Requests,
+    pub mesh: MeshSenders,
+    pub events: Rc<LocalSender<Event>>,
+    pub shard_dir: PathBuf,
+    last_ticket: Option<Ticket>,
+    ticks: u64,
+    shutdown_started_tick: Option<u64>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Shard")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The groups a shard runs.
+pub fn groups_of_shard(config: &ServerConfig, shard: u32) -> Vec<GroupId> {
+    (0..config.groups)
+        .filter(|&group| shard_of(group, config.shards) == shard)
+        .collect()
+}
+
+/// Runs shard `index` until shutdown: opens its WAL, recovers its groups, starts its
+/// transport and client listener, and loops.
+pub async fn run_shard(
+    index: u32,
+    config: Arc<ServerConfig>,
+    mesh: MeshEnds,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let (mesh_senders, mesh_receivers) = mesh.connect().await;
+    let shard_dir = config.shard_dir(index);
+    let wal_config = WalConfig {
+        segment_bytes: config.wal_segment_bytes,
+        ..WalConfig::default()
+    };
+    let (wal, recovery) = Wal::open(&shard_dir, wal_config)
+        .await
+        .map_err(|error| format!("shard {index}: opening the WAL: {error}"))?;
+    if let Some(torn) = &recovery.torn_tail {
+        eprintln!("corekv: shard {index}: truncated a torn WAL tail: {torn:?}");
+    }
+    let groups = groups_of_shard(&config, index);
+    let voters: Vec<raft::NodeId> = config.members.keys().copied().collect();
+    let conf = ConfState::with_voters(&voters);
+    let starts = storage::recover_groups(&wal, &recovery, &groups, &conf).await?;
+    let mut shard_config = ShardConfig::new(config.node_id);
+    shard_config.raft.election_timeout_ticks = config.election_ticks;
+    shard_config.raft.heartbeat_timeout_ticks = config.heartbeat_ticks;
+    shard_config.raft.seed = config.node_id ^ (u64::from(index) << 32) ^ config.cluster_id;
+    shard_config.compact_entries = config.snapshot_entries;
+    let raft = MultiRaft::new(shard_config, starts)?;
+
+    let peers = config
+        .members
+        .values()
+        .filter(|member| member.id != config.node_id)
+        .map(|member| (member.id, shard_address(member.peer, index)))
+        .collect();
+    let transport_config = TransportConfig::new(
+        config.cluster_id,
+        config.node_id,
+        index,
+        shard_address(config.listen_peer, index),
+        peers,
+    );
+    let (transport, inbound) = Transport::start(transport_config)
+        .map_err(|error| format!("shard {index}: peer listener: {error}"))?;
+
+    let (events, receiver) = local_channel::new_bounded(EVENTS_QUEUED_MAX);
+    let events = Rc::new(events);
+    let requests = Requests::new(index, config.clone());
+    let shard = Rc::new(RefCell::new(Shard {
+        index,
+        config: config.clone(),
+        raft,
+        wal,
+        transport,
+        requests,
+        mesh: mesh_senders,
+        events: events.clone(),
+        shard_dir,
+        last_ticket: None,
+        ticks: 0,
+        shutdown_started_tick: None,
+    }));
+
+    spawn_pump_peer(inbound, events.clone());
+    spawn_pump_mesh(mesh_receivers, events.clone());
+    spawn_ticker(config.tick, events.clone());
+    let listener = super::requests::start_client_listener(shard.clone()).map_err(|error| {
+        format!(
+            "shard {index}: client listener on {}: {error}",
+            config.listen_client
+        )
+    })?;
+
+    let result = run_loop(shard.clone(), receiver, shutdown).await;
+    drop(listener);
+    let shard = Rc::try_unwrap(shard).map(RefCell::into_inner);
+    if let Ok(shard) = shard {
+        shard.transport.close().await;
+        if let Err(error) = shard.wal.close().await {
+            wal::fatal(&error);
+        }
+    }
+    result
+}
+
+/// The peer address of `shard`: shard `s` listens on the first peer port plus `s`.
+pub fn shard_address(first: std::net::SocketAddr, shard: u32) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(first.ip(), first.port() + shard as u16)
+}
+
+async fn run_loop(
+    shard: Rc<RefCell<Shard>>,
+    receiver: LocalReceiver<Event>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), String> {
+    loop {
+        let Some(event) = receiver.recv().await else {
+            return Ok(());
+        };
+        shard.borrow_mut().handle(event);
+        for _ in 1..EVENTS_PER_TURN_MAX {
+            match futures_lite::future::poll_once(receiver.recv()).await {
+                Some(Some(event)) => shard.borrow_mut().handle(event),
+                _ => break,
+            }
+        }
+        if shutdown.load(Ordering::Relaxed) && shard.borrow_mut().shutdown_step() {
+            Shard::turn(&shard).await;
+            Shard::drain_wal(&shard).await;
+            return Ok(());
+        }
+        Shard::turn(&shard).await;
+    }
+}
+
+fn spawn_pump_peer(inbound: LocalReceiver<PeerBatch>, events: Rc<LocalSender<Event>>) {
+    glommio::spawn_local(async move {
+        while let Some(batch) = inbound.recv().await {
+            if events.send(Event::Peer(batch)).await.is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+}
+
+fn spawn_pump_mesh(
+    receivers: Vec<(u32, ConnectedReceiver<MeshMessage>)>,
+    events: Rc<LocalSender<Event>>,
+) {
+    for (_, receiver) in receivers {
+        let events = events.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                if events.send(Event::Mesh(message)).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+fn spawn_ticker(tick: Duration, events: Rc<LocalSender<Event>>) {
+    glommio::spawn_local(async move {
+        loop {
+            Timer::new(tick).await;
+            if events.send(Event::Tick).await.is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+}
+
+impl Shard {
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Peer(batch) => {
+                for (group, message) in batch.messages {
+                    self.raft.step(group, message);
+                }
+            }
+            Event::Client(request) => {
+                let Shard {
+                    requests,
+                    raft,
+                    mesh,
+                    ..
+                } = self;
+                requests.on_client_request(request, raft, mesh);
+            }
+            Event::Mesh(message) => {
+                let Shard {
+                    requests,
+                    raft,
+                    mesh,
+                    ..
+                } = self;
+                requests.on_mesh_message(message, raft, mesh);
+            }
+            Event::Persisted { token, messages } => {
+                for (group, message) in messages {
+                    self.transport.send(group, message);
+                }
+                self.transport.flush();
+                self.raft.on_persisted(token);
+            }
+            Event::Tick => {
+                self.ticks += 1;
+                self.raft.tick();
+                self.requests.on_tick(self.ticks, &self.mesh);
+            }
+        }
+    }
+
+    /// One turn: persist, send, apply, answer.
+    async fn turn(shard: &Rc<RefCell<Shard>>) {
+        let (records, token, persisted_messages) = {
+            let mut this = shard.borrow_mut();
+            if !this.raft.has_ready() {
+                return;
+            }
+            let ready = this.raft.ready();
+            // Snapshot files first: the WAL records written below point at them.
+            for write in &ready.writes {
+                if let Some(snapshot) = &write.snapshot {
+                    this.write_snapshot(write.group, snapshot);
+                }
+            }
+            let mut records = storage::records_for(&ready.writes);
+            for taken in &ready.snapshots {
+                this.write_snapshot(taken.group, &taken.snapshot);
+                records.push(wal::Record {
+                    group_id: taken.group,
+                    kind: wal::RecordKind::Compaction {
+                        index: taken.snapshot.meta.index,
+                        term: taken.snapshot.meta.term,
+                    },
+                });
+            }
+            for (group, message) in ready.messages {
+                this.transport.send(group, message);
+            }
+            this.transport.flush();
+            let Shard { requests, mesh, .. } = &mut *this;
+            for (request, reply) in ready.replies {
+                requests.on_reply(request, reply, mesh);
+            }
+            (records, ready.token, ready.persisted_messages)
+        };
+        let wal = shard.borrow().wal.clone();
+        let ticket = if records.is_empty() {
+            shard.borrow().last_ticket
+        } else {
+            match wal.submit(records).await {
+                Ok(ticket) => {
+                    shard.borrow_mut().last_ticket = Some(ticket);
+                    Some(ticket)
+                }
+                Err(error) => wal::fatal(&error),
+            }
+        };
+        wal.flush();
+        let events = shard.borrow().events.clone();
+        glommio::spawn_local(async move {
+            if let Some(ticket) = ticket {
+                if let Err(error) = wal.wait(ticket).await {
+                    wal::fatal(&error);
+                }
+            }
+            let _ = events
+                .send(Event::Persisted {
+                    token,
+                    messages: persisted_messages,
+                })
+                .await;
+        })
+        .detach();
+    }
+
+    fn write_snapshot(&self, group: GroupId, snapshot: &raft::Snapshot) {
+        // A snapshot that cannot be written is a storage failure like a failed WAL write:
+        // stop, and recover from disk and peers.
+        if let Err(error) = storage::write_snapshot_file(&self.shard_dir, group, snapshot) {
+            eprintln!(
+                "corekv: shard {}: writing the snapshot of group {group}: {error}",
+                self.index
+            );
+            std::process::exit(wal::FATAL_EXIT_CODE);
+        }
+    }
+
+    /// Advances a graceful shutdown; true once the shard may stop.
+    fn shutdown_step(&mut self) -> bool {
+        let started = *self.shutdown_started_tick.get_or_insert_with(|| {
+            self.requests.stop_accepting();
+            self.ticks
+        });
+        let led = self.raft.led_groups();
+        if !led.is_empty() && self.ticks < started + SHUTDOWN_TRANSFER_TICKS_MAX {
+            // Hand each group to another member so clients see a short leader change
+            // instead of an election timeout.
+            let others: Vec<raft::NodeId> = self
+                .config
+                .members
+                .keys()
+                .copied()
+                .filter(|&id| id != self.config.node_id)
+                .collect();
+            for (k, group) in led.iter().enumerate() {
+                if let Some(&target) = others.get(k % others.len().max(1)) {
+                    let _ = self.raft.transfer_leader(*group, target);
+                }
+            }
+            return false;
+        }
+        self.requests.fail_all_shutting_down(&self.mesh);
+        true
+    }
+
+    async fn drain_wal(shard: &Rc<RefCell<Shard>>) {
+        let (wal, ticket) = {
+            let this = shard.borrow();
+            (this.wal.clone(), this.last_ticket)
+        };
+        if let Some(ticket) = ticket {
+            if let Err(error) = wal.wait(ticket).await {
+                wal::fatal(&error);
+            }
+        }
+    }
+}
