@@ -123,5 +123,6 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
 fn terminate(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
         .status();
 }
