@@ -3,16 +3,32 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use corekv::api::{self, ApiRequest, ApiResponse, ApiResult, RequestKind, StatusInfo};
+use corekv::client::{Client, ClientOptions};
+use corekv::frame::{self, FRAME_BYTES_MAX};
+use corekv::kv::{self, Command as KvCommand, KeyValue, OpResponse, RangeRequest};
+use corekv::raft::{NodeId, Role, NO_NODE};
+
 /// How long a test waits for a cluster to get where it must before it fails.
 pub const WAIT_MAX: Duration = Duration::from_secs(60);
 /// How often a wait re-checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Small WAL segments: a new segment is pre-zeroed before the node serves, and 64 MiB
+/// of zeroes per shard makes a start slow on a busy test machine.
+pub const SMALL_SEGMENT_ARGS: [&str; 2] = ["--wal-segment-bytes", "4194304"];
+/// Bound on one raw call to a node (a status, a serializable read, a bad frame).
+pub const RAW_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines of each node's log printed when a test fails.
+const LOG_LINES_ON_FAILURE: usize = 40;
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
@@ -26,7 +42,8 @@ fn free_ports(count: u16) -> u16 {
     loop {
         let base = NEXT_PORT.fetch_add(count, Ordering::Relaxed);
         assert!(base < 64_000, "ran out of test ports");
-        let all_free = (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+        let all_free =
+            (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
         if all_free {
             return base;
         }
@@ -69,8 +86,7 @@ impl TestCluster {
         groups: u64,
         extra_args: &[&str],
     ) -> TestCluster {
-        let root = std::env::temp_dir()
-            .join(format!("corekv-test-{name}-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("corekv-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("test directory");
         let mut nodes = Vec::new();
@@ -85,10 +101,16 @@ impl TestCluster {
                 child: None,
             });
         }
-        let initial_cluster =
-            nodes.iter().map(|n| format!("{}={}", n.id, n.peer)).collect::<Vec<_>>().join(",");
-        let initial_clients =
-            nodes.iter().map(|n| format!("{}={}", n.id, n.client)).collect::<Vec<_>>().join(",");
+        let initial_cluster = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let initial_clients = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.client))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cluster = TestCluster {
             nodes,
             root,
@@ -105,12 +127,19 @@ impl TestCluster {
     }
 
     fn node_mut(&mut self, id: u64) -> &mut Node {
-        self.nodes.iter_mut().find(|node| node.id == id).expect("known node")
+        self.nodes
+            .iter_mut()
+            .find(|node| node.id == id)
+            .expect("known node")
     }
 
     /// The command line that starts node `id`.
     pub fn server_command(&self, id: u64) -> Command {
-        let node = self.nodes.iter().find(|node| node.id == id).expect("known node");
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.id == id)
+            .expect("known node");
         let mut command = Command::new(env!("CARGO_BIN_EXE_corekv"));
         command
             .arg("server")
@@ -121,18 +150,66 @@ impl TestCluster {
             .arg(&node.data_dir)
             .args(["--shards", &self.shards.to_string()])
             .args(["--groups", &self.groups.to_string()])
-            .args(["--tick-ms", "20", "--election-ticks", "10", "--heartbeat-ticks", "2"])
+            .args([
+                "--tick-ms",
+                "20",
+                "--election-ticks",
+                "10",
+                "--heartbeat-ticks",
+                "2",
+            ])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         command
     }
 
+    /// Where node `id`'s stderr goes, across all of its starts.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.root.join(format!("node-{id}.log"))
+    }
+
+    /// Everything node `id` wrote to stderr so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
     /// Starts (or restarts) node `id` from its data directory.
     pub fn launch(&mut self, id: u64) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("node log file");
         let mut command = self.server_command(id);
+        command.stderr(log);
         let child = command.spawn().expect("start corekv server");
         self.node_mut(id).child = Some(child);
+    }
+
+    /// Runs node `id` to completion (for starts that must fail) and returns its exit
+    /// status and stderr.
+    pub fn run_to_exit(&self, id: u64, extra_args: &[&str]) -> (ExitStatus, String) {
+        let mut command = self.server_command(id);
+        command.args(extra_args).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start corekv server");
+        let deadline = Instant::now() + WAIT_MAX;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {id} kept running; it was expected to refuse to start");
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status, stderr)
     }
 
     /// SIGKILL: no shutdown, nothing flushed beyond what was already durable.
@@ -146,7 +223,9 @@ impl TestCluster {
     /// SIGTERM and wait for the process to exit; returns its status.
     pub fn terminate(&mut self, id: u64) -> Option<ExitStatus> {
         let mut child = self.node_mut(id).child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + WAIT_MAX;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -160,6 +239,31 @@ impl TestCluster {
         }
     }
 
+    /// Ids of the nodes this harness started and has not stopped.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .map(|node| node.id)
+            .collect()
+    }
+
+    /// SIGTERM to every running node at once, then waits for each; returns each node's
+    /// exit status.
+    pub fn terminate_all(&mut self) -> Vec<(u64, ExitStatus)> {
+        for node in &self.nodes {
+            if let Some(child) = &node.child {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+        }
+        let ids = self.live_ids();
+        ids.into_iter()
+            .map(|id| (id, self.terminate(id).expect("a running node")))
+            .collect()
+    }
+
     pub fn is_running(&mut self, id: u64) -> bool {
         match self.node_mut(id).child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
@@ -169,25 +273,228 @@ impl TestCluster {
 
     /// Client endpoints of the nodes that are running (or all, with `all`).
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|node| node.client.to_string()).collect()
+        self.nodes
+            .iter()
+            .map(|node| node.client.to_string())
+            .collect()
     }
 
     pub fn endpoint(&self, id: u64) -> String {
-        self.nodes.iter().find(|node| node.id == id).expect("known node").client.to_string()
+        self.nodes
+            .iter()
+            .find(|node| node.id == id)
+            .expect("known node")
+            .client
+            .to_string()
+    }
+}
+
+impl TestCluster {
+    /// A client that knows every node.
+    pub fn client(&self) -> Client {
+        connect(&self.endpoints())
+    }
+
+    /// A client given only node `id`'s endpoint (it learns the others from its status).
+    pub fn client_of(&self, id: u64) -> Client {
+        connect(&[self.endpoint(id)])
+    }
+
+    /// Node `id`'s status, asked on a fresh connection; `None` when it does not answer.
+    pub fn status(&self, id: u64) -> Option<StatusInfo> {
+        let request = ApiRequest {
+            request_id: 1,
+            kind: RequestKind::Status,
+        };
+        match raw_call(&self.endpoint(id), &request) {
+            Ok(ApiResponse {
+                result: Ok(ApiResult::Status(status)),
+                ..
+            }) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// Each group's leader, when every running node answers its status, names a leader
+    /// for every group, and all of them agree on it.
+    pub fn agreed_leaders(&self) -> Option<BTreeMap<u64, NodeId>> {
+        let live = self.live_ids();
+        let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
+        for id in &live {
+            let status = self.status(*id)?;
+            if status.groups.len() as u64 != self.groups {
+                return None;
+            }
+            for group in status.groups {
+                if group.leader == NO_NODE || !live.contains(&group.leader) {
+                    return None;
+                }
+                if group.leader == *id && group.role != Some(Role::Leader) {
+                    return None;
+                }
+                if *leaders.entry(group.group_id).or_insert(group.leader) != group.leader {
+                    return None;
+                }
+            }
+        }
+        Some(leaders)
+    }
+
+    /// Waits until every running node serves and agrees on a live leader for every group.
+    pub fn wait_for_leaders(&self) -> BTreeMap<u64, NodeId> {
+        wait_for(
+            "a leader for every group, agreed by every running node",
+            || self.agreed_leaders(),
+        )
+    }
+
+    /// Waits until node `id` has applied, in every group, at least what the group's
+    /// leader had committed when this was called.
+    pub fn wait_for_catch_up(&self, id: u64) {
+        let leaders = self.wait_for_leaders();
+        let mut targets: BTreeMap<u64, u64> = BTreeMap::new();
+        for (&group, &leader) in &leaders {
+            let status = wait_for("the leader's status", || self.status(leader));
+            let commit = status
+                .groups
+                .iter()
+                .find(|found| found.group_id == group)
+                .expect("the leader hosts the group")
+                .commit;
+            targets.insert(group, commit);
+        }
+        wait_for(
+            &format!("node {id} to apply up to its leaders' commit"),
+            || {
+                let status = self.status(id)?;
+                targets
+                    .iter()
+                    .all(|(&group, &commit)| {
+                        status
+                            .groups
+                            .iter()
+                            .any(|found| found.group_id == group && found.applied >= commit)
+                    })
+                    .then_some(())
+            },
+        );
+    }
+
+    /// A serializable read of `key` served by node `id`'s own replica.
+    pub fn local_get(&self, id: u64, key: &[u8]) -> Option<KeyValue> {
+        let request = ApiRequest {
+            request_id: 7,
+            kind: RequestKind::Kv {
+                command: KvCommand {
+                    client_id: 0,
+                    seq: 0,
+                    op: kv::Op::Range(RangeRequest::get(key)),
+                },
+                serializable: true,
+            },
+        };
+        let response = raw_call(&self.endpoint(id), &request).expect("node answers");
+        match response.result {
+            Ok(ApiResult::Kv(kv::Response {
+                op: OpResponse::Range(range),
+                ..
+            })) => range.kvs.into_iter().find(|pair| pair.key == key),
+            other => panic!("node {id}: a serializable read of {key:?} answered {other:?}"),
+        }
+    }
+}
+
+/// Client options for tests: the default retries, a deadline long enough for an election
+/// on a busy machine.
+pub fn client_options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    }
+}
+
+/// Connects a client, waiting for a node to answer.
+pub fn connect(endpoints: &[String]) -> Client {
+    wait_for("a client connection", || {
+        Client::connect(endpoints, client_options()).ok()
+    })
+}
+
+/// Sends `request` in one frame on a fresh connection to `endpoint` and reads one
+/// response frame back.
+pub fn raw_call(endpoint: &str, request: &ApiRequest) -> std::io::Result<ApiResponse> {
+    let mut stream = raw_connect(endpoint)?;
+    let mut bytes = Vec::new();
+    frame::encode(&mut bytes, &api::request_to_bytes(request)).expect("frame fits");
+    stream.write_all(&bytes)?;
+    let payload = read_frame(&mut stream)?
+        .ok_or_else(|| std::io::Error::other("the node closed the connection"))?;
+    api::decode_response(&payload).map_err(std::io::Error::other)
+}
+
+/// A std connection to `endpoint` with [`RAW_CALL_TIMEOUT`] on reads and writes.
+pub fn raw_connect(endpoint: &str) -> std::io::Result<TcpStream> {
+    let address: SocketAddr = endpoint.parse().expect("an ip:port endpoint");
+    let stream = TcpStream::connect_timeout(&address, RAW_CALL_TIMEOUT)?;
+    stream.set_read_timeout(Some(RAW_CALL_TIMEOUT))?;
+    stream.set_write_timeout(Some(RAW_CALL_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads one frame's payload; `None` when the peer closed the connection first.
+pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match frame::decode(&buffer, FRAME_BYTES_MAX) {
+            Ok(Some(decoded)) => return Ok(Some(decoded.payload.to_vec())),
+            Ok(None) => {}
+            Err(error) => return Err(std::io::Error::other(error)),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(error) => return Err(error),
+        }
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test cluster kept at {}", self.root.display());
+            for node in &self.nodes {
+                let log = self.log(node.id);
+                let lines: Vec<&str> = log.lines().collect();
+                let start = lines.len().saturating_sub(LOG_LINES_ON_FAILURE);
+                eprintln!("--- node {} log (last lines) ---", node.id);
+                for line in &lines[start..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
+        if std::thread::panicking() {
+            return;
         }
+        // A node that panicked is a bug even when the test's own checks passed.
+        for node in &self.nodes {
+            let log = self.log(node.id);
+            assert!(
+                !log.contains("panicked"),
+                "node {} panicked (cluster kept at {}):\n{log}",
+                node.id,
+                self.root.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -199,7 +506,10 @@ pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
         if let Some(value) = condition() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {WAIT_MAX:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT_MAX:?} waiting for {what}"
+        );
         std::thread::sleep(POLL_INTERVAL);
     }
 }
