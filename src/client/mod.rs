@@ -17,7 +17,9 @@
 //!   after a pause (doubling with jitter, capped), at most
 //!   [`ClientOptions::retries_max`] times and never past
 //!   [`ClientOptions::request_timeout`]. Every retry of a write carries the same
-//!   (client id, seq), so the group applies it at most once.
+//!   (client id, seq), so the group applies it at most once. A cached leader that lost
+//!   the connection or gave no answer in time is forgotten, so a hung old leader does
+//!   not hold its groups' requests while the others have elected a new one.
 //! - Reads are linearizable unless asked otherwise; any node serves them. A linearizable
 //!   read of one key prefers its group's cached leader (which answers without asking
 //!   another node); a serializable read, or a range across groups, goes to the next node
@@ -722,10 +724,13 @@ impl Client {
                     let description = format!("{}: {error}", self.address_of(node));
                     match error {
                         CallError::Protocol(_) => break Err(ClientError::Protocol(description)),
-                        CallError::NotSent(_) | CallError::Lost(_) => {
+                        // A leader that takes no answer in time may be hung or cut off
+                        // while the others elected a new one: the next attempt asks
+                        // another node, which answers or names the leader it knows.
+                        CallError::NotSent(_) | CallError::Lost(_) | CallError::TimedOut => {
                             forget_leader(node);
                         }
-                        CallError::TimedOut | CallError::InFlightFull(_) => {}
+                        CallError::InFlightFull(_) => {}
                         CallError::TooLarge { bytes } => {
                             break Err(ClientError::RequestTooLarge {
                                 bytes,
