@@ -764,3 +764,37 @@ fn backpressure_and_ticket_order() {
         wal.close().await.unwrap();
     });
 }
+
+// Submitters waiting for room get it in the order they asked, and one that gives up does
+// not hold up those behind it.
+#[test]
+fn room_is_given_in_order_and_a_cancelled_waiter_leaves_the_line() {
+    let directory = test_directory("room-line");
+    on_fresh_executor(move || async move {
+        let config = WalConfig {
+            batch_records_max: 2,
+            ..small_config()
+        };
+        let (wal, _) = Wal::open(&directory, config).await.unwrap();
+        // Batch 1 is being written; batch 2 fills up behind it.
+        wal.try_submit(vec![entries(1, 1, 1, 1), entries(2, 1, 1, 1)])
+            .unwrap();
+        let mut index = 2;
+        while wal.try_submit(vec![entries(1, index, 1, 1)]).is_ok() {
+            index += 1;
+        }
+        let submitter = |group: u64| {
+            let wal = wal.clone();
+            glommio::spawn_local(async move { wal.submit(vec![entries(group, 1, 1, 1)]).await })
+        };
+        let (first, second, third) = (submitter(5), submitter(6), submitter(7));
+        glommio::executor().yield_now().await;
+        drop(first.cancel().await);
+        let second = second.await.unwrap();
+        let third = third.await.unwrap();
+        assert!(second <= third, "{second:?} <= {third:?}");
+        wal.wait(third).await.unwrap();
+        assert!(wal.group(6).is_some() && wal.group(7).is_some());
+        wal.close().await.unwrap();
+    });
+}
