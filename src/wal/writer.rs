@@ -718,16 +718,27 @@ impl Wal {
     }
 
     /// Makes everything submitted durable, stops the background tasks and closes the
-    /// files. Other handles of this WAL get [`WalError::Closed`] afterwards.
+    /// files. Other handles of this WAL get [`WalError::Closed`] afterwards. A WAL stopped
+    /// by an error is closed all the same, and the error is returned.
     pub async fn close(self) -> Result<(), WalError> {
         let last = {
             let mut state = self.shared.state.borrow_mut();
-            state.check_open()?;
+            if state.closing {
+                return Err(WalError::Closed);
+            }
             state.flush_requested = true;
             wake(&mut state.committer_waker);
             state.last_submitted_sequence()
         };
-        self.wait(Ticket(last)).await?;
+        let flushed = self.wait(Ticket(last)).await.and_then(|()| {
+            // Nothing may have been pending when the WAL stopped: report why it stopped.
+            self.shared
+                .state
+                .borrow()
+                .failure
+                .clone()
+                .map_or(Ok(()), Err)
+        });
         let tasks = {
             let mut state = self.shared.state.borrow_mut();
             state.closing = true;
@@ -749,12 +760,17 @@ impl Wal {
                 .map(|segment| segment.file)
                 .collect()
         };
+        let mut closed = Ok(());
         for file in files {
-            file.close_rc()
-                .await
-                .map_err(|error| io_error("closing", &self.shared.wal_dir, into_io(error)))?;
+            if let Err(error) = file.close_rc().await {
+                closed = closed.and(Err(io_error(
+                    "closing",
+                    &self.shared.wal_dir,
+                    into_io(error),
+                )));
+            }
         }
-        Ok(())
+        flushed.and(closed)
     }
 }
 
