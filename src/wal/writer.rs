@@ -9,8 +9,8 @@
 //! block of the current segment, calls fdatasync, and wakes every waiter of that batch.
 //! While one batch is written and synced the next one fills: at most two exist, and a
 //! batch is written only after the previous one is durable, so a crash tears at most the
-//! last batch. When the filling batch is full, [`Wal::submit`] waits and
-//! [`Wal::try_submit`] returns [`WalError::Backpressure`].
+//! last batch. When the filling batch is full, [`Wal::submit`] waits in line (first come,
+//! first served) and [`Wal::try_submit`] returns [`WalError::Backpressure`].
 //!
 //! # Two ways to append
 //! - `wal.append(records).await`: submit and wait for durability, from any task.
