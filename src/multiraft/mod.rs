@@ -157,6 +157,8 @@ struct Group {
     reads_waiting: BTreeMap<RequestId, Op>,
     /// Reads with a read index, waiting for the store to apply it.
     reads_ready: VecDeque<(Index, RequestId, Op)>,
+    /// Storage asked for a snapshot now (the group's old entries pin log segments).
+    snapshot_requested: bool,
 }
 
 /// All Raft groups of one shard.
@@ -211,6 +213,7 @@ impl MultiRaft {
             proposals: VecDeque::new(),
             reads_waiting: BTreeMap::new(),
             reads_ready: VecDeque::new(),
+            snapshot_requested: false,
         };
         self.groups.insert(start.id, group);
         Ok(())
@@ -367,6 +370,14 @@ impl MultiRaft {
             })
     }
 
+    /// Asks `group` to snapshot and compact its log at the next `ready()`, whatever its
+    /// entry count: storage wants the segments its old entries pin.
+    pub fn request_snapshot(&mut self, group: GroupId) {
+        if let Some(group) = self.groups.get_mut(&group) {
+            group.snapshot_requested = true;
+        }
+    }
+
     /// Groups this node leads.
     pub fn led_groups(&self) -> Vec<GroupId> {
         self.groups
@@ -378,7 +389,11 @@ impl MultiRaft {
 
     /// Is there anything to do?
     pub fn has_ready(&self) -> bool {
-        !self.replies.is_empty() || self.groups.values().any(|group| group.raft.has_ready())
+        !self.replies.is_empty()
+            || self
+                .groups
+                .values()
+                .any(|group| group.raft.has_ready() || group.snapshot_requested)
     }
 
     /// Collects every group's Ready, applies what committed, and answers what it can.
@@ -387,6 +402,14 @@ impl MultiRaft {
         let compact_entries = self.config.compact_entries;
         for (&id, group) in self.groups.iter_mut() {
             if !group.raft.has_ready() {
+                if group.snapshot_requested {
+                    if let Some(snapshot) = maybe_compact(group, compact_entries) {
+                        out.snapshots.push(GroupSnapshot {
+                            group: id,
+                            snapshot,
+                        });
+                    }
+                }
                 continue;
             }
             let ready = group.raft.ready();
@@ -522,7 +545,9 @@ fn serve_reads(group: &mut Group, replies: &mut Vec<(RequestId, Reply)>) {
 fn maybe_compact(group: &mut Group, compact_entries: u64) -> Option<Snapshot> {
     let applied = group.raft.log().applied;
     let first = group.raft.log().first_index();
-    if applied + 1 < first + compact_entries {
+    let requested = std::mem::take(&mut group.snapshot_requested);
+    let due = applied + 1 >= first + compact_entries;
+    if !(due || (requested && applied >= first)) {
         return None;
     }
     debug_assert_eq!(

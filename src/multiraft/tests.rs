@@ -184,3 +184,34 @@ fn compaction_keeps_serving() {
         assert_eq!(node.shard.store(0).unwrap().key_count(), 20);
     }
 }
+
+// A snapshot requested by storage compacts the log even below the entry threshold.
+#[test]
+fn requested_snapshot_compacts_early() {
+    let mut cluster = Cluster::new(1, 10_000);
+    cluster.tick(40);
+    let leader = cluster.leader(0);
+    for seq in 1..=5 {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.shard
+            .propose(seq, 0, &put(1, seq, &format!("k{seq}"), "v"));
+        cluster.stabilize();
+    }
+    let before = cluster.nodes[&leader]
+        .shard
+        .raft(0)
+        .unwrap()
+        .log()
+        .first_index();
+    assert_eq!(before, 1, "nothing compacted below the threshold");
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.shard.request_snapshot(0);
+    assert!(node.shard.has_ready());
+    let ready = node.shard.ready();
+    assert_eq!(ready.snapshots.len(), 1);
+    let after = node.shard.raft(0).unwrap().log().first_index();
+    assert!(
+        after > 5,
+        "compacted through what was applied: first index {after}"
+    );
+}
