@@ -113,10 +113,11 @@ enum Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Completed,
-    /// A pending put or append, alive while some operation not yet linearized might
-    /// observe its effect.
+    /// A pending put, append or delete: alive (walked in the pending list) while some
+    /// operation not yet linearized might observe its effect, dead after.
     PendingTracked,
-    PendingDelete,
+    /// A pending compare-and-set: a candidate while some operation not yet linearized
+    /// might observe its effect or might need it to have failed; useless after.
     PendingCompareAndSet,
 }
 
@@ -225,54 +226,77 @@ impl Search {
                     return Kind::Completed;
                 }
                 match step {
-                    Step::Write { .. } | Step::Append { .. } => Kind::PendingTracked,
-                    Step::Delete => Kind::PendingDelete,
+                    Step::Write { .. } | Step::Append { .. } | Step::Delete => Kind::PendingTracked,
                     Step::CompareAndSet { .. } => Kind::PendingCompareAndSet,
                     Step::Read { .. } => unreachable!("pending reads are not checked"),
                 }
             })
             .collect();
 
-        // Who observes which tracked pending operation: operations grouped by the value
-        // they observe, then each tracked operation matched against each value.
+        // The operations that keep each pending one alive: those that may observe its
+        // effect, found by grouping operations by the value they observe and matching
+        // each pending operation against each value, and for a compare-and-set also the
+        // failed compare-and-sets it may be needed to explain.
         let mut observers_by_value: HashMap<StateId, Vec<u32>, BuildHasherDefault<MixHasher>> =
             HashMap::default();
         let mut observed_values: Vec<StateId> = Vec::new();
+        let mut failed_compare_and_sets: Vec<(u32, StateId)> = Vec::new();
         for (position, &step) in steps.iter().enumerate() {
             let value = match step {
                 Step::Read { value } => value,
-                Step::CompareAndSet { expected, .. } => expected,
+                Step::CompareAndSet {
+                    expected, swapped, ..
+                } => {
+                    if swapped == Some(false) {
+                        failed_compare_and_sets.push((position as u32, expected));
+                    }
+                    expected
+                }
                 Step::Write { .. } | Step::Delete | Step::Append { .. } => continue,
             };
-            if value == ABSENT {
-                continue;
-            }
             let observers = observers_by_value.entry(value).or_default();
             if observers.is_empty() {
                 observed_values.push(value);
             }
             observers.push(position as u32);
         }
-        let mut watched_by: Vec<Vec<u32>> = vec![Vec::new(); part.len()];
+        let mut keeps: Vec<Vec<u32>> = vec![Vec::new(); part.len()];
         let mut live_observers = vec![0u32; part.len()];
         let mut tracked = Vec::new();
         for (position, &kind) in kinds.iter().enumerate() {
-            if kind != Kind::PendingTracked {
+            if kind == Kind::Completed {
                 continue;
             }
-            tracked.push(position as u32);
+            let mut keep = |keeper: u32| {
+                if keeper as usize != position {
+                    keeps[keeper as usize].push(position as u32);
+                    live_observers[position] += 1;
+                }
+            };
             for &value in &observed_values {
                 if model.may_observe(steps[position], value) {
-                    for &observer in &observers_by_value[&value] {
-                        watched_by[observer as usize].push(position as u32);
-                        live_observers[position] += 1;
+                    observers_by_value[&value]
+                        .iter()
+                        .for_each(|&observer| keep(observer));
+                }
+            }
+            match steps[position] {
+                Step::CompareAndSet { expected, .. } => {
+                    for &(failed, failed_expected) in &failed_compare_and_sets {
+                        if model.may_follow(failed_expected, expected) {
+                            keep(failed);
+                        }
                     }
                 }
+                Step::Write { .. } | Step::Append { .. } | Step::Delete => {
+                    tracked.push(position as u32)
+                }
+                Step::Read { .. } => unreachable!("pending reads are not checked"),
             }
         }
         let mut observed_start = Vec::with_capacity(part.len() + 1);
         let mut observed = Vec::new();
-        for list in &watched_by {
+        for list in &keeps {
             observed_start.push(observed.len() as u32);
             observed.extend_from_slice(list);
         }
@@ -305,7 +329,6 @@ impl Search {
             .zip(&live_observers)
             .map(|(&kind, &live)| match kind {
                 Kind::Completed => Placement::Completed,
-                Kind::PendingDelete => Placement::PendingListed,
                 Kind::PendingTracked if live > 0 => Placement::PendingListed,
                 Kind::PendingTracked | Kind::PendingCompareAndSet => Placement::PendingUnlisted,
             })
@@ -444,12 +467,14 @@ impl Search {
         if self.is_linearized[index] || !self.position.constraint.allows(step) {
             return false;
         }
-        if kind == Kind::PendingTracked
-            && (self.live_observers[index] == 0) != (source == Source::Dead)
-        {
+        let live = self.live_observers[index] > 0;
+        match kind {
             // Live operations are walked in the pending list, dead ones only come from
             // `Source::Dead`.
-            return false;
+            Kind::PendingTracked if live == (source == Source::Dead) => return false,
+            // Nothing left can observe or need a useless compare-and-set.
+            Kind::PendingCompareAndSet if !live => return false,
+            Kind::Completed | Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
         let Some(next_state) = self.model.step(self.position.state, step) else {
             return false;
@@ -514,7 +539,6 @@ impl Search {
         let call = self.events.call_of(operation);
         match self.kinds[index] {
             Kind::Completed => self.events.lift_completed(call),
-            Kind::PendingDelete => self.events.unlink(call),
             Kind::PendingTracked if self.live_observers[index] > 0 => self.events.unlink(call),
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
@@ -544,7 +568,6 @@ impl Search {
         let call = self.events.call_of(operation);
         match self.kinds[index] {
             Kind::Completed => self.events.unlift_completed(call),
-            Kind::PendingDelete => self.events.relink(call),
             Kind::PendingTracked if self.live_observers[index] > 0 => self.events.relink(call),
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
