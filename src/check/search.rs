@@ -96,14 +96,14 @@ impl Position {
 enum Source {
     /// Calls of the completed list, walked forward up to the first return.
     Completed,
-    /// Calls of the pending list (live puts and appends, deletes), walked backward from
-    /// the end of the window, most recently invoked first.
+    /// Calls of the pending list (live pending puts, appends and deletes), walked
+    /// backward from the end of the window, most recently invoked first.
     Pending,
-    /// Pending compare-and-sets that expect the current state (the others would change
-    /// nothing), in invoke order.
+    /// Pending compare-and-sets still of use that expect the current state (the others
+    /// would change nothing), in invoke order.
     PendingCompareAndSet,
-    /// Dead pending puts and appends (see [`check_part`]), in invoke order, only where a
-    /// failed compare-and-set in the window expects the current state.
+    /// Dead pending puts, appends and deletes (see [`check_part`]), in invoke order, only
+    /// where a failed compare-and-set in the window expects the current state.
     Dead,
     /// Nothing left: backtrack.
     Exhausted,
@@ -114,7 +114,8 @@ enum Source {
 enum Kind {
     Completed,
     /// A pending put, append or delete: alive (walked in the pending list) while some
-    /// operation not yet linearized might observe its effect, dead after.
+    /// operation not yet linearized might observe its effect, dead after (then only
+    /// tried as `Source::Dead`).
     PendingTracked,
     /// A pending compare-and-set: a candidate while some operation not yet linearized
     /// might observe its effect or might need it to have failed; useless after.
@@ -159,20 +160,29 @@ struct Frame {
 ///   sequence without it is valid.
 /// - A blind write (put or delete) never comes right after a pending operation: it erases
 ///   that operation's effect, so the pending one can go to the end instead.
-/// - A pending put or append is *dead* once no operation left to linearize can observe
-///   its effect: no read output and no compare-and-set expectation among them starts with
-///   the value it puts, or contains the bytes it appends. A dead operation is only
-///   linearized right before a completed compare-and-set that failed and expected the
-///   state the dead operation starts from. Until the next reset of the key every state
-///   after it holds its bytes, so no read and no successful compare-and-set can happen
-///   there; the only operations it can matter to are failed compare-and-sets that would
-///   succeed without it. Moved to just before the first of those (where it still makes
-///   that one fail, and every later state still holds its bytes), or to the end if there
-///   is none, the sequence stays valid.
+/// - A pending put, append or delete is *dead* once no operation left to linearize can
+///   observe its effect ([`KeyModel::may_observe`]: no read output and no compare-and-set
+///   expectation among them starts with the value it puts, contains the bytes it appends,
+///   or, for a delete, is absent or starts with the bytes of an append). A dead operation
+///   is only linearized right before a completed compare-and-set that failed and expected
+///   the state the dead operation starts from. Until the next reset of the key every
+///   state after it shows its effect, so no read and no successful compare-and-set can
+///   happen there; the only operations it can matter to are failed compare-and-sets that
+///   would succeed without it. Moved to just before the first of those (where it still
+///   makes that one fail, and every later state still shows its effect), or to the end
+///   if there is none, the sequence stays valid.
+/// - A pending compare-and-set is useless once no operation left can observe the value it
+///   swaps in and no failed compare-and-set left expects a value that could follow its
+///   expectation ([`KeyModel::may_follow`]): if it swapped, the states until the next
+///   reset are then unobservable, and without it they differ from every failed
+///   expectation too, so dropping it (and the pending compare-and-sets after it that it
+///   kept from swapping) leaves the sequence valid.
 ///
-/// The rules keep the cache sound: a configuration with more pending operations
-/// linearized has fewer observers left, so everything canonical after it is canonical
-/// after the covering configuration too.
+/// Whether an operation is alive depends only on which operations are linearized, and a
+/// configuration with fewer pending operations linearized keeps at least as many alive.
+/// So every canonical sequence after a configuration is canonical after one that has the
+/// same completed operations and state, a subset of its pending operations and a looser
+/// constraint, which is what lets a finished cache entry cover it (see [`Cache`]).
 pub(super) fn check_part(history: &History, part: &[usize], steps_max: u64) -> PartResult {
     let mut model = KeyModel::new();
     let steps: Vec<Step> = part
@@ -194,12 +204,13 @@ struct Search {
     events: Events,
     linearized: Linearized,
     is_linearized: Vec<bool>,
-    /// For each tracked pending operation, how many of its observers are not linearized.
-    live_observers: Vec<u32>,
-    /// For each operation, the tracked pending operations it observes:
-    /// `observed[observed_start[position]..observed_start[position + 1]]`.
-    observed_start: Vec<u32>,
-    observed: Vec<u32>,
+    /// For each pending operation, how many operations that keep it alive (may observe
+    /// its effect, or for a compare-and-set may need it) are not linearized.
+    keepers_left: Vec<u32>,
+    /// For each operation, the pending operations it keeps alive:
+    /// `kept[kept_start[position]..kept_start[position + 1]]`.
+    kept_start: Vec<u32>,
+    kept: Vec<u32>,
     /// The tracked pending operations in invoke order.
     tracked: Vec<u32>,
     /// The pending compare-and-sets by expected state, each list in invoke order.
@@ -261,7 +272,7 @@ impl Search {
             observers.push(position as u32);
         }
         let mut keeps: Vec<Vec<u32>> = vec![Vec::new(); part.len()];
-        let mut live_observers = vec![0u32; part.len()];
+        let mut keepers_left = vec![0u32; part.len()];
         let mut tracked = Vec::new();
         for (position, &kind) in kinds.iter().enumerate() {
             if kind == Kind::Completed {
@@ -270,7 +281,7 @@ impl Search {
             let mut keep = |keeper: u32| {
                 if keeper as usize != position {
                     keeps[keeper as usize].push(position as u32);
-                    live_observers[position] += 1;
+                    keepers_left[position] += 1;
                 }
             };
             for &value in &observed_values {
@@ -294,13 +305,13 @@ impl Search {
                 Step::Read { .. } => unreachable!("pending reads are not checked"),
             }
         }
-        let mut observed_start = Vec::with_capacity(part.len() + 1);
-        let mut observed = Vec::new();
+        let mut kept_start = Vec::with_capacity(part.len() + 1);
+        let mut kept = Vec::new();
         for list in &keeps {
-            observed_start.push(observed.len() as u32);
-            observed.extend_from_slice(list);
+            kept_start.push(kept.len() as u32);
+            kept.extend_from_slice(list);
         }
-        observed_start.push(observed.len() as u32);
+        kept_start.push(kept.len() as u32);
 
         let mut compare_and_sets: HashMap<StateId, Vec<u32>, BuildHasherDefault<MixHasher>> =
             HashMap::default();
@@ -326,7 +337,7 @@ impl Search {
 
         let placement: Vec<Placement> = kinds
             .iter()
-            .zip(&live_observers)
+            .zip(&keepers_left)
             .map(|(&kind, &live)| match kind {
                 Kind::Completed => Placement::Completed,
                 Kind::PendingTracked if live > 0 => Placement::PendingListed,
@@ -344,9 +355,9 @@ impl Search {
             events,
             linearized: Linearized::new(&pending),
             is_linearized: vec![false; part.len()],
-            live_observers,
-            observed_start,
-            observed,
+            keepers_left,
+            kept_start,
+            kept,
             tracked,
             compare_and_sets,
             any_failed_compare_and_set,
@@ -467,7 +478,7 @@ impl Search {
         if self.is_linearized[index] || !self.position.constraint.allows(step) {
             return false;
         }
-        let live = self.live_observers[index] > 0;
+        let live = self.keepers_left[index] > 0;
         match kind {
             // Live operations are walked in the pending list, dead ones only come from
             // `Source::Dead`.
@@ -539,13 +550,13 @@ impl Search {
         let call = self.events.call_of(operation);
         match self.kinds[index] {
             Kind::Completed => self.events.lift_completed(call),
-            Kind::PendingTracked if self.live_observers[index] > 0 => self.events.unlink(call),
+            Kind::PendingTracked if self.keepers_left[index] > 0 => self.events.unlink(call),
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
         self.is_linearized[index] = true;
-        let watched = self.observed_start[index] as usize..self.observed_start[index + 1] as usize;
-        for &tracked in &self.observed[watched] {
-            let live = &mut self.live_observers[tracked as usize];
+        let watched = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
+        for &tracked in &self.kept[watched] {
+            let live = &mut self.keepers_left[tracked as usize];
             *live -= 1;
             if *live == 0 && !self.is_linearized[tracked as usize] {
                 self.events.unlink(self.events.call_of(tracked));
@@ -556,19 +567,19 @@ impl Search {
     /// Undoes [`Search::take_out`], in the reverse order.
     fn put_back(&mut self, operation: u32) {
         let index = operation as usize;
-        let watched = self.observed_start[index] as usize..self.observed_start[index + 1] as usize;
-        for &tracked in self.observed[watched].iter().rev() {
-            let live = &mut self.live_observers[tracked as usize];
+        let watched = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
+        for &tracked in self.kept[watched].iter().rev() {
+            let live = &mut self.keepers_left[tracked as usize];
             if *live == 0 && !self.is_linearized[tracked as usize] {
                 self.events.relink(self.events.call_of(tracked));
             }
-            self.live_observers[tracked as usize] += 1;
+            self.keepers_left[tracked as usize] += 1;
         }
         self.is_linearized[index] = false;
         let call = self.events.call_of(operation);
         match self.kinds[index] {
             Kind::Completed => self.events.unlift_completed(call),
-            Kind::PendingTracked if self.live_observers[index] > 0 => self.events.relink(call),
+            Kind::PendingTracked if self.keepers_left[index] > 0 => self.events.relink(call),
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
     }
