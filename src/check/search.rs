@@ -185,21 +185,22 @@ struct Frame {
 /// constraint, which is what lets a finished cache entry cover it (see [`Cache`]).
 pub(super) fn check_part(history: &History, part: &[usize], steps_max: u64) -> PartResult {
     let mut model = KeyModel::new();
-    let steps: Vec<Step> = part
+    let model_steps: Vec<Step> = part
         .iter()
         .map(|&index| model.prepare(&history.operations()[index]))
         .collect();
-    if !steps.iter().any(|step| step.observes_state()) {
+    if !model_steps.iter().any(|step| step.observes_state()) {
         // Without an observed output every order is accepted.
         return PartResult::Linearizable;
     }
-    Search::new(history, part, model, steps).run(steps_max)
+    Search::new(history, part, model, model_steps).run(steps_max)
 }
 
 /// The state of the search over one key.
 struct Search {
     model: KeyModel,
-    steps: Vec<Step>,
+    /// Each operation as the model sees it, by position.
+    model_steps: Vec<Step>,
     kinds: Vec<Kind>,
     events: Events,
     linearized: Linearized,
@@ -228,10 +229,10 @@ struct Search {
 }
 
 impl Search {
-    fn new(history: &History, part: &[usize], model: KeyModel, steps: Vec<Step>) -> Search {
+    fn new(history: &History, part: &[usize], model: KeyModel, model_steps: Vec<Step>) -> Search {
         let kinds: Vec<Kind> = part
             .iter()
-            .zip(&steps)
+            .zip(&model_steps)
             .map(|(&index, &step)| {
                 if history.operations()[index].return_time().is_some() {
                     return Kind::Completed;
@@ -252,7 +253,7 @@ impl Search {
             HashMap::default();
         let mut observed_values: Vec<StateId> = Vec::new();
         let mut failed_compare_and_sets: Vec<(u32, StateId)> = Vec::new();
-        for (position, &step) in steps.iter().enumerate() {
+        for (position, &step) in model_steps.iter().enumerate() {
             let value = match step {
                 Step::Read { value } => value,
                 Step::CompareAndSet {
@@ -285,13 +286,13 @@ impl Search {
                 }
             };
             for &value in &observed_values {
-                if model.may_observe(steps[position], value) {
+                if model.may_observe(model_steps[position], value) {
                     observers_by_value[&value]
                         .iter()
                         .for_each(|&observer| keep(observer));
                 }
             }
-            match steps[position] {
+            match model_steps[position] {
                 Step::CompareAndSet { expected, .. } => {
                     for &(failed, failed_expected) in &failed_compare_and_sets {
                         if model.may_follow(failed_expected, expected) {
@@ -317,7 +318,7 @@ impl Search {
             HashMap::default();
         for (position, &kind) in kinds.iter().enumerate() {
             if let (Kind::PendingCompareAndSet, Step::CompareAndSet { expected, .. }) =
-                (kind, steps[position])
+                (kind, model_steps[position])
             {
                 compare_and_sets
                     .entry(expected)
@@ -325,7 +326,7 @@ impl Search {
                     .push(position as u32);
             }
         }
-        let any_failed_compare_and_set = steps.iter().any(|&step| {
+        let any_failed_compare_and_set = model_steps.iter().any(|&step| {
             matches!(
                 step,
                 Step::CompareAndSet {
@@ -350,7 +351,7 @@ impl Search {
         // lists built in position order are sorted by call order too.
         Search {
             model,
-            steps,
+            model_steps,
             kinds,
             events,
             linearized: Linearized::new(&pending),
@@ -464,7 +465,7 @@ impl Search {
         self.any_failed_compare_and_set
             && self.events.window_has(self.window_end, |operation| {
                 is_failed_compare_and_set_expecting(
-                    self.steps[operation as usize],
+                    self.model_steps[operation as usize],
                     self.position.state,
                 )
             })
@@ -473,7 +474,7 @@ impl Search {
     /// Linearizes `operation` next if the rules, the model and the cache allow it.
     fn try_linearize(&mut self, operation: u32, source: Source, cursor: u32) -> bool {
         let index = operation as usize;
-        let step = self.steps[index];
+        let step = self.model_steps[index];
         let kind = self.kinds[index];
         if self.is_linearized[index] || !self.position.constraint.allows(step) {
             return false;
@@ -543,8 +544,8 @@ impl Search {
         Some(frame)
     }
 
-    /// Takes a newly linearized operation out of the lists, and the tracked pending
-    /// operations that it was the last observer of out of the pending list.
+    /// Takes a newly linearized operation out of the lists, and the pending puts, appends
+    /// and deletes it was the last keeper of out of the pending list.
     fn take_out(&mut self, operation: u32) {
         let index = operation as usize;
         let call = self.events.call_of(operation);
@@ -554,12 +555,15 @@ impl Search {
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
         self.is_linearized[index] = true;
-        let watched = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
-        for &tracked in &self.kept[watched] {
-            let live = &mut self.keepers_left[tracked as usize];
-            *live -= 1;
-            if *live == 0 && !self.is_linearized[tracked as usize] {
-                self.events.unlink(self.events.call_of(tracked));
+        let kept = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
+        for &pending in &self.kept[kept] {
+            let pending = pending as usize;
+            self.keepers_left[pending] -= 1;
+            if self.keepers_left[pending] == 0
+                && self.kinds[pending] == Kind::PendingTracked
+                && !self.is_linearized[pending]
+            {
+                self.events.unlink(self.events.call_of(pending as u32));
             }
         }
     }
@@ -567,13 +571,16 @@ impl Search {
     /// Undoes [`Search::take_out`], in the reverse order.
     fn put_back(&mut self, operation: u32) {
         let index = operation as usize;
-        let watched = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
-        for &tracked in self.kept[watched].iter().rev() {
-            let live = &mut self.keepers_left[tracked as usize];
-            if *live == 0 && !self.is_linearized[tracked as usize] {
-                self.events.relink(self.events.call_of(tracked));
+        let kept = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
+        for &pending in self.kept[kept].iter().rev() {
+            let pending = pending as usize;
+            if self.keepers_left[pending] == 0
+                && self.kinds[pending] == Kind::PendingTracked
+                && !self.is_linearized[pending]
+            {
+                self.events.relink(self.events.call_of(pending as u32));
             }
-            self.keepers_left[tracked as usize] += 1;
+            self.keepers_left[pending] += 1;
         }
         self.is_linearized[index] = false;
         let call = self.events.call_of(operation);
