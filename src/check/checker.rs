@@ -36,7 +36,8 @@ impl Default for CheckOptions {
 pub enum CheckResult {
     /// Every key's history is linearizable, so the whole history is (the model is per key).
     Ok,
-    /// Some key's history is not linearizable; the violation is the smallest such key.
+    /// Some key's history is not linearizable; the violation is the smallest such key
+    /// (among those whose search finished within the budget).
     Illegal(Violation),
     /// No key failed, but at least one key ran out of search steps.
     Unknown,
