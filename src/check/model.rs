@@ -2,7 +2,7 @@
 //! every value the key can hold interned to a small number so the search can copy, compare
 //! and memoize states in O(1).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::history::{Input, Operation, Outcome, Output};
@@ -74,6 +74,9 @@ pub(crate) struct KeyModel {
     /// Memoized append results: (state, append number) to the resulting state. The search
     /// revisits the same append from the same state many times while backtracking.
     append_results: HashMap<u64, StateId, BuildHasherDefault<MixHasher>>,
+    /// The bytes of the appends by length, to tell quickly whether a value starts with
+    /// the bytes of some append.
+    appends_by_length: HashMap<usize, HashSet<Vec<u8>, BuildHasherDefault<MixHasher>>>,
 }
 
 impl KeyModel {
@@ -84,6 +87,7 @@ impl KeyModel {
             next_same_hash: vec![ABSENT],
             appends: Vec::new(),
             append_results: HashMap::default(),
+            appends_by_length: HashMap::new(),
         }
     }
 
@@ -110,6 +114,10 @@ impl KeyModel {
             Input::Append { value, .. } => {
                 let append = u32::try_from(self.appends.len()).expect("appends fit in u32");
                 self.appends.push(value.clone());
+                self.appends_by_length
+                    .entry(value.len())
+                    .or_default()
+                    .insert(value.clone());
                 Step::Append { append }
             }
             Input::CompareAndSet {

@@ -863,7 +863,8 @@ fn simulator_sized_history(seed: u64) -> History {
     )
 }
 
-// A simulator-sized history checks Ok within a small fixed step budget (so in well under a
+// A simulator-sized history checks Ok within a small fixed step budget, and the same
+// history with one read corrupted checks Illegal within it (so both take well under a
 // second; the time is measured in the module documentation).
 #[test]
 fn ten_thousand_operations_check_quickly() {
@@ -874,6 +875,19 @@ fn ten_thousand_operations_check_quickly() {
         part_search_steps_max: 20_000,
     };
     assert_eq!(check(&history, &options), CheckResult::Ok, "seed {seed}");
+    let mut random = Random::new(seed);
+    let (corrupted, target, way) =
+        corrupt_one_read(&history, &mut random).expect("the history has reads");
+    match check(&corrupted, &options) {
+        CheckResult::Illegal(violation) => assert!(
+            violation
+                .operations
+                .iter()
+                .any(|(id, _)| id.index() == target),
+            "seed {seed}: the violation is not on the corrupted read\n{violation}"
+        ),
+        other => panic!("seed {seed}: read {target} given a {way} checks {other:?}"),
+    }
 }
 
 // All 10,000 operations on one hot key, 10 clients in flight, still check within budget.
