@@ -46,7 +46,7 @@
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use thiserror::Error;
 
-use crate::codec::{self, CodecError};
+use crate::codec::{self, create_bytes, CodecError};
 use crate::kv::{self, KvError, SessionError};
 use crate::multiraft::{self, GroupId};
 use crate::proto;
@@ -417,15 +417,6 @@ fn create_required_bytes<'b>(
     bytes: &[u8],
 ) -> WIPOffset<flatbuffers::Vector<'b, u8>> {
     builder.create_vector(bytes)
-}
-
-/// Writes optional byte strings as absent when empty: they read back as empty all the
-/// same.
-fn create_bytes<'b>(
-    builder: &mut FlatBufferBuilder<'b>,
-    bytes: &[u8],
-) -> Option<WIPOffset<flatbuffers::Vector<'b, u8>>> {
-    (!bytes.is_empty()).then(|| builder.create_vector(bytes))
 }
 
 fn create_string<'b>(

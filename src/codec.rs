@@ -135,7 +135,7 @@ fn entry_kind_to_proto(kind: EntryKind) -> proto::EntryKind {
 }
 
 /// Writes empty byte strings as absent fields: they read back as empty all the same.
-fn create_bytes<'b>(
+pub(crate) fn create_bytes<'b>(
     builder: &mut FlatBufferBuilder<'b>,
     bytes: &[u8],
 ) -> Option<WIPOffset<flatbuffers::Vector<'b, u8>>> {

@@ -764,3 +764,113 @@ fn backpressure_and_ticket_order() {
         wal.close().await.unwrap();
     });
 }
+
+// Submitters waiting for room get it in the order they asked, and one that gives up does
+// not hold up those behind it.
+#[test]
+fn room_is_given_in_order_and_a_cancelled_waiter_leaves_the_line() {
+    let directory = test_directory("room-line");
+    on_fresh_executor(move || async move {
+        let config = WalConfig {
+            batch_records_max: 2,
+            ..small_config()
+        };
+        let (wal, _) = Wal::open(&directory, config).await.unwrap();
+        // Batch 1 is being written; batch 2 fills up behind it.
+        wal.try_submit(vec![entries(1, 1, 1, 1), entries(2, 1, 1, 1)])
+            .unwrap();
+        let mut index = 2;
+        while wal.try_submit(vec![entries(1, index, 1, 1)]).is_ok() {
+            index += 1;
+        }
+        let submitter = |group: u64| {
+            let wal = wal.clone();
+            glommio::spawn_local(async move { wal.submit(vec![entries(group, 1, 1, 1)]).await })
+        };
+        let (first, second, third) = (submitter(5), submitter(6), submitter(7));
+        glommio::executor().yield_now().await;
+        drop(first.cancel().await);
+        let second = second.await.unwrap();
+        let third = third.await.unwrap();
+        assert!(second <= third, "{second:?} <= {third:?}");
+        wal.wait(third).await.unwrap();
+        assert!(wal.group(6).is_some() && wal.group(7).is_some());
+        wal.close().await.unwrap();
+    });
+}
+
+/// Unmounts the small file system of the disk-full test, whatever happens.
+struct SmallFileSystem(PathBuf);
+
+impl Drop for SmallFileSystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+// Running out of space for a new segment stops appends with a clear DiskFull error, and
+// every acknowledged record is still there. Needs root to mount a 640 KiB tmpfs.
+#[test]
+fn disk_full_is_reported_and_acknowledged_records_survive() {
+    let directory = test_directory("disk-full");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=640k", "tmpfs"])
+        .arg(&directory)
+        .status();
+    if !mounted.is_ok_and(|status| status.success()) {
+        println!("disk_full test not run: mounting a small tmpfs needs root");
+        return;
+    }
+    let _mounted = SmallFileSystem(directory.clone());
+    // The sentinel and two 256 KiB segments fit; a third one does not.
+    let config = WalConfig {
+        segment_bytes: 256 * 1024,
+        batch_bytes_max: 64 * 1024,
+        ..small_config()
+    };
+    let write_directory = directory.clone();
+    let (acknowledged, error) = on_fresh_executor(move || async move {
+        let (wal, _) = Wal::open(&write_directory, config).await.unwrap();
+        let mut acknowledged = 0;
+        let error = loop {
+            let record = Record {
+                group_id: 1,
+                kind: RecordKind::Entries {
+                    entries: vec![Entry {
+                        index: acknowledged + 1,
+                        term: 1,
+                        kind: 0,
+                        payload: vec![acknowledged as u8; 30_000].into(),
+                    }],
+                },
+            };
+            match wal.append(vec![record]).await {
+                Ok(()) => acknowledged += 1,
+                Err(error) => break error,
+            }
+            assert!(acknowledged < 1000, "the file system never filled up");
+        };
+        let later = wal.try_submit(vec![entries(2, 1, 1, 1)]).unwrap_err();
+        assert!(matches!(later, WalError::DiskFull { .. }), "{later:?}");
+        let closed = wal.close().await.unwrap_err();
+        assert!(matches!(closed, WalError::DiskFull { .. }), "{closed:?}");
+        (acknowledged, error)
+    });
+    assert!(matches!(error, WalError::DiskFull { .. }), "{error:?}");
+    assert!(error.to_string().contains("disk full"), "{error}");
+    assert!(
+        acknowledged >= 8,
+        "{acknowledged} appends before the disk filled"
+    );
+    on_fresh_executor(move || async move {
+        let inspection = corekv::wal::inspect(&directory).await.unwrap();
+        let group = &inspection.groups[&1];
+        assert_eq!(group.summary.last_index, acknowledged);
+        for entry in &group.entries {
+            assert_eq!(
+                &entry.payload[..],
+                &vec![(entry.index - 1) as u8; 30_000][..]
+            );
+        }
+    });
+}

@@ -2,7 +2,7 @@
 //! Append) and their compact binary encoding as log entry payloads.
 //!
 //! The encoding is internal to corekv (the client protocol is FlatBuffers); its byte
-//! layout is written down in `docs/kv-snapshot-format.md`.
+//! layout is written down in `docs/FORMATS.md`.
 
 use super::wire::{DecodeError, Reader, Writer};
 

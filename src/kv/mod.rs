@@ -13,7 +13,7 @@
 //! - [`session`]: exactly-once application of retried commands; its docs state the rules.
 //! - [`snapshot`]: [`Store::snapshot`] and [`Store::restore`].
 //!
-//! The byte layouts are in `docs/kv-snapshot-format.md`.
+//! The byte layouts are in `docs/FORMATS.md`.
 
 pub mod command;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! Serializes a store's whole state to bytes and restores it, byte-identical for equal
 //! states, checksummed, and refusing (never panicking on) any damaged or forged input.
 //!
-//! The byte layout is written down in `docs/kv-snapshot-format.md`.
+//! The byte layout is written down in `docs/FORMATS.md`.
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 //! its [`RequestId`]: the caller never has to time out a request this layer accepted,
 //! except when the node itself is cut off (then no entry ever commits here).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::kv::{self, Command, KvError, Op, Store};
@@ -18,6 +18,9 @@ use crate::raft::{
 /// A Raft group's id (a slice of the keyspace).
 pub type GroupId = u64;
 /// The caller's id for one request; unique among the requests in flight on this shard.
+/// Never reuse one (a counter is enough): a linearizable read's id is its read-index
+/// context, and a late answer to an earlier read that timed out must not be taken for a
+/// new read's.
 pub type RequestId = u64;
 
 /// Why a request got no result from the state machine.
@@ -60,6 +63,10 @@ pub struct ShardConfig {
     pub proposals_pending_max: usize,
     /// Linearizable reads waiting, per group.
     pub reads_pending_max: usize,
+    /// Ticks a linearizable read may wait for its read index. The request or the answer
+    /// can be lost between a follower and the leader, or go to a leader that is gone; then
+    /// the read is answered `NotLeader` after this many ticks (retrying a read is safe).
+    pub read_index_timeout_ticks: u64,
 }
 
 impl ShardConfig {
@@ -71,6 +78,9 @@ impl ShardConfig {
             compact_entries: 10_000,
             proposals_pending_max: 100_000,
             reads_pending_max: 100_000,
+            // Longer than an election (10 to 20 ticks by default), so a read survives a
+            // quick leader change when its answer is merely slow.
+            read_index_timeout_ticks: 30,
         }
     }
 }
@@ -153,10 +163,17 @@ struct Group {
     raft: RaftNode,
     store: Store,
     proposals: VecDeque<Proposal>,
-    /// Linearizable reads waiting for a read index, by request id (the read context).
-    reads_waiting: BTreeMap<RequestId, Op>,
+    /// Linearizable reads waiting for a read index, by request id (the read context), with
+    /// the tick at which each gives up.
+    reads_waiting: BTreeMap<RequestId, (Op, u64)>,
+    /// The same reads ordered by (deadline tick, request id).
+    reads_deadlines: BTreeSet<(u64, RequestId)>,
+    /// Ticks since this group was opened.
+    ticks: u64,
     /// Reads with a read index, waiting for the store to apply it.
     reads_ready: VecDeque<(Index, RequestId, Op)>,
+    /// Storage asked for a snapshot now (the group's old entries pin log segments).
+    snapshot_requested: bool,
 }
 
 /// All Raft groups of one shard.
@@ -210,7 +227,10 @@ impl MultiRaft {
             store,
             proposals: VecDeque::new(),
             reads_waiting: BTreeMap::new(),
+            reads_deadlines: BTreeSet::new(),
+            ticks: 0,
             reads_ready: VecDeque::new(),
+            snapshot_requested: false,
         };
         self.groups.insert(start.id, group);
         Ok(())
@@ -254,10 +274,25 @@ impl MultiRaft {
             .collect()
     }
 
-    /// Advances every group's clock by one tick.
+    /// Advances every group's clock by one tick, and answers the linearizable reads that
+    /// waited too long for their read index (see `read_index_timeout_ticks`).
     pub fn tick(&mut self) {
-        for group in self.groups.values_mut() {
+        for (&id, group) in self.groups.iter_mut() {
             group.raft.tick();
+            group.ticks += 1;
+            while let Some(&(deadline, request)) = group.reads_deadlines.first() {
+                if deadline > group.ticks {
+                    break;
+                }
+                group.reads_deadlines.pop_first();
+                let removed = group.reads_waiting.remove(&request);
+                debug_assert!(removed.is_some(), "every deadline has its read");
+                let error = ClientError::NotLeader {
+                    group: id,
+                    leader: group.raft.leader(),
+                };
+                self.replies.push((request, Err(error)));
+            }
         }
     }
 
@@ -336,7 +371,9 @@ impl MultiRaft {
         }
         match group.raft.read_index(request) {
             Ok(()) => {
-                group.reads_waiting.insert(request, op);
+                let deadline = group.ticks + self.config.read_index_timeout_ticks;
+                group.reads_waiting.insert(request, (op, deadline));
+                group.reads_deadlines.insert((deadline, request));
             }
             Err(ReadError::NoLeader) => {
                 let error = ClientError::NotLeader {
@@ -367,6 +404,14 @@ impl MultiRaft {
             })
     }
 
+    /// Asks `group` to snapshot and compact its log at the next `ready()`, whatever its
+    /// entry count: storage wants the segments its old entries pin.
+    pub fn request_snapshot(&mut self, group: GroupId) {
+        if let Some(group) = self.groups.get_mut(&group) {
+            group.snapshot_requested = true;
+        }
+    }
+
     /// Groups this node leads.
     pub fn led_groups(&self) -> Vec<GroupId> {
         self.groups
@@ -378,7 +423,11 @@ impl MultiRaft {
 
     /// Is there anything to do?
     pub fn has_ready(&self) -> bool {
-        !self.replies.is_empty() || self.groups.values().any(|group| group.raft.has_ready())
+        !self.replies.is_empty()
+            || self
+                .groups
+                .values()
+                .any(|group| group.raft.has_ready() || group.snapshot_requested)
     }
 
     /// Collects every group's Ready, applies what committed, and answers what it can.
@@ -387,6 +436,14 @@ impl MultiRaft {
         let compact_entries = self.config.compact_entries;
         for (&id, group) in self.groups.iter_mut() {
             if !group.raft.has_ready() {
+                if group.snapshot_requested {
+                    if let Some(snapshot) = maybe_compact(group, compact_entries) {
+                        out.snapshots.push(GroupSnapshot {
+                            group: id,
+                            snapshot,
+                        });
+                    }
+                }
                 continue;
             }
             let ready = group.raft.ready();
@@ -427,12 +484,14 @@ impl MultiRaft {
                 apply_entry(group, entry, &mut out.replies);
             }
             for read in ready.read_states {
-                if let Some(op) = group.reads_waiting.remove(&read.context) {
+                if let Some((op, deadline)) = group.reads_waiting.remove(&read.context) {
+                    group.reads_deadlines.remove(&(deadline, read.context));
                     group.reads_ready.push_back((read.index, read.context, op));
                 }
             }
             for context in ready.failed_reads {
-                if group.reads_waiting.remove(&context).is_some() {
+                if let Some((_, deadline)) = group.reads_waiting.remove(&context) {
+                    group.reads_deadlines.remove(&(deadline, context));
                     let error = ClientError::NotLeader {
                         group: id,
                         leader: group.raft.leader(),
@@ -522,7 +581,9 @@ fn serve_reads(group: &mut Group, replies: &mut Vec<(RequestId, Reply)>) {
 fn maybe_compact(group: &mut Group, compact_entries: u64) -> Option<Snapshot> {
     let applied = group.raft.log().applied;
     let first = group.raft.log().first_index();
-    if applied + 1 < first + compact_entries {
+    let requested = std::mem::take(&mut group.snapshot_requested);
+    let due = applied + 1 >= first + compact_entries;
+    if !(due || (requested && applied >= first)) {
         return None;
     }
     debug_assert_eq!(

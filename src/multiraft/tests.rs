@@ -184,3 +184,61 @@ fn compaction_keeps_serving() {
         assert_eq!(node.shard.store(0).unwrap().key_count(), 20);
     }
 }
+
+// A snapshot requested by storage compacts the log even below the entry threshold.
+#[test]
+fn requested_snapshot_compacts_early() {
+    let mut cluster = Cluster::new(1, 10_000);
+    cluster.tick(40);
+    let leader = cluster.leader(0);
+    for seq in 1..=5 {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.shard
+            .propose(seq, 0, &put(1, seq, &format!("k{seq}"), "v"));
+        cluster.stabilize();
+    }
+    let before = cluster.nodes[&leader]
+        .shard
+        .raft(0)
+        .unwrap()
+        .log()
+        .first_index();
+    assert_eq!(before, 1, "nothing compacted below the threshold");
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.shard.request_snapshot(0);
+    assert!(node.shard.has_ready());
+    let ready = node.shard.ready();
+    assert_eq!(ready.snapshots.len(), 1);
+    let after = node.shard.raft(0).unwrap().log().first_index();
+    assert!(
+        after > 5,
+        "compacted through what was applied: first index {after}"
+    );
+}
+
+// A follower's linearizable read whose read-index request is lost is answered NotLeader
+// (with the leader's id) once the read timeout passes, instead of waiting forever.
+#[test]
+fn lost_read_index_request_times_out() {
+    let mut cluster = Cluster::new(1, 10_000);
+    cluster.tick(40);
+    let leader = cluster.leader(0);
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let node = cluster.nodes.get_mut(&follower).unwrap();
+    node.shard
+        .read(1, 0, Op::Range(RangeRequest::get(b"k")), false);
+    // The ReadIndex message to the leader is lost.
+    let ready = node.shard.ready();
+    assert!(ready.replies.is_empty());
+    assert!(ready
+        .messages
+        .iter()
+        .any(|(_, message)| message.kind == crate::raft::MessageKind::ReadIndex));
+    node.shard.on_persisted(ready.token);
+    let timeout = ShardConfig::new(follower).read_index_timeout_ticks;
+    cluster.tick(timeout as usize - 1);
+    assert!(!cluster.nodes[&follower].replies.contains_key(&1));
+    cluster.tick(1);
+    let reply = &cluster.nodes[&follower].replies[&1];
+    assert_eq!(reply, &Err(ClientError::NotLeader { group: 0, leader }));
+}

@@ -397,6 +397,61 @@ mod tests {
         );
     }
 
+    // A follower whose log conflicts with the leader's right at the leader's snapshot
+    // (its own uncommitted entries of an older term run past the snapshot's index) gets
+    // the snapshot, instead of the same rejected append again and again.
+    #[test]
+    fn conflict_at_the_snapshot_sends_the_snapshot() {
+        let mut cluster = Cluster::new(&[1, 2, 3], |_| {});
+        cluster.elect(1);
+        // Node 1 leads alone and appends entries nobody else gets.
+        cluster.isolate(1);
+        for k in 0..9 {
+            cluster
+                .node_mut(1)
+                .propose(payload(&format!("lost{k}")))
+                .unwrap();
+        }
+        cluster.stabilize();
+        cluster.tick_all(40);
+        let leader = cluster.leader().expect("2 or 3 leads");
+        assert_ne!(leader, 1);
+        for k in 0..5 {
+            cluster
+                .node_mut(leader)
+                .propose(payload(&format!("v{k}")))
+                .unwrap();
+        }
+        cluster.stabilize();
+        cluster.tick_all(3);
+        cluster.compact(2, payload("snapshot"));
+        cluster.compact(3, payload("snapshot"));
+        let snapshot_index = cluster.node(2).log().snapshot_index();
+        assert_eq!(snapshot_index, cluster.node(3).log().snapshot_index());
+        assert!(cluster.node(1).log().last_index() > snapshot_index);
+        // A new leader term starts probing node 1 from the end of the compacted log.
+        cluster.crash(leader);
+        cluster.tick_all(30);
+        cluster.restart(leader);
+        cluster.tick_all(40);
+        let leader = cluster.leader().expect("2 or 3 leads again");
+        assert_ne!(leader, 1);
+        cluster.heal();
+        cluster.tick_all(10);
+        let expected = cluster.node(leader).log();
+        let follower = cluster.node(1).log();
+        assert_eq!(follower.last_index(), expected.last_index());
+        assert_eq!(follower.last_term(), expected.last_term());
+        assert_eq!(
+            cluster.peers[&1]
+                .storage
+                .snapshot
+                .as_ref()
+                .map(|s| s.meta.index),
+            Some(snapshot_index)
+        );
+    }
+
     // A follower that missed compacted entries catches up through a chunked snapshot.
     #[test]
     fn snapshot_catch_up() {

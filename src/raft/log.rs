@@ -189,13 +189,17 @@ impl RaftLog {
     }
 
     /// For fast backtracking: the largest index `<= index` whose term is `<= term`, with
-    /// its term. Stops at the snapshot.
+    /// its term. When the search reaches the snapshot and even the snapshot's last entry
+    /// has a greater term, the answer lies in the compacted part: it returns the index
+    /// below the snapshot with term 0 ("unknown"), so a leader probing there sends the
+    /// snapshot instead of retrying the same append forever.
     pub fn find_conflict_by_term(&self, index: Index, term: Term) -> (Index, Term) {
         let mut index = index.min(self.last_index());
         loop {
             match self.term(index) {
-                Some(found) if found > term && index > self.snapshot_index => index -= 1,
-                Some(found) => return (index, found),
+                Some(found) if found <= term => return (index, found),
+                Some(_) if index > self.snapshot_index => index -= 1,
+                Some(_) => return (index - 1, 0),
                 None => return (index, 0),
             }
         }
@@ -379,6 +383,17 @@ mod tests {
         assert_eq!(log.find_conflict_by_term(6, 1), (2, 1));
         assert_eq!(log.find_conflict_by_term(6, 0), (0, 0));
         assert_eq!(log.find_conflict_by_term(10, 5), (6, 5));
+    }
+
+    // When even the snapshot's last entry has a greater term, the agreement point is in
+    // the compacted part: the search says so (index below the snapshot, unknown term)
+    // rather than claiming the snapshot's index.
+    #[test]
+    fn find_conflict_by_term_below_the_snapshot() {
+        let log = RaftLog::restore(4, 3, vec![entry(5, 3), entry(6, 4)], 4);
+        assert_eq!(log.find_conflict_by_term(6, 3), (5, 3));
+        assert_eq!(log.find_conflict_by_term(6, 2), (3, 0));
+        assert_eq!(log.find_conflict_by_term(4, 3), (4, 3));
     }
 
     // Only durable committed entries are handed to the state machine.

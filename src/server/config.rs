@@ -294,4 +294,15 @@ mod tests {
         assert_eq!(config.listen_client.port(), CLIENT_PORT_DEFAULT);
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    // The example config shipped in deploy/ parses and makes a valid configuration.
+    #[test]
+    fn deploy_example_parses() {
+        let text = include_str!("../../deploy/corekv.toml.example");
+        let args: ServerArgs = toml::from_str(text).unwrap();
+        let config = ServerConfig::from_args(args).unwrap();
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.members.len(), 3);
+        assert_eq!(config.listen_client.port(), 7379);
+    }
 }

@@ -31,6 +31,8 @@ pub const EVENTS_QUEUED_MAX: usize = 4096;
 pub const EVENTS_PER_TURN_MAX: usize = 1024;
 /// Messages waiting in a mesh channel to one other shard.
 pub const MESH_CHANNEL_MESSAGES_MAX: usize = 4096;
+/// Ticks between checks for groups that pin old WAL segments.
+pub const SNAPSHOT_CHECK_TICKS: u64 = 20;
 /// Ticks a shutting-down shard waits for its leaderships to move away.
 pub const SHUTDOWN_TRANSFER_TICKS_MAX: u64 = 40;
 
@@ -276,6 +278,13 @@ impl Shard {
             Event::Tick => {
                 self.ticks += 1;
                 self.raft.tick();
+                if self.ticks % SNAPSHOT_CHECK_TICKS == 0 {
+                    // The WAL deletes a segment only once no group needs it; a group
+                    // whose old entries keep segments alive snapshots now.
+                    for group in self.wal.groups_to_snapshot() {
+                        self.raft.request_snapshot(group);
+                    }
+                }
                 self.requests.on_tick(self.ticks, &self.mesh);
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! One WAL per shard holds the entries and hard states of every Raft group on that shard,
 //! so that one `fdatasync` makes a whole loop turn of every group durable. The byte layout
-//! is in `docs/wal-format.md`.
+//! is in `docs/FORMATS.md`.
 //!
 //! | file               | owns                                                          |
 //! |--------------------|---------------------------------------------------------------|

@@ -1,4 +1,4 @@
-//! WAL records and batches to and from bytes, exactly as `docs/wal-format.md` lays them
+//! WAL records and batches to and from bytes, exactly as `docs/FORMATS.md` lays them
 //! out. Pure code (no I/O, no glommio) so that it can be unit tested and fuzzed.
 
 use std::sync::Arc;
@@ -809,7 +809,7 @@ mod tests {
         assert_eq!(sealed, encode_batch(&records, 9, 2, 4096));
     }
 
-    // The header sits at the documented offsets (docs/wal-format.md).
+    // The header sits at the documented offsets (docs/FORMATS.md).
     #[test]
     fn header_layout_matches_the_documentation() {
         let bytes = encode_batch(&sample_records(), 0x0102_0304_0506_0708, 0x11, 0x2000);

@@ -1,7 +1,7 @@
 //! Reading the log back at start: every segment in order, every batch verified, each
 //! group's state rebuilt; a torn tail told apart from corruption.
 //!
-//! The rules (docs/wal-format.md has the full argument):
+//! The rules (docs/FORMATS.md has the full argument):
 //! - Batches are written one at a time, each after the previous one's fdatasync, into
 //!   pre-zeroed segments. So a crash can leave at most one partial batch, at the end of the
 //!   data, followed by zeros only.

@@ -295,7 +295,13 @@ pub async fn create_segment(
     file.rename(&final_path)
         .await
         .map_err(|error| io_error("renaming", &temporary, into_io(error)))?;
-    sync_directory(wal_dir).map_err(|error| io_error("syncing", wal_dir, error))?;
+    // The folder fsync waits for a journal commit: off the executor thread, so that
+    // commits go on meanwhile.
+    let folder = wal_dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_directory(&folder))
+        .await
+        .map_err(|error| io_error("syncing", wal_dir, error))?;
     Ok(file)
 }
 

@@ -113,7 +113,7 @@ fn data_checksum(header: &[u8], data: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// The header bytes for `snapshot` (layout in docs/wal-format.md).
+/// The header bytes for `snapshot` (layout in docs/FORMATS.md).
 pub fn encode_header(snapshot: &Snapshot) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
     header[0..4].copy_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());

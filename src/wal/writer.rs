@@ -9,8 +9,8 @@
 //! block of the current segment, calls fdatasync, and wakes every waiter of that batch.
 //! While one batch is written and synced the next one fills: at most two exist, and a
 //! batch is written only after the previous one is durable, so a crash tears at most the
-//! last batch. When the filling batch is full, [`Wal::submit`] waits and
-//! [`Wal::try_submit`] returns [`WalError::Backpressure`].
+//! last batch. When the filling batch is full, [`Wal::submit`] waits in line (first come,
+//! first served) and [`Wal::try_submit`] returns [`WalError::Backpressure`].
 //!
 //! # Two ways to append
 //! - `wal.append(records).await`: submit and wait for durability, from any task.
@@ -122,7 +122,10 @@ struct State {
     /// Every batch up to this one is durable.
     durable_sequence: u64,
     waiters: Vec<(u64, Waker)>,
-    room_waiters: Vec<Waker>,
+    /// Submitters waiting for room in the filling batch, first come first served, by the
+    /// id of their place in line.
+    room_queue: VecDeque<(u64, Waker)>,
+    next_room_place: u64,
     committer_waker: Option<Waker>,
     segment_task_waker: Option<Waker>,
     segment_waiter: Option<Waker>,
@@ -172,9 +175,17 @@ impl State {
         }
     }
 
-    fn wake_room_waiters(&mut self) {
-        for waker in self.room_waiters.drain(..) {
-            waker.wake();
+    /// Lets the first submitter in line check for room again.
+    fn wake_room_front(&mut self) {
+        if let Some((_, waker)) = self.room_queue.front() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Wakes every submitter in line (the WAL stops or closes).
+    fn wake_all_room_waiters(&mut self) {
+        for (_, waker) in &self.room_queue {
+            waker.wake_by_ref();
         }
     }
 
@@ -202,7 +213,7 @@ impl State {
         for (_, waker) in self.waiters.drain(..) {
             waker.wake();
         }
-        self.wake_room_waiters();
+        self.wake_all_room_waiters();
         wake(&mut self.committer_waker);
         wake(&mut self.segment_task_waker);
         wake(&mut self.segment_waiter);
@@ -339,7 +350,8 @@ impl Wal {
             flush_requested: false,
             durable_sequence,
             waiters: Vec::new(),
-            room_waiters: Vec::new(),
+            room_queue: VecDeque::new(),
+            next_room_place: 0,
             committer_waker: None,
             segment_task_waker: None,
             segment_waiter: None,
@@ -421,7 +433,7 @@ impl Wal {
         let mut state = shared.state.borrow_mut();
         state.check_open()?;
         let (bytes, count) = measure(&records, &shared.config)?;
-        if !state.fits(bytes, count, &shared.config) {
+        if !state.room_queue.is_empty() || !state.fits(bytes, count, &shared.config) {
             state.filling_full = true;
             wake(&mut state.committer_waker);
             return Err(WalError::Backpressure);
@@ -434,17 +446,48 @@ impl Wal {
     pub async fn submit(&self, records: Vec<Record>) -> Result<Ticket, WalError> {
         let shared = &*self.shared;
         let (bytes, count) = measure(&records, &shared.config)?;
+        // Submitters get room in the order they asked for it: without a line, tasks woken
+        // by a durable batch would take the room before those already waiting, every time.
+        let mut place = RoomPlace {
+            shared,
+            id: 0,
+            queued: false,
+        };
         poll_fn(|context| {
             let mut state = shared.state.borrow_mut();
             if let Err(error) = state.check_open() {
                 return Poll::Ready(Err(error));
             }
-            if state.fits(bytes, count, &shared.config) {
+            let turn = if place.queued {
+                state
+                    .room_queue
+                    .front()
+                    .is_some_and(|(id, _)| *id == place.id)
+            } else {
+                state.room_queue.is_empty()
+            };
+            if turn && state.fits(bytes, count, &shared.config) {
+                if place.queued {
+                    state.room_queue.pop_front();
+                    place.queued = false;
+                    state.wake_room_front();
+                }
                 return Poll::Ready(Ok(()));
             }
             state.filling_full = true;
             wake(&mut state.committer_waker);
-            state.room_waiters.push(context.waker().clone());
+            if place.queued {
+                if let Some(entry) = state.room_queue.iter_mut().find(|(id, _)| *id == place.id) {
+                    entry.1 = context.waker().clone();
+                }
+            } else {
+                place.id = state.next_room_place;
+                state.next_room_place += 1;
+                state
+                    .room_queue
+                    .push_back((place.id, context.waker().clone()));
+                place.queued = true;
+            }
             Poll::Pending
         })
         .await?;
@@ -675,23 +718,34 @@ impl Wal {
     }
 
     /// Makes everything submitted durable, stops the background tasks and closes the
-    /// files. Other handles of this WAL get [`WalError::Closed`] afterwards.
+    /// files. Other handles of this WAL get [`WalError::Closed`] afterwards. A WAL stopped
+    /// by an error is closed all the same, and the error is returned.
     pub async fn close(self) -> Result<(), WalError> {
         let last = {
             let mut state = self.shared.state.borrow_mut();
-            state.check_open()?;
+            if state.closing {
+                return Err(WalError::Closed);
+            }
             state.flush_requested = true;
             wake(&mut state.committer_waker);
             state.last_submitted_sequence()
         };
-        self.wait(Ticket(last)).await?;
+        let flushed = self.wait(Ticket(last)).await.and_then(|()| {
+            // Nothing may have been pending when the WAL stopped: report why it stopped.
+            self.shared
+                .state
+                .borrow()
+                .failure
+                .clone()
+                .map_or(Ok(()), Err)
+        });
         let tasks = {
             let mut state = self.shared.state.borrow_mut();
             state.closing = true;
             wake(&mut state.committer_waker);
             wake(&mut state.segment_task_waker);
             wake(&mut state.segment_waiter);
-            state.wake_room_waiters();
+            state.wake_all_room_waiters();
             std::mem::take(&mut state.tasks)
         };
         for task in tasks {
@@ -706,12 +760,42 @@ impl Wal {
                 .map(|segment| segment.file)
                 .collect()
         };
+        let mut closed = Ok(());
         for file in files {
-            file.close_rc()
-                .await
-                .map_err(|error| io_error("closing", &self.shared.wal_dir, into_io(error)))?;
+            if let Err(error) = file.close_rc().await {
+                closed = closed.and(Err(io_error(
+                    "closing",
+                    &self.shared.wal_dir,
+                    into_io(error),
+                )));
+            }
         }
-        Ok(())
+        flushed.and(closed)
+    }
+}
+
+/// A submitter's place in the line for room. A submitter that gives up (its future is
+/// dropped) leaves the line and hands the turn on, so the line never stalls.
+struct RoomPlace<'a> {
+    shared: &'a Shared,
+    id: u64,
+    queued: bool,
+}
+
+impl Drop for RoomPlace<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            return;
+        }
+        let mut state = self.shared.state.borrow_mut();
+        let was_front = state
+            .room_queue
+            .front()
+            .is_some_and(|(id, _)| *id == self.id);
+        state.room_queue.retain(|(id, _)| *id != self.id);
+        if was_front {
+            state.wake_room_front();
+        }
     }
 }
 
@@ -867,7 +951,7 @@ async fn run_committer(shared: Rc<Shared>) {
             state.filling_sequence += 1;
             state.filling_full = false;
             state.flush_requested = false;
-            state.wake_room_waiters();
+            state.wake_room_front();
             (sequence, sealed)
         };
         assert!(!sealed.is_empty());

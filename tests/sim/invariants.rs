@@ -1,0 +1,247 @@
+//! Raft's safety properties, checked as the simulation runs: election safety, leader
+//! completeness, state machine safety, and log matching over the replicas' in-memory logs.
+
+use std::collections::BTreeMap;
+
+use corekv::multiraft::GroupId;
+use corekv::raft::log::RaftLog;
+use corekv::raft::{Entry, Index, NodeId, RaftNode, Term};
+
+use crate::trace::hash_bytes;
+
+/// A broken property: which check, and what exactly was seen.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub check: &'static str,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(check: &'static str, message: String) -> Violation {
+        Violation { check, message }
+    }
+}
+
+/// The first entry any node applied at one index of one group.
+#[derive(Clone, Copy, Debug)]
+struct AppliedEntry {
+    term: Term,
+    payload_hash: u64,
+    node: NodeId,
+}
+
+/// What the checks remember across the run.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    /// The leader of each (group, term) ever seen.
+    leaders: BTreeMap<(GroupId, Term), NodeId>,
+    /// Per group, the first entry applied at each index (by any node).
+    applied: BTreeMap<GroupId, BTreeMap<Index, AppliedEntry>>,
+    /// Entries applied by all nodes together (re-applications after restarts count).
+    pub entries_applied: u64,
+    /// Nodes seen becoming leader since the fault injector last looked (it may crash them).
+    pub new_leaders: Vec<NodeId>,
+}
+
+fn payload_hash(entry: &Entry) -> u64 {
+    hash_bytes(&entry.data) ^ u64::from(entry.kind == corekv::raft::EntryKind::ConfChange)
+}
+
+impl Invariants {
+    /// Looks at one replica: if it leads, checks election safety and, the first time it is
+    /// seen leading this term, leader completeness. Returns true for a new leader.
+    pub fn observe(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        raft: &RaftNode,
+    ) -> Result<bool, Violation> {
+        if !raft.is_leader() {
+            return Ok(false);
+        }
+        let term = raft.term();
+        match self.leaders.get(&(group, term)) {
+            Some(&leader) if leader == node => Ok(false),
+            Some(&leader) => Err(Violation::new(
+                "election safety",
+                format!("group {group} has two leaders in term {term}: n{leader} and n{node}"),
+            )),
+            None => {
+                self.leaders.insert((group, term), node);
+                self.new_leaders.push(node);
+                self.leader_completeness(node, group, raft)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// A new leader's log holds every entry any node has applied in its group.
+    fn leader_completeness(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        raft: &RaftNode,
+    ) -> Result<(), Violation> {
+        let Some(applied) = self.applied.get(&group) else {
+            return Ok(());
+        };
+        let log = raft.log();
+        let term = raft.term();
+        if let Some((&index, _)) = applied.last_key_value() {
+            if index > log.last_index() {
+                return Err(Violation::new(
+                    "leader completeness",
+                    format!(
+                        "n{node} leads group {group} in term {term} with a log ending at {} \
+                         but index {index} was applied already",
+                        log.last_index()
+                    ),
+                ));
+            }
+        }
+        let first = log.first_index();
+        let entries = log
+            .slice(first, log.last_index() + 1, usize::MAX)
+            .unwrap_or_default();
+        for (&index, seen) in applied.range(log.snapshot_index()..) {
+            let held_term = log.term(index).unwrap_or(0);
+            let same_payload = index < first
+                || entries
+                    .get((index - first) as usize)
+                    .is_some_and(|entry| payload_hash(entry) == seen.payload_hash);
+            if held_term != seen.term || !same_payload {
+                return Err(Violation::new(
+                    "leader completeness",
+                    format!(
+                        "n{node} leads group {group} in term {term}, but its entry at index \
+                         {index} (term {held_term}) is not the entry n{} applied there (term {})",
+                        seen.node, seen.term
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A node applied `entry` in `group`: it must be the entry every other node applied at
+    /// that index.
+    pub fn applied(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        entry: &Entry,
+    ) -> Result<(), Violation> {
+        self.entries_applied += 1;
+        let hash = payload_hash(entry);
+        let applied = self.applied.entry(group).or_default();
+        match applied.get(&entry.index) {
+            None => {
+                applied.insert(
+                    entry.index,
+                    AppliedEntry {
+                        term: entry.term,
+                        payload_hash: hash,
+                        node,
+                    },
+                );
+                Ok(())
+            }
+            Some(seen) if seen.term == entry.term && seen.payload_hash == hash => Ok(()),
+            Some(seen) => {
+                Err(Violation::new(
+                    "state machine safety",
+                    format!(
+                    "group {group} index {}: n{node} applied an entry of term {} but n{} applied \
+                     one of term {} (payloads {})",
+                    entry.index,
+                    entry.term,
+                    seen.node,
+                    seen.term,
+                    if seen.payload_hash == hash { "equal" } else { "differ" }
+                ),
+                ))
+            }
+        }
+    }
+
+    /// A node installed a snapshot covering the log up to (`index`, `term`): if any node
+    /// applied an entry at `index`, it must have the same term.
+    pub fn snapshot_installed(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        index: Index,
+        term: Term,
+    ) -> Result<(), Violation> {
+        let seen = self
+            .applied
+            .get(&group)
+            .and_then(|applied| applied.get(&index));
+        match seen {
+            Some(seen) if seen.term != term => Err(Violation::new(
+                "state machine safety",
+                format!(
+                    "n{node} installed a snapshot of group {group} at index {index} term {term}, \
+                     but n{} applied an entry of term {} there",
+                    seen.node, seen.term
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Raft's log matching over the in-memory logs of one group's live replicas: if two
+    /// logs hold an entry with the same index and term, they are identical up to it.
+    pub fn log_matching(group: GroupId, logs: &[(NodeId, &RaftLog)]) -> Result<(), Violation> {
+        for (position, &(left_node, left)) in logs.iter().enumerate() {
+            for &(right_node, right) in &logs[position + 1..] {
+                let low = left.snapshot_index().max(right.snapshot_index());
+                let high = left.last_index().min(right.last_index());
+                if low > high {
+                    continue;
+                }
+                let Some(top) = (low..=high)
+                    .rev()
+                    .find(|&index| left.term(index) == right.term(index))
+                else {
+                    continue;
+                };
+                let mismatch = |index: Index, what: &str| {
+                    Violation::new(
+                        "log matching",
+                        format!(
+                            "group {group}: n{left_node} and n{right_node} agree on the entry at \
+                             index {top} (term {}) but differ at index {index} ({what}: \
+                             n{left_node} has term {:?}, n{right_node} has term {:?})",
+                            left.term(top).unwrap_or(0),
+                            left.term(index),
+                            right.term(index)
+                        ),
+                    )
+                };
+                for index in low..=top {
+                    if left.term(index) != right.term(index) {
+                        return Err(mismatch(index, "terms"));
+                    }
+                }
+                if top > low {
+                    let left_entries = left.slice(low + 1, top + 1, usize::MAX);
+                    let right_entries = right.slice(low + 1, top + 1, usize::MAX);
+                    if let (Some(left_entries), Some(right_entries)) = (left_entries, right_entries)
+                    {
+                        for (a, b) in left_entries.iter().zip(&right_entries) {
+                            if a != b {
+                                return Err(mismatch(a.index, "payloads"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn leaders_elected(&self) -> usize {
+        self.leaders.len()
+    }
+}
