@@ -391,7 +391,19 @@ impl Requests {
                 connection,
                 request_id,
             } => {
-                let bytes = encode_reply(&mut self.builder, request_id, reply).to_vec();
+                let mut bytes = encode_reply(&mut self.builder, request_id, reply).to_vec();
+                if bytes.len() > frame::FRAME_BYTES_MAX {
+                    // Dropping the answer would leave the client waiting for it; say why
+                    // there is none instead.
+                    let error = ApiError::new(
+                        ErrorCode::RequestTooLarge,
+                        format!(
+                            "the answer of {} bytes exceeds the frame maximum",
+                            bytes.len()
+                        ),
+                    );
+                    bytes = encode_reply(&mut self.builder, request_id, Err(error)).to_vec();
+                }
                 self.write_frame(connection, bytes, true);
             }
             Origin::Mesh { shard, token } => {
@@ -635,20 +647,11 @@ fn merge(merge: Merge, parts: Vec<Result<Response, ApiError>>) -> Result<Respons
         }
     }
     let op = match merge {
-        Merge::Range { limit } => {
-            let mut out = kv::RangeResponse::default();
-            for range in ranges {
-                out.count += range.count;
-                out.more |= range.more;
-                out.kvs.extend(range.kvs);
-            }
-            out.kvs.sort_by(|a, b| a.key.cmp(&b.key));
-            if limit > 0 && out.kvs.len() as u64 > limit {
-                out.kvs.truncate(limit as usize);
-                out.more = true;
-            }
-            OpResponse::Range(out)
-        }
+        Merge::Range { limit } => OpResponse::Range(merge_ranges(
+            ranges,
+            limit,
+            kv::Limits::default().response_bytes_max,
+        )),
         Merge::Delete => {
             let mut out = kv::DeleteResponse::default();
             for delete in deletes {
@@ -660,6 +663,57 @@ fn merge(merge: Merge, parts: Vec<Result<Response, ApiError>>) -> Result<Respons
         }
     };
     Ok(Response { revision, op })
+}
+
+/// One range answer from the answers of every group, each a prefix of its group's
+/// matching keys. The merged `kvs` are a prefix of all matching keys too, so a client can
+/// page on from the last one: nothing past the smallest last key of a group that stopped
+/// early (its next keys are unknown here), at most `limit` pairs (0: no limit), and at most
+/// `response_bytes_max` bytes as the store counts them (so that eight groups' full
+/// answers cannot add up to more than a frame holds).
+fn merge_ranges(
+    ranges: Vec<kv::RangeResponse>,
+    limit: u64,
+    response_bytes_max: u64,
+) -> kv::RangeResponse {
+    let mut out = kv::RangeResponse::default();
+    let mut cut: Option<Vec<u8>> = None;
+    for range in ranges {
+        out.count += range.count;
+        if range.more {
+            out.more = true;
+            // A group that stopped before its first key (it cannot, while every key-value
+            // fits the budget) would allow no key at all: the empty key sorts first.
+            let last = range.kvs.last().map_or(&[][..], |pair| pair.key.as_slice());
+            if cut.as_ref().is_none_or(|cut| last < cut.as_slice()) {
+                cut = Some(last.to_vec());
+            }
+        }
+        out.kvs.extend(range.kvs);
+    }
+    out.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    if let Some(cut) = cut {
+        let kept = out.kvs.partition_point(|pair| pair.key <= cut);
+        out.kvs.truncate(kept);
+    }
+    if limit > 0 && out.kvs.len() as u64 > limit {
+        out.kvs.truncate(limit as usize);
+        out.more = true;
+    }
+    let mut bytes = 0u64;
+    let within = out
+        .kvs
+        .iter()
+        .take_while(|pair| {
+            bytes += pair.encoded_bytes() as u64;
+            bytes <= response_bytes_max
+        })
+        .count();
+    if within < out.kvs.len() {
+        out.kvs.truncate(within);
+        out.more = true;
+    }
+    out
 }
 
 /// Binds this shard's client listener (SO_REUSEPORT: every shard binds the same address
@@ -755,5 +809,82 @@ async fn read_requests(
             Ok(0) | Err(_) => return,
             Ok(read) => buffer.extend_from_slice(&chunk[..read]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(key: &str, value_bytes: usize) -> kv::KeyValue {
+        kv::KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: vec![b'v'; value_bytes],
+            ..kv::KeyValue::default()
+        }
+    }
+
+    fn range(keys: &[&str], count: u64, more: bool) -> kv::RangeResponse {
+        kv::RangeResponse {
+            kvs: keys.iter().map(|key| pair(key, 0)).collect(),
+            count,
+            more,
+        }
+    }
+
+    fn keys(range: &kv::RangeResponse) -> Vec<String> {
+        range
+            .kvs
+            .iter()
+            .map(|pair| String::from_utf8(pair.key.clone()).unwrap())
+            .collect()
+    }
+
+    // Complete answers merge into key order; the limit keeps the first keys.
+    #[test]
+    fn merged_ranges_are_ordered_and_limited() {
+        let parts = vec![
+            range(&["b", "d"], 2, false),
+            range(&["a", "c", "e"], 3, false),
+        ];
+        let merged = merge_ranges(parts.clone(), 0, u64::MAX);
+        assert_eq!(keys(&merged), ["a", "b", "c", "d", "e"]);
+        assert_eq!((merged.count, merged.more), (5, false));
+        let limited = merge_ranges(parts, 3, u64::MAX);
+        assert_eq!(keys(&limited), ["a", "b", "c"]);
+        assert_eq!((limited.count, limited.more), (5, true));
+    }
+
+    // A group that stopped early hides its later keys: nothing past its last key is
+    // returned, so the answer has no hole a client paging on would skip.
+    #[test]
+    fn merged_ranges_stop_at_a_group_that_stopped_early() {
+        let parts = vec![
+            range(&["a", "c"], 4, true),
+            range(&["b", "d", "f"], 3, false),
+        ];
+        let merged = merge_ranges(parts, 0, u64::MAX);
+        assert_eq!(keys(&merged), ["a", "b", "c"]);
+        assert_eq!((merged.count, merged.more), (7, true));
+    }
+
+    // The merged answer stays within the byte budget however many groups filled theirs.
+    #[test]
+    fn merged_ranges_respect_the_byte_budget() {
+        let big = 1000;
+        let parts: Vec<kv::RangeResponse> = (0..8)
+            .map(|group| kv::RangeResponse {
+                kvs: (0..4)
+                    .map(|index| pair(&format!("k{index}{group}"), big))
+                    .collect(),
+                count: 4,
+                more: false,
+            })
+            .collect();
+        let one = pair("k00", big).encoded_bytes() as u64;
+        let merged = merge_ranges(parts, 0, 10 * one);
+        assert_eq!(merged.kvs.len(), 10);
+        assert_eq!((merged.count, merged.more), (32, true));
+        assert_eq!(keys(&merged)[..3], ["k00", "k01", "k02"]);
     }
 }
