@@ -283,6 +283,51 @@ fn exercise(cluster: &TestCluster) -> Client {
     client
 }
 
+// A scan whose groups together hold more than one answer may carry comes back in pages
+// within the response budget, without holes, that reach every key.
+#[test]
+fn big_scans_come_in_pages() {
+    let cluster = TestCluster::start_with("bigscan", 1, 1, GROUPS, &SMALL_SEGMENT_ARGS);
+    cluster.wait_for_leaders();
+    let client = cluster.client();
+    // 24 values just under 1 MiB: three times the 8 MiB response budget, more than the
+    // 16 MiB frame maximum when merged whole.
+    let value = vec![b'x'; 1000 << 10];
+    let keys: Vec<Vec<u8>> = (0..24)
+        .map(|index| format!("big/{index:02}").into_bytes())
+        .collect();
+    for key in &keys {
+        client.put(key, &value).expect("put");
+    }
+    let budget = kv::Limits::default().response_bytes_max;
+    let mut from = b"big/".to_vec();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .range(RangeRequest {
+                key: from.clone(),
+                range_end: kv::prefix_end(b"big/"),
+                ..RangeRequest::default()
+            })
+            .expect("a page of the scan");
+        pages += 1;
+        let bytes: usize = page.kvs.iter().map(|pair| pair.encoded_bytes()).sum();
+        assert!(bytes as u64 <= budget, "a page of {bytes} bytes");
+        assert!(!page.kvs.is_empty());
+        assert!(page.kvs.iter().all(|pair| pair.value == value));
+        seen.extend(page.kvs.iter().map(|pair| pair.key.clone()));
+        if !page.more {
+            break;
+        }
+        // The next page starts just after this one's last key.
+        from = page.kvs.last().expect("a key").key.clone();
+        from.push(0);
+    }
+    assert_eq!(seen, keys);
+    assert!(pages >= 3, "{pages} pages");
+}
+
 // Three nodes serve every operation through any node, with answers merged across groups.
 #[test]
 fn three_nodes_serve_every_operation() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use corekv::api::{self, ApiRequest, ApiResponse, ApiResult, RequestKind, StatusInfo};
 use corekv::client::{Client, ClientOptions};
-use corekv::frame::{self, FRAME_BYTES_MAX};
+use corekv::frame::{self, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 use corekv::kv::{self, Command as KvCommand, KeyValue, OpResponse, RangeRequest};
 use corekv::raft::{NodeId, Role, NO_NODE};
 
@@ -444,21 +444,42 @@ pub fn raw_connect(endpoint: &str) -> std::io::Result<TcpStream> {
 
 /// Reads one frame's payload; `None` when the peer closed the connection first.
 pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        match frame::decode(&buffer, FRAME_BYTES_MAX) {
-            Ok(Some(decoded)) => return Ok(Some(decoded.payload.to_vec())),
-            Ok(None) => {}
-            Err(error) => return Err(std::io::Error::other(error)),
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Ok(None),
-            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
-            Err(error) => return Err(error),
-        }
+    // Exactly one frame's bytes are read, never more, so that frames pipelined behind it
+    // stay in the socket for the next call.
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    match stream.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(error) if closed(&error) => return Ok(None),
+        Err(error) => return Err(error),
     }
+    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    if length > FRAME_BYTES_MAX {
+        return Err(std::io::Error::other(format!(
+            "a response frame of {length} bytes"
+        )));
+    }
+    let mut bytes = header.to_vec();
+    bytes.resize(FRAME_HEADER_BYTES + length, 0);
+    match stream.read_exact(&mut bytes[FRAME_HEADER_BYTES..]) {
+        Ok(()) => {}
+        Err(error) if closed(&error) => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    match frame::decode(&bytes, FRAME_BYTES_MAX) {
+        Ok(Some(decoded)) => Ok(Some(decoded.payload.to_vec())),
+        Ok(None) => Err(std::io::Error::other(
+            "a frame shorter than its header says",
+        )),
+        Err(error) => Err(std::io::Error::other(error)),
+    }
+}
+
+/// The peer closed the connection (cleanly or with a reset).
+fn closed(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 impl Drop for TestCluster {
