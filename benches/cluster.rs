@@ -8,8 +8,10 @@
 //! complete inside the window count. Every response is checked: a failed put, a failed
 //! get, and a get that does not return the value the fill wrote are errors, counted
 //! apart and never as throughput. The report gives ops/s, p50/p99/p999 latency, errors,
-//! and the CPU the servers and this load generator used (the machine has few cores and
-//! they share them), then the ratio corekv/etcd per phase and the project's goals.
+//! and the CPU the servers (`srv`) and this load generator (`gen`) used, as cores busy on
+//! average and as CPU microseconds per operation (the machine has few cores, the servers
+//! and the generator share them, and other work may too: CPU per operation says more
+//! than ops/s on a busy machine), then the ratio corekv/etcd per phase and the goals.
 //!
 //! corekv is reached through the SDK (`corekv::client::Client`): each client is a thread
 //! that runs one operation at a time, and `--threads-per-sdk-client` threads share one
@@ -496,7 +498,7 @@ fn milliseconds(micros: u64) -> String {
 
 fn print_header() {
     println!(
-        "{:<7} {:>7} {:<9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12}",
+        "{:<7} {:>7} {:<9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8}",
         "system",
         "clients",
         "phase",
@@ -505,15 +507,26 @@ fn print_header() {
         "p99 ms",
         "p999 ms",
         "errors",
-        "server cpu",
-        "bench cpu"
+        "srv cpu",
+        "srv us",
+        "gen cpu",
+        "gen us"
     );
+}
+
+/// CPU microseconds spent per successful operation by `cores` busy cores.
+fn cpu_micros_per_operation(cores: f64, ops_per_second: f64) -> String {
+    if ops_per_second > 0.0 {
+        format!("{:.1}", cores * 1e6 / ops_per_second)
+    } else {
+        "-".to_string()
+    }
 }
 
 fn print_result(result: &PhaseResult) {
     let (p50, p99, p999) = result.latency_us;
     println!(
-        "{:<7} {:>7} {:<9} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12}",
+        "{:<7} {:>7} {:<9} {:>9.0} {:>8} {:>8} {:>8} {:>7} {:>8.2} {:>8} {:>8.2} {:>8}",
         result.system,
         result.clients,
         result.phase,
@@ -522,8 +535,10 @@ fn print_result(result: &PhaseResult) {
         milliseconds(p99),
         milliseconds(p999),
         result.errors,
-        format!("{:.2} cores", result.server_cores),
-        format!("{:.2} cores", result.generator_cores),
+        result.server_cores,
+        cpu_micros_per_operation(result.server_cores, result.ops_per_second),
+        result.generator_cores,
+        cpu_micros_per_operation(result.generator_cores, result.ops_per_second),
     );
     for sample in &result.error_samples {
         println!("    error: {sample}");

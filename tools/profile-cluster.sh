@@ -18,7 +18,7 @@ seconds=${4:-15}
 # Symbols listed in the report.
 top_symbols=40
 # Sampling rate (Hz) of the software clock; this VM has no hardware counters.
-frequency=999
+frequency=499
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 out=${PROFILE_DIR:-$root/target/profile-cluster}
@@ -61,20 +61,62 @@ fi
 sleep 3
 
 data="$out/perf.$target.$phase.data"
-perf record -e cpu-clock -F "$frequency" -g -p "$pid" -o "$data" -- sleep "$seconds" \
+# DWARF call graphs: the release build keeps no frame pointers, so `-g` alone would lose
+# the callers of every hot symbol.
+perf record -e cpu-clock -F "$frequency" --call-graph dwarf,16384 -p "$pid" -o "$data" \
+    -- sleep "$seconds" \
     >"$out/perf-record.txt" 2>&1
 wait "$bench_pid" || true
 trap - EXIT
 
 echo "load (the bench's own report):"
-grep -E "^(system|corekv) " "$log" | head -n 4
+grep -E "^corekv +[0-9]+ " "$log" | head -n 1
 echo
 echo "self time by symbol, $target ($pid), $phase, $clients clients, ${seconds} s:"
-perf report -i "$data" --stdio --no-children --sort symbol 2>/dev/null |
-    grep -E '^ +[0-9.]+%' | head -n "$top_symbols"
+perf report -i "$data" --stdio --no-children --sort symbol -g none 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | sed 's/ *$//' | head -n "$top_symbols"
+echo
+echo "time including callees, by symbol:"
+perf report -i "$data" --stdio --children --sort symbol -g none 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | sed 's/ *$//' | head -n "$top_symbols"
 echo
 echo "self time by thread:"
-perf report -i "$data" --stdio --no-children --sort comm 2>/dev/null |
-    grep -E '^ +[0-9.]+%' | head -n 10
+perf report -i "$data" --stdio --no-children --sort comm -g none 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | sed 's/ *$//' | head -n 10
+echo
+echo "samples by layer (a sample counts for the first layer on its stack, top-down order):"
+# perf script prints one call stack per sample, blank-line separated: awk's paragraph
+# mode reads one sample per record.
+perf script -i "$data" -F ip,sym 2>/dev/null | awk '
+    BEGIN {
+        RS = ""
+        layers = 0
+        layer[++layers] = "kv apply (state machine)";            pattern[layers] = "Store::apply"
+        layer[++layers] = "client replies: write";               pattern[layers] = "write_replies"
+        layer[++layers] = "client requests: read and decode";    pattern[layers] = "read_requests"
+        layer[++layers] = "peer transport: receive and decode";  pattern[layers] = "corekv::transport::inbound"
+        layer[++layers] = "peer transport: decode";              pattern[layers] = "decode_peer_batch"
+        layer[++layers] = "peer transport: send";                pattern[layers] = "corekv::transport::link"
+        layer[++layers] = "peer transport: other";               pattern[layers] = "corekv::transport"
+        layer[++layers] = "WAL";                                 pattern[layers] = "corekv::wal"
+        layer[++layers] = "raft core";                           pattern[layers] = "corekv::raft"
+        layer[++layers] = "multiraft ready: other";              pattern[layers] = "MultiRaft::ready"
+        layer[++layers] = "requests: routing and answers";       pattern[layers] = "corekv::server::requests"
+        layer[++layers] = "shard loop: other";                   pattern[layers] = "corekv::server::shard"
+        layer[++layers] = "glommio: park, reactor, io_uring";    pattern[layers] = "glommio::"
+        layer[++layers] = "SDK: call (encode, write, wait)";     pattern[layers] = "client::connection::Connection::call"
+        layer[++layers] = "SDK: reader thread";                  pattern[layers] = "client::connection::read_loop"
+        layer[++layers] = "SDK: other";                          pattern[layers] = "corekv::client"
+        layer[++layers] = "bench worker";                        pattern[layers] = "cluster::"
+    }
+    {
+        total++
+        for (i = 1; i <= layers; i++) {
+            if (index($0, pattern[i]) > 0) { count[layer[i]]++; next }
+        }
+        count["other"]++
+    }
+    END { for (name in count) printf "%6.1f%%  %s\n", 100 * count[name] / total, name }' |
+    sort -rn
 echo
 echo "data: $data (perf report -i $data)"
