@@ -1,11 +1,17 @@
 //! One pipelined TCP connection to one node: many requests in flight at once, each
 //! matched to its response by request id.
 //!
-//! Callers write whole frames under a mutex and then wait on their own one-slot channel;
+//! Callers queue whole frames in an outbox and then wait on their own one-slot channel;
 //! a reader thread decodes response frames and hands each to the caller waiting for its
 //! request id. At most `in_flight_max` requests wait at once; a caller past the bound
 //! waits for a slot. When the connection breaks, every waiting caller learns it at once
 //! and the connection stays closed (the [`Node`](super::node::Node) opens a new one).
+//!
+//! The outbox combines writes: the caller that finds nobody writing becomes the writer
+//! and sends everything queued, again and again until the outbox is empty, while other
+//! callers only append their frame and wait. Under load one system call carries many
+//! requests instead of one each. The outbox holds at most one frame per request in
+//! flight, so `in_flight_max` bounds it too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -84,6 +90,19 @@ struct State {
     closed: Option<String>,
     /// Responses read so far: a connection that never answered is no proof of health.
     responses: u64,
+    /// Callers waiting for a free slot; nobody is woken when there are none.
+    slot_waiters: usize,
+}
+
+/// Frames queued for the socket, and whether a caller is writing them.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Whole frames, in the order they were queued.
+    bytes: Vec<u8>,
+    /// Each queued frame's request id and the offset in `bytes` where it ends.
+    frames: Vec<(u64, usize)>,
+    /// A caller is writing (and will keep writing until the outbox is empty).
+    writing: bool,
 }
 
 /// Locks a mutex even when a thread panicked while holding it: the state behind these
@@ -115,23 +134,39 @@ impl Shared {
 
     /// Removes a waiting caller (it gave up, or its request was never sent).
     fn forget(&self, request_id: u64) {
-        let removed = lock(&self.state).pending.remove(&request_id).is_some();
-        if removed {
+        self.take_waiter(request_id, false);
+    }
+
+    /// Removes the caller waiting for `request_id` and frees its slot (waking a caller
+    /// that waits for one); `answered` counts a response read from the server.
+    fn take_waiter(&self, request_id: u64, answered: bool) -> Option<SyncSender<Delivery>> {
+        let (waiter, wake) = {
+            let mut state = lock(&self.state);
+            if answered {
+                state.responses += 1;
+            }
+            let waiter = state.pending.remove(&request_id);
+            let wake = waiter.is_some() && state.slot_waiters > 0;
+            (waiter, wake)
+        };
+        if wake {
             self.slot_freed.notify_one();
         }
+        waiter
     }
 
     /// Hands a decoded response to its caller. A response nobody waits for (the caller
     /// timed out) is dropped.
     fn deliver(&self, request_id: u64, delivery: Delivery) {
-        let waiter = {
-            let mut state = lock(&self.state);
-            state.responses += 1;
-            state.pending.remove(&request_id)
-        };
-        if let Some(waiter) = waiter {
-            self.slot_freed.notify_one();
+        if let Some(waiter) = self.take_waiter(request_id, true) {
             let _ = waiter.try_send(delivery);
+        }
+    }
+
+    /// Ends a request that never fully left this process with `NotSent`.
+    fn fail_unsent(&self, request_id: u64, reason: &str) {
+        if let Some(waiter) = self.take_waiter(request_id, false) {
+            let _ = waiter.try_send(Err(CallError::NotSent(reason.to_string())));
         }
     }
 }
@@ -140,7 +175,9 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Connection {
     address: String,
-    writer: Mutex<TcpStream>,
+    /// The socket's write side; only the caller that set `Outbox::writing` writes.
+    writer: TcpStream,
+    outbox: Mutex<Outbox>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     next_request_id: AtomicU64,
@@ -193,7 +230,8 @@ impl Connection {
             .spawn(move || read_loop(reader_stream, &reader_shared))?;
         Ok(Connection {
             address: address.to_string(),
-            writer: Mutex::new(stream),
+            writer: stream,
+            outbox: Mutex::new(Outbox::default()),
             shared,
             reader: Some(reader),
             next_request_id: AtomicU64::new(1),
@@ -236,12 +274,14 @@ impl Connection {
                 if now >= wait_until {
                     return Err(CallError::InFlightFull(self.in_flight_max));
                 }
+                state.slot_waiters += 1;
                 state = self
                     .shared
                     .slot_freed
                     .wait_timeout(state, wait_until - now)
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
+                state.slot_waiters -= 1;
             }
             request.request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
             let previous = state.pending.insert(request.request_id, sender);
@@ -251,20 +291,29 @@ impl Connection {
 
         let mut builder = FlatBufferBuilder::with_capacity(api::request_capacity_hint(request));
         let payload = api::encode_request(&mut builder, request);
-        let mut framed = Vec::with_capacity(frame::frame_bytes(payload.len()));
-        if frame::encode(&mut framed, payload).is_err() {
+        if payload.len() > FRAME_BYTES_MAX {
             let bytes = payload.len();
             self.shared.forget(request_id);
             return Err(CallError::TooLarge { bytes });
         }
-        let written = lock(&self.writer).write_all(&framed);
-        if let Err(error) = written {
-            // Part of the frame may be out: nothing after it could be parsed, so the
-            // connection is over. The server never decodes a partial frame, so the
-            // request was not delivered.
-            self.shared.close(format!("write failed: {error}"));
+        let mut outbox = lock(&self.outbox);
+        // A writer that failed closed the connection while holding the outbox, so a frame
+        // queued after this check is written or failed as `NotSent` by a writer. (Only
+        // when the reader closes the connection in between does a frame that never left
+        // end as `Lost`, which is the cautious answer.)
+        if let Some(reason) = self.closed_reason() {
+            drop(outbox);
             self.shared.forget(request_id);
-            return Err(CallError::NotSent(format!("write failed: {error}")));
+            return Err(CallError::NotSent(format!("connection closed: {reason}")));
+        }
+        frame::encode(&mut outbox.bytes, payload).expect("the length was checked above");
+        let end = outbox.bytes.len();
+        outbox.frames.push((request_id, end));
+        if !outbox.writing {
+            outbox.writing = true;
+            self.write_outbox(outbox);
+        } else {
+            drop(outbox);
         }
 
         let wait = wait_until.saturating_duration_since(Instant::now());
@@ -281,6 +330,66 @@ impl Connection {
             )),
         }
     }
+}
+
+impl Connection {
+    /// Writes the outbox until it is empty; the caller has set `writing`. When a write
+    /// fails, the frames that were not wholly written cannot have been decoded by the
+    /// server: their callers learn `NotSent`; the frames before them may have arrived, and
+    /// their callers learn `Lost` when the connection closes.
+    fn write_outbox<'a>(&'a self, mut outbox: MutexGuard<'a, Outbox>) {
+        let mut bytes = Vec::new();
+        let mut frames = Vec::new();
+        loop {
+            if outbox.bytes.is_empty() {
+                outbox.writing = false;
+                return;
+            }
+            std::mem::swap(&mut bytes, &mut outbox.bytes);
+            std::mem::swap(&mut frames, &mut outbox.frames);
+            drop(outbox);
+            let (written, result) = write_counted(&self.writer, &bytes);
+            if let Err(error) = result {
+                let reason = format!("write failed: {error}");
+                for &(request_id, end) in &frames {
+                    if end > written {
+                        self.shared.fail_unsent(request_id, &reason);
+                    }
+                }
+                let mut outbox = lock(&self.outbox);
+                for (request_id, _) in outbox.frames.drain(..) {
+                    self.shared.fail_unsent(request_id, &reason);
+                }
+                outbox.bytes.clear();
+                // Part of a frame may be out: nothing after it could be parsed, so the
+                // connection is over. It closes before the outbox is released, so no
+                // caller queues a frame behind the broken one.
+                self.shared.close(reason);
+                outbox.writing = false;
+                return;
+            }
+            bytes.clear();
+            frames.clear();
+            outbox = lock(&self.outbox);
+        }
+    }
+}
+
+/// Writes all of `bytes`; returns how many were written before an error, if one came.
+fn write_counted(mut stream: &TcpStream, bytes: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => {
+                let error = io::Error::new(io::ErrorKind::WriteZero, "the socket took no byte");
+                return (written, Err(error));
+            }
+            Ok(count) => written += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return (written, Err(error)),
+        }
+    }
+    (written, Ok(()))
 }
 
 impl Drop for Connection {

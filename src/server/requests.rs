@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use flatbuffers::FlatBufferBuilder;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
@@ -42,6 +42,9 @@ pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: u64 = 1024;
 pub const CONNECTION_FRAMES_QUEUED_MAX: usize = 2048;
 /// Client connections one shard holds.
 pub const CONNECTIONS_MAX: usize = 10_000;
+/// Bytes of queued reply frames gathered into one socket write (a frame larger than this
+/// goes alone).
+pub const REPLY_WRITE_BYTES_MAX: usize = 256 << 10;
 /// Bytes read from a socket at a time.
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Ticks a request forwarded to another shard may wait before it is answered "timeout".
@@ -737,14 +740,8 @@ pub fn start_client_listener(shard: Rc<RefCell<Shard>>) -> std::io::Result<JoinH
             };
             let _ = stream.set_nodelay(true);
             let (mut reader, mut writer) = futures_lite::io::split(stream);
-            glommio::spawn_local(async move {
-                while let Some(frame) = outgoing.recv().await {
-                    if writer.write_all(&frame).await.is_err() {
-                        return;
-                    }
-                }
-            })
-            .detach();
+            glommio::spawn_local(async move { write_replies(&outgoing, &mut writer).await })
+                .detach();
             let events = shard.borrow().events.clone();
             let shard = shard.clone();
             glommio::spawn_local(async move {
@@ -756,6 +753,31 @@ pub fn start_client_listener(shard: Rc<RefCell<Shard>>) -> std::io::Result<JoinH
     })
     .detach();
     Ok(task)
+}
+
+/// Writes a connection's reply frames until it closes. The frames queued by the time the
+/// socket is free go out in one write (up to [`REPLY_WRITE_BYTES_MAX`]): a turn answers
+/// many requests of one connection at once, and a send per reply would cost a system call
+/// each.
+async fn write_replies(
+    outgoing: &LocalReceiver<Vec<u8>>,
+    writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+) {
+    let mut batch: Vec<u8> = Vec::with_capacity(REPLY_WRITE_BYTES_MAX);
+    while let Some(frame) = outgoing.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while batch.len() < REPLY_WRITE_BYTES_MAX {
+            match futures_lite::future::poll_once(outgoing.recv()).await {
+                Some(Some(frame)) => batch.extend_from_slice(&frame),
+                // Nothing more queued now, or the connection is over: write what there is.
+                _ => break,
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Reads frames from one connection until it closes or misbehaves.
