@@ -101,6 +101,10 @@ struct Arguments {
     /// corekv client threads that share one SDK `Client` (and its connections).
     #[arg(long, default_value_t = 16)]
     threads_per_sdk_client: usize,
+    /// An extra flag for every corekv server, e.g. `--corekv-server-arg=--snapshot-entries=100000`
+    /// (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    corekv_server_arg: Vec<String>,
     /// The corekv server executable (default: the release build next to this bench).
     #[arg(long)]
     corekv_binary: Option<PathBuf>,
@@ -751,7 +755,8 @@ fn start_corekv(arguments: &Arguments, binary: &Path) -> Result<Corekv, String> 
             .arg("--data-dir")
             .arg(root.join(format!("node-{node}")))
             .args(["--shards", &arguments.shards.to_string()])
-            .args(["--groups", &arguments.groups.to_string()]);
+            .args(["--groups", &arguments.groups.to_string()])
+            .args(&arguments.corekv_server_arg);
         let log = root.join(format!("node-{node}.log"));
         let child = spawn_logged(command, &log)?;
         println!(
