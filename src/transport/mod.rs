@@ -281,6 +281,8 @@ pub struct TransportStats {
     pub inbound_connections_failed: u64,
     /// Inbound connections closed because their peer opened a newer one.
     pub inbound_connections_replaced: u64,
+    /// Inbound connections open now (not a counter).
+    pub inbound_connections_open: u64,
     /// Errors accepting connections (out of descriptors, ...).
     pub inbound_accept_errors: u64,
 }
@@ -490,6 +492,7 @@ impl Transport {
             stats.messages_queued += queue.messages() as u64;
             stats.bytes_queued += queue.bytes() as u64;
         }
+        stats.inbound_connections_open = self.shared.inbound.borrow().len() as u64;
         stats
     }
 
