@@ -28,7 +28,7 @@ pub(crate) const BATCH_HEADER_BYTES_BOUND: usize = 128;
 /// snapshot chunk: its slot in the messages vector, the `GroupMessage` table, the
 /// `Message` table with every field present, both vtables, the entries vector's length,
 /// and alignment. The writer asserts that every batch stays under the sum of the bounds.
-const MESSAGE_BYTES_BOUND_FIXED: usize = 256;
+pub(crate) const MESSAGE_BYTES_BOUND_FIXED: usize = 256;
 
 /// An upper bound on the bytes of one entry apart from its payload: its slot in the
 /// entries vector, the `Entry` table and vtable, the payload's length, and alignment.

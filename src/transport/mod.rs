@@ -9,8 +9,8 @@
 //! # Links and frames
 //!
 //! Every pair of nodes has two TCP connections per shard, one in each direction: this
-//! side dials each peer and only writes on that connection ([`link`]), and reads
-//! whatever the peers dialled in ([`inbound`]). During a loop turn the shard calls
+//! side dials each peer and only writes on that connection (`link.rs`), and reads
+//! whatever the peers dialled in (`inbound.rs`). During a loop turn the shard calls
 //! [`Transport::send`] for each message; at the end of the turn, [`Transport::flush`]
 //! hands each peer's messages to its writer, which sends them as **one** frame
 //! (`frame::encode` of a FlatBuffers `PeerBatch` naming the cluster, the sending node,
@@ -28,6 +28,8 @@
 //! configured peer, that every message is addressed to this node, and that a
 //! connection keeps speaking for the same node. A failed check closes that connection
 //! and is counted; nothing on the wire can panic the transport or stop another link.
+//! A peer's newer connection replaces its older one, which a restarted peer may leave
+//! half-open.
 //! Decoded batches go to the shard's loop through a bounded channel; when it is full,
 //! the reader of that connection waits (and TCP pushes back on that peer only).
 //!
@@ -65,6 +67,14 @@
 //! [`Transport::start`] must run inside the shard's glommio executor: it binds the
 //! listener and spawns the tasks there. [`Transport::close`] stops them and closes every
 //! socket; dropping the transport stops them too, without waiting.
+//!
+//! glommio 0.9 can park an executor for good while one of its tasks is runnable: when
+//! the preemption timer fires between the run loop arming it and running the task
+//! queues (the thread was descheduled that long, as on a loaded machine), the loop
+//! reads "preempted before running anything" as "nothing to run". Executors that run a
+//! transport should set `LocalExecutorBuilder::preempt_timer` far above any plausible
+//! descheduling (the tests use 60 s); with one task queue per executor the timer has
+//! no fairness to provide anyway.
 
 mod health;
 mod inbound;
@@ -87,7 +97,7 @@ pub use self::health::Health;
 use self::health::HealthTracker;
 use self::inbound::InboundConnections;
 pub use self::inbound::InboundRejection;
-use self::link::{Link, PeerQueue, BATCH_HEADER_BYTES_BOUND};
+use self::link::{Link, PeerQueue, BATCH_HEADER_BYTES_BOUND, MESSAGE_BYTES_BOUND_FIXED};
 use crate::codec::PeerBatch;
 use crate::frame::FRAME_BYTES_MAX;
 use crate::multiraft::GroupId;
@@ -205,12 +215,13 @@ impl TransportConfig {
                 self.frame_bytes_max
             ));
         }
-        if self.queue_bytes_max == 0
+        if self.queue_bytes_max < MESSAGE_BYTES_BOUND_FIXED
             || self.queue_bytes_max + BATCH_HEADER_BYTES_BOUND > self.frame_bytes_max
         {
             return invalid(format!(
-                "queue_bytes_max {} must be positive and leave {BATCH_HEADER_BYTES_BOUND} \
-                 bytes of frame_bytes_max {} for the batch header",
+                "queue_bytes_max {} must hold a message ({MESSAGE_BYTES_BOUND_FIXED} bytes) \
+                 and leave {BATCH_HEADER_BYTES_BOUND} bytes of frame_bytes_max {} for the \
+                 batch header",
                 self.queue_bytes_max, self.frame_bytes_max
             ));
         }
@@ -281,6 +292,8 @@ pub struct TransportStats {
     pub inbound_connections_failed: u64,
     /// Inbound connections closed because their peer opened a newer one.
     pub inbound_connections_replaced: u64,
+    /// Inbound connections open now (not a counter).
+    pub inbound_connections_open: u64,
     /// Errors accepting connections (out of descriptors, ...).
     pub inbound_accept_errors: u64,
 }
@@ -490,6 +503,7 @@ impl Transport {
             stats.messages_queued += queue.messages() as u64;
             stats.bytes_queued += queue.bytes() as u64;
         }
+        stats.inbound_connections_open = self.shared.inbound.borrow().len() as u64;
         stats
     }
 
@@ -563,7 +577,7 @@ mod tests {
     fn config_validation() {
         assert!(config().validate().is_ok());
         type Corruption = fn(&mut TransportConfig);
-        let cases: [(Corruption, &str); 8] = [
+        let cases: [(Corruption, &str); 9] = [
             (|c| c.node_id = 0, "node_id"),
             (|c| c.node_id = 2, "own peer"),
             (|c| c.queue_messages_max = 0, "queue_messages_max"),
@@ -572,6 +586,7 @@ mod tests {
                 "frame_bytes_max",
             ),
             (|c| c.queue_bytes_max = c.frame_bytes_max, "batch header"),
+            (|c| c.queue_bytes_max = 100, "hold a message"),
             (|c| c.connect_timeout = Duration::ZERO, "connect_timeout"),
             (|c| c.backoff_min = c.backoff_max * 2, "backoff_min"),
             (|c| c.failures_before_down = 0, "failures_before_down"),
