@@ -112,6 +112,8 @@ where
     G: FnOnce() -> F + Send + 'static,
 {
     LocalExecutorBuilder::default()
+        // See corekv::server::EXECUTOR_PREEMPT_TIMER: avoids a glommio hang under load.
+        .preempt_timer(corekv::server::EXECUTOR_PREEMPT_TIMER)
         .spawn(make)
         .expect("executor starts")
         .join()
@@ -131,6 +133,7 @@ fn child_main(directory: PathBuf) -> ! {
         .and_then(|text| text.parse().ok())
         .expect("seed");
     let outcome = LocalExecutorBuilder::default()
+        .preempt_timer(corekv::server::EXECUTOR_PREEMPT_TIMER)
         .spawn(move || async move { child_run(directory, generation, seed).await })
         .expect("executor starts")
         .join();

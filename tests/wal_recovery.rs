@@ -21,6 +21,8 @@ where
     G: FnOnce() -> F + Send + 'static,
 {
     LocalExecutorBuilder::default()
+        // See corekv::server::EXECUTOR_PREEMPT_TIMER: avoids a glommio hang under load.
+        .preempt_timer(corekv::server::EXECUTOR_PREEMPT_TIMER)
         .spawn(make)
         .expect("executor starts")
         .join()

@@ -33,6 +33,14 @@ pub const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
 /// of ~135 µs; see the environment notes).
 pub const EXECUTOR_SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
 
+/// The executors' preemption timer. glommio 0.9 can park an executor for good when its
+/// preemption timer fires while the thread is descheduled (a loaded machine): the run loop
+/// then takes "preempted before running anything" for "nothing to run" and sleeps in
+/// `io_uring_enter` with runnable tasks queued (seen here with gdb; the transport tests hung
+/// about 5 times in 1,000 stressed runs). A shard's loop yields on its own after every
+/// turn, so a timer far above any turn's length loses nothing and avoids the hang.
+pub const EXECUTOR_PREEMPT_TIMER: Duration = Duration::from_secs(60);
+
 /// Runs a node until SIGINT/SIGTERM; returns once every shard stopped cleanly.
 pub fn run(config: ServerConfig) -> Result<(), String> {
     let startup = meta::open_data_dir(&config.data_dir, meta::DataIdentity::of(&config))?;
@@ -68,6 +76,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             .name(&format!("shard-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .spin_before_park(EXECUTOR_SPIN_BEFORE_PARK)
+            .preempt_timer(EXECUTOR_PREEMPT_TIMER)
             .spawn(move || async move {
                 let result = shard::run_shard(index, config, mesh, shutdown.clone()).await;
                 if result.is_err() {
