@@ -111,9 +111,14 @@ fn failure_report(report: &RunReport, steps: u64) -> String {
 }
 
 /// Runs `seeds` on worker threads (each run is single-threaded and deterministic on its
-/// own). With `stop_at_failure`, no new seed starts once one fails; every seed below the
-/// first failure still runs, so the smallest failing seed is the same on every machine.
-fn run_seeds(seeds: &[u64], steps: u64, broken: Broken, stop_at_failure: bool) -> Vec<RunReport> {
+/// own). Once a run satisfies `stop_when`, no new seed starts; every seed below it still
+/// runs, so the smallest such seed is the same on every machine.
+fn run_seeds(
+    seeds: &[u64],
+    steps: u64,
+    broken: Broken,
+    stop_when: fn(&RunReport) -> bool,
+) -> Vec<RunReport> {
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let reports = Mutex::new(Vec::with_capacity(seeds.len()));
@@ -133,7 +138,7 @@ fn run_seeds(seeds: &[u64], steps: u64, broken: Broken, stop_at_failure: bool) -
                     broken,
                     echo_trace: false,
                 });
-                if stop_at_failure && report.failure.is_some() {
+                if stop_when(&report) {
                     stop.store(true, Ordering::SeqCst);
                 }
                 reports.lock().expect("no worker panicked").push(report);
@@ -211,7 +216,7 @@ fn simulate_ci_seeds() {
     let broken = env_broken();
     let seeds: Vec<u64> = (start..start + count).collect();
     let began = Instant::now();
-    let reports = run_seeds(&seeds, steps, broken, false);
+    let reports = run_seeds(&seeds, steps, broken, |_| false);
     let seconds = began.elapsed().as_secs_f64();
     println!("{}", summary(&reports, seconds));
     let failures: Vec<&RunReport> = reports
@@ -294,4 +299,62 @@ fn same_seed_same_run() {
         );
         assert!(runs[0].stats.operations > 0, "seed {seed} ran operations");
     }
+}
+
+// A deliberately broken build (votes and append acknowledgements sent before the fsync)
+// is caught by a safety check within the CI seed budget: the simulator bites.
+#[test]
+fn broken_build_is_caught() {
+    let count = env_u64("SIM_SEEDS", CI_SEEDS_DEFAULT);
+    let start = env_u64("SIM_SEED_START", 1);
+    let steps = env_u64("SIM_STEPS", CI_STEPS_DEFAULT);
+    let broken = Broken::AckBeforeFsync;
+    // Acknowledging before the fsync only loses data when a node crashes.
+    let seeds: Vec<u64> = (start..start + count)
+        .filter(|&seed| FaultMix::of_seed(seed).has_crashes())
+        .collect();
+    let began = Instant::now();
+    let reports = run_seeds(&seeds, steps, broken, |report| {
+        report
+            .failure
+            .as_ref()
+            .is_some_and(|failure| failure.is_safety())
+    });
+    let seconds = began.elapsed().as_secs_f64();
+    let mut failed_checks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for report in &reports {
+        if let Some(failure) = &report.failure {
+            failed_checks
+                .entry(failure.check)
+                .or_default()
+                .push(report.seed);
+        }
+    }
+    let caught = reports
+        .iter()
+        .find(|report| report.failure.as_ref().is_some_and(|f| f.is_safety()));
+    println!(
+        "broken build ({}): {} seeds with crashes run in {seconds:.1} s; failed checks by \
+         seed: {failed_checks:?}",
+        broken.name(),
+        reports.len()
+    );
+    let Some(caught) = caught else {
+        panic!(
+            "the broken build ({}) passed every safety check on {} seeds",
+            broken.name(),
+            reports.len()
+        );
+    };
+    let failure = caught.failure.as_ref().expect("a failed run");
+    println!(
+        "broken build ({}) caught by seed {} ({:?}, {} nodes): {} check: {}\nreplay: {}",
+        broken.name(),
+        caught.seed,
+        caught.mix,
+        caught.nodes,
+        failure.check,
+        failure.message,
+        replay_command(caught, steps)
+    );
 }

@@ -22,6 +22,8 @@ use crate::trace::{hash_bytes, Event, LossReason, PartitionKind, Trace};
 pub const TICK_STEPS: u64 = 5;
 /// Readies one node may produce in one step (it continues in the next step).
 const READY_ROUNDS_MAX: usize = 16;
+/// Crash and partition rates are drawn per thousand steps, so longer runs see more faults.
+const STEPS_PER_THOUSAND: f64 = 1_000.0;
 /// A new leader planned to crash goes down within this many steps of its election.
 const NEW_LEADER_CRASH_STEPS_MAX: u64 = 8;
 /// Steps between two log matching checks over all groups.
@@ -93,15 +95,15 @@ impl FaultMix {
         FaultMix::ALL[(seed % 5) as usize]
     }
 
-    fn has_loss(self) -> bool {
+    pub fn has_loss(self) -> bool {
         matches!(self, FaultMix::Lossy | FaultMix::Everything)
     }
 
-    fn has_partitions(self) -> bool {
+    pub fn has_partitions(self) -> bool {
         matches!(self, FaultMix::Partitions | FaultMix::Everything)
     }
 
-    fn has_crashes(self) -> bool {
+    pub fn has_crashes(self) -> bool {
         matches!(self, FaultMix::Crashes | FaultMix::Everything)
     }
 }
@@ -187,6 +189,17 @@ pub struct Failure {
     pub message: String,
     pub step: u64,
     pub trace: Vec<String>,
+}
+
+/// The checks about progress rather than safety: a healed cluster must serve again and
+/// converge, and messages must not multiply without end.
+pub const LIVENESS_CHECKS: [&str; 2] = ["liveness after healing", "message storm"];
+
+impl Failure {
+    /// Did a safety property break (as opposed to progress stopping)?
+    pub fn is_safety(&self) -> bool {
+        !LIVENESS_CHECKS.contains(&self.check)
+    }
 }
 
 /// The result of one run.
@@ -336,7 +349,7 @@ fn members_of(group: GroupId, nodes: usize) -> Vec<NodeId> {
     members
 }
 
-fn draw_params(rng: &mut SimRng, mix: FaultMix, steps: u64) -> (Params, NetworkFaults) {
+fn draw_params(rng: &mut SimRng, mix: FaultMix) -> (Params, NetworkFaults) {
     let mut faults = NetworkFaults::calm(rng.between(1, 12));
     if mix.has_loss() {
         faults.drop_probability = rng.fraction_between(0.01, 0.15);
@@ -347,14 +360,13 @@ fn draw_params(rng: &mut SimRng, mix: FaultMix, steps: u64) -> (Params, NetworkF
     } else if mix != FaultMix::Calm {
         faults.drop_probability = rng.fraction_between(0.0, 0.02);
     }
-    let steps = steps.max(1) as f64;
     let params = Params {
         groups: rng.between(3, 4) as usize,
         clients: rng.between(3, 6) as usize,
         keys: rng.between(4, 10) as usize,
         fsync_steps_max: rng.between(1, 20),
         crash_probability: if mix.has_crashes() {
-            rng.fraction_between(2.0, 8.0) / steps
+            rng.fraction_between(0.7, 2.7) / STEPS_PER_THOUSAND
         } else {
             0.0
         },
@@ -365,7 +377,7 @@ fn draw_params(rng: &mut SimRng, mix: FaultMix, steps: u64) -> (Params, NetworkF
         },
         down_steps_max: rng.between(50, 800),
         partition_probability: if mix.has_partitions() {
-            rng.fraction_between(2.0, 6.0) / steps
+            rng.fraction_between(0.7, 2.0) / STEPS_PER_THOUSAND
         } else {
             0.0
         },
@@ -485,7 +497,7 @@ impl World {
         let mut rng = SimRng::new(config.seed);
         let mix = FaultMix::of_seed(config.seed);
         let node_count = nodes_of_seed(config.seed);
-        let (params, faults) = draw_params(&mut rng, mix, config.steps);
+        let (params, faults) = draw_params(&mut rng, mix);
         let members: BTreeMap<GroupId, Vec<NodeId>> = (0..params.groups as GroupId)
             .map(|group| (group, members_of(group, node_count)))
             .collect();
