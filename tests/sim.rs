@@ -301,17 +301,14 @@ fn same_seed_same_run() {
     }
 }
 
-// A deliberately broken build (votes and append acknowledgements sent before the fsync)
-// is caught by a safety check within the CI seed budget: the simulator bites.
-#[test]
-fn broken_build_is_caught() {
+/// Runs a broken build on the CI seeds whose fault mix can expose it, up to the first
+/// seed that fails a safety check; returns that run, and prints what failed on the way.
+fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Option<RunReport> {
     let count = env_u64("SIM_SEEDS", CI_SEEDS_DEFAULT);
     let start = env_u64("SIM_SEED_START", 1);
     let steps = env_u64("SIM_STEPS", CI_STEPS_DEFAULT);
-    let broken = Broken::AckBeforeFsync;
-    // Acknowledging before the fsync only loses data when a node crashes.
     let seeds: Vec<u64> = (start..start + count)
-        .filter(|&seed| FaultMix::of_seed(seed).has_crashes())
+        .filter(|&seed| exposed_by(FaultMix::of_seed(seed)))
         .collect();
     let began = Instant::now();
     let reports = run_seeds(&seeds, steps, broken, |report| {
@@ -330,31 +327,48 @@ fn broken_build_is_caught() {
                 .push(report.seed);
         }
     }
-    let caught = reports
-        .iter()
-        .find(|report| report.failure.as_ref().is_some_and(|f| f.is_safety()));
     println!(
-        "broken build ({}): {} seeds with crashes run in {seconds:.1} s; failed checks by \
-         seed: {failed_checks:?}",
+        "broken build ({}): {} seeds run in {seconds:.1} s; failed checks by seed: \
+         {failed_checks:?}",
         broken.name(),
         reports.len()
     );
-    let Some(caught) = caught else {
-        panic!(
-            "the broken build ({}) passed every safety check on {} seeds",
-            broken.name(),
-            reports.len()
-        );
-    };
+    let caught = reports.into_iter().find(|report| {
+        report
+            .failure
+            .as_ref()
+            .is_some_and(|failure| failure.is_safety())
+    })?;
     let failure = caught.failure.as_ref().expect("a failed run");
     println!(
-        "broken build ({}) caught by seed {} ({:?}, {} nodes): {} check: {}\nreplay: {}",
+        "broken build ({}) caught by seed {} ({:?}, {} nodes), {} check: {}\nreplay: {}",
         broken.name(),
         caught.seed,
         caught.mix,
         caught.nodes,
         failure.check,
         failure.message,
-        replay_command(caught, steps)
+        replay_command(&caught, steps)
+    );
+    Some(caught)
+}
+
+// Deliberately broken builds fail a safety check within the CI seed budget: votes and
+// append acknowledgements sent before the fsync (exposed by crashes), and a leader that
+// commits entries of older terms by counting replicas (figure 8 of the Raft paper,
+// exposed by leader changes).
+#[test]
+fn broken_build_is_caught() {
+    let acks = catch_broken_build(Broken::AckBeforeFsync, FaultMix::has_crashes);
+    let figure_8 = catch_broken_build(Broken::CommitOldTerms, |mix| {
+        mix.has_crashes() || mix.has_partitions()
+    });
+    assert!(
+        acks.is_some(),
+        "acknowledging before the fsync passed every safety check"
+    );
+    assert!(
+        figure_8.is_some(),
+        "committing old-term entries by counting passed every safety check"
     );
 }
