@@ -4,24 +4,29 @@
 //! with Raft's safety properties checked as it runs and every client history checked for
 //! linearizability at the end.
 //!
-//! - `cargo test --release --test sim` runs the CI budget (`SIM_SEEDS`, default 1,000
-//!   seeds from `SIM_SEED_START`, default 1; `SIM_STEPS` main-phase steps, default 3,000).
+//! - `cargo test --release --test sim` runs the CI budget (`SIM_SEEDS`, default 4,000
+//!   seeds from `SIM_SEED_START`, default 1; `SIM_STEPS` main-phase steps, default 6,000).
 //! - `SIM_SEED=123 cargo test --release --test sim -- replay --nocapture` replays one seed
 //!   (`SIM_ECHO=1` prints every event; `SIM_BROKEN=commit_old_terms|ack_before_fsync`
 //!   replays a broken build's run).
 //! - `tools/sim.sh --seeds N --steps M` explores more seeds and reports seeds per second.
 //!
-//! The support modules live in `tests/sim/`: `rng` (the one generator), `network`, `disk`,
-//! `client`, `invariants`, `trace`, and `world` (one run).
+//! The support modules live in `tests/sim/`: `rng` (the one generator), `faults` (mixes,
+//! broken builds, intensities), `network`, `disk`, `client`, `invariants`, `trace`,
+//! `report`, and `world` (one run, step by step).
 
 #[path = "sim/client.rs"]
 mod client;
 #[path = "sim/disk.rs"]
 mod disk;
+#[path = "sim/faults.rs"]
+mod faults;
 #[path = "sim/invariants.rs"]
 mod invariants;
 #[path = "sim/network.rs"]
 mod network;
+#[path = "sim/report.rs"]
+mod report;
 #[path = "sim/rng.rs"]
 mod rng;
 #[path = "sim/trace.rs"]
@@ -34,12 +39,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use world::{nodes_of_seed, run, Broken, FaultMix, RunConfig, RunReport, Stats, Verdict};
+use faults::{nodes_of_seed, Broken, FaultMix};
+use report::{RunConfig, RunReport, Stats, Verdict};
+use world::run;
 
 /// Seeds the CI run covers by default.
-const CI_SEEDS_DEFAULT: u64 = 1_000;
-/// Main-phase steps of a CI run by default (600 ticks; healing and checks follow).
-const CI_STEPS_DEFAULT: u64 = 3_000;
+const CI_SEEDS_DEFAULT: u64 = 4_000;
+/// Main-phase steps of a CI run by default (1,200 ticks; healing and checks follow).
+const CI_STEPS_DEFAULT: u64 = 6_000;
 /// Worker threads when `SIM_THREADS` is not set (each runs whole seeds on its own).
 const THREADS_MAX_DEFAULT: usize = 4;
 /// Failure reports printed in full; further failing seeds are listed by number.
@@ -177,7 +184,8 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
     format!(
         "sim: {} seeds, {} failed, in {seconds:.1} s = {:.1} seeds/s\n\
          sim: per fault mix: {}\n\
-         sim: faults: {} messages dropped, {} duplicated, {} partitions, {} crashes, {} \
+         sim: faults: {} messages dropped, {} duplicated, {} partitions, {} leadership \
+         transfers, {} crashes, {} \
          restarts, {} WAL batches lost, {} snapshots installed, {} compactions; {} leaders \
          elected, {} entries applied, {} steps, {} events\n\
          sim: {} operations checked ({} completed, {} failed, {} pending), checker verdict \
@@ -189,6 +197,7 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
         total.messages_dropped,
         total.messages_duplicated,
         total.partitions,
+        total.transfers,
         total.crashes,
         total.restarts,
         total.batches_lost,

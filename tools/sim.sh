@@ -5,7 +5,7 @@
 #
 # Runs N seeds (default 20000) from S (default: a random start far from the CI seeds, so
 # every exploration covers new ground; it is printed) with M main-phase steps per run
-# (default 5000), and prints the simulator's summary: seeds per second, runs per fault
+# (default 6000), and prints the simulator's summary: seeds per second, runs per fault
 # mix, faults injected, operations checked. Every failing seed is reported with the
 # command that replays it. KNOB runs a deliberately broken build (commit_old_terms or
 # ack_before_fsync) to see how often the checks catch it.
@@ -17,7 +17,7 @@ usage() {
 }
 
 seeds=20000
-steps=5000
+steps=6000
 start=""
 broken=none
 threads=""
