@@ -13,16 +13,17 @@ use super::search::{check_part, PartResult};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckOptions {
     /// Search steps allowed per key before that key's result becomes unknown. A step is
-    /// one visit of an event in the search, so the bound is deterministic, unlike a wall
-    /// clock deadline. The cache holds at most one entry per step, so the bound also
-    /// limits memory: at most `part_search_steps_max` entries of (operations on the key /
-    /// 64 + 1) words each.
+    /// one look at a candidate operation (or one backtrack) in the search, so the bound is
+    /// deterministic, unlike a wall clock deadline. The cache gains at most one entry per
+    /// step, so the bound also limits memory: some 50 to 100 bytes per step at most, freed
+    /// when the key is done.
     pub part_search_steps_max: u64,
 }
 
 impl Default for CheckOptions {
-    /// One million steps per key: tens of milliseconds in a release build, far more than
-    /// a linearizable history of a few thousand operations per key needs.
+    /// One million steps per key: a fraction of a second in a release build, far more than
+    /// a linearizable history of a thousand operations per key needs unless most of its
+    /// clients hammer that one key.
     fn default() -> CheckOptions {
         CheckOptions {
             part_search_steps_max: 1_000_000,
@@ -35,7 +36,8 @@ impl Default for CheckOptions {
 pub enum CheckResult {
     /// Every key's history is linearizable, so the whole history is (the model is per key).
     Ok,
-    /// Some key's history is not linearizable; the violation is the smallest such key.
+    /// Some key's history is not linearizable; the violation is the smallest such key
+    /// (among those whose search finished within the budget).
     Illegal(Violation),
     /// No key failed, but at least one key ran out of search steps.
     Unknown,
@@ -49,7 +51,9 @@ pub struct Violation {
     /// Failed operations and reads whose output nobody saw are left out.
     pub operations: Vec<(OperationId, Operation)>,
     /// The longest prefix of a linearization the search found, as positions in
-    /// `operations`, in linearization order. No operation outside it can come next.
+    /// `operations`, in linearization order; the search found no way to extend it to all
+    /// the completed operations. Pending operations in it are ones that may have taken
+    /// effect there.
     pub longest_prefix: Vec<usize>,
     /// The key's value after that prefix (`None`: absent).
     pub value_after_prefix: Option<Vec<u8>>,
@@ -82,7 +86,9 @@ impl fmt::Display for Violation {
         )?;
         let mut in_prefix = vec![false; self.operations.len()];
         for &position in &self.longest_prefix {
-            in_prefix[position] = true;
+            if let Some(slot) = in_prefix.get_mut(position) {
+                *slot = true;
+            }
         }
         let rest: Vec<String> = (0..self.operations.len())
             .filter(|&position| !in_prefix[position])
@@ -90,14 +96,14 @@ impl fmt::Display for Violation {
             .collect();
         write!(
             formatter,
-            "none of the remaining operations can be linearized next: [{}]",
+            "no linearization extends it; operations left out: [{}]",
             rest.join(", ")
         )
     }
 }
 
-/// Checks whether `history` is linearizable with respect to a key-value store whose keys
-/// are independent registers (put, get, delete, append, compare-and-set).
+/// Checks whether `history` is linearizable with respect to a key-value store of
+/// independent keys (put, get, delete, append, compare-and-set).
 ///
 /// Keys are checked from the fewest operations to the most (ties by key bytes), and the
 /// first key that fails is reported, so the report is the smallest failing key and the

@@ -2,7 +2,7 @@
 //! every value the key can hold interned to a small number so the search can copy, compare
 //! and memoize states in O(1).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::history::{Input, Operation, Outcome, Output};
@@ -74,6 +74,9 @@ pub(crate) struct KeyModel {
     /// Memoized append results: (state, append number) to the resulting state. The search
     /// revisits the same append from the same state many times while backtracking.
     append_results: HashMap<u64, StateId, BuildHasherDefault<MixHasher>>,
+    /// The bytes of the appends by length, to tell quickly whether a value starts with
+    /// the bytes of some append.
+    appends_by_length: HashMap<usize, HashSet<Vec<u8>, BuildHasherDefault<MixHasher>>>,
 }
 
 impl KeyModel {
@@ -84,6 +87,7 @@ impl KeyModel {
             next_same_hash: vec![ABSENT],
             appends: Vec::new(),
             append_results: HashMap::default(),
+            appends_by_length: HashMap::new(),
         }
     }
 
@@ -110,6 +114,10 @@ impl KeyModel {
             Input::Append { value, .. } => {
                 let append = u32::try_from(self.appends.len()).expect("appends fit in u32");
                 self.appends.push(value.clone());
+                self.appends_by_length
+                    .entry(value.len())
+                    .or_default()
+                    .insert(value.clone());
                 Step::Append { append }
             }
             Input::CompareAndSet {
@@ -151,22 +159,42 @@ impl KeyModel {
     }
 
     /// True if an operation that observed `value` (a read that returned it, or a
-    /// compare-and-set that expected it) may have seen the effect of `step`, a put or an
-    /// append: the value starts with what the put writes, or contains what the append
-    /// adds. Appends keep those bytes in the value until the next put, delete or swap, so
-    /// if this is false for every observer left, every state from the step up to the next
-    /// reset differs from every value they observe.
+    /// compare-and-set that expected it) may have seen the effect of the pending `step`:
+    /// `value` starts with the value a put writes or a compare-and-set swaps in, contains
+    /// the bytes an append adds, or (after a delete) is absent or starts with the bytes of
+    /// some append of the key. Those effects last in the value until the next put, delete
+    /// or swap, so if this is false for every observer left, every state from the step up
+    /// to the next reset differs from every value they observe.
     pub(crate) fn may_observe(&self, step: Step, value: StateId) -> bool {
-        let observed = &self.values[value as usize];
+        let observed = self.value(value);
         match step {
-            Step::Write { value: written } => observed.starts_with(&self.values[written as usize]),
+            Step::Write { value: written }
+            | Step::CompareAndSet {
+                new_value: written, ..
+            } => observed
+                .is_some_and(|observed| observed.starts_with(&self.values[written as usize])),
             Step::Append { append } => {
                 let added = &self.appends[append as usize];
-                added.is_empty() || observed.windows(added.len()).any(|window| window == added)
+                observed.is_some_and(|observed| {
+                    added.is_empty() || observed.windows(added.len()).any(|window| window == added)
+                })
             }
-            Step::Read { .. } | Step::Delete | Step::CompareAndSet { .. } => {
-                unreachable!("only puts and appends are tracked")
-            }
+            Step::Delete => observed.is_none_or(|observed| {
+                self.appends.iter().any(|added| observed.starts_with(added))
+            }),
+            Step::Read { .. } => unreachable!("reads have no effect to observe"),
+        }
+    }
+
+    /// True if the state could be `later` after starting at `earlier` and appending bytes:
+    /// `later` starts with `earlier`, or `earlier` is absent (conservatively anything).
+    /// A pending compare-and-set from `earlier` matters to a failed compare-and-set that
+    /// expected `later`, because without the swap the state might have been `later`.
+    pub(crate) fn may_follow(&self, later: StateId, earlier: StateId) -> bool {
+        match (self.value(earlier), self.value(later)) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(earlier), Some(later)) => later.starts_with(earlier),
         }
     }
 

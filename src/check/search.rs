@@ -96,14 +96,14 @@ impl Position {
 enum Source {
     /// Calls of the completed list, walked forward up to the first return.
     Completed,
-    /// Calls of the pending list (live puts and appends, deletes), walked backward from
-    /// the end of the window, most recently invoked first.
+    /// Calls of the pending list (live pending puts, appends and deletes), walked
+    /// backward from the end of the window, most recently invoked first.
     Pending,
-    /// Pending compare-and-sets that expect the current state (the others would change
-    /// nothing), in invoke order.
+    /// Pending compare-and-sets still of use that expect the current state (the others
+    /// would change nothing), in invoke order.
     PendingCompareAndSet,
-    /// Dead pending puts and appends (see [`check_part`]), in invoke order, only where a
-    /// failed compare-and-set in the window expects the current state.
+    /// Dead pending puts, appends and deletes (see [`check_part`]), in invoke order, only
+    /// where a failed compare-and-set in the window expects the current state.
     Dead,
     /// Nothing left: backtrack.
     Exhausted,
@@ -113,10 +113,12 @@ enum Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Completed,
-    /// A pending put or append, alive while some operation not yet linearized might
-    /// observe its effect.
+    /// A pending put, append or delete: alive (walked in the pending list) while some
+    /// operation not yet linearized might observe its effect, dead after (then only
+    /// tried as `Source::Dead`).
     PendingTracked,
-    PendingDelete,
+    /// A pending compare-and-set: a candidate while some operation not yet linearized
+    /// might observe its effect or might need it to have failed; useless after.
     PendingCompareAndSet,
 }
 
@@ -158,47 +160,58 @@ struct Frame {
 ///   sequence without it is valid.
 /// - A blind write (put or delete) never comes right after a pending operation: it erases
 ///   that operation's effect, so the pending one can go to the end instead.
-/// - A pending put or append is *dead* once no operation left to linearize can observe
-///   its effect: no read output and no compare-and-set expectation among them starts with
-///   the value it puts, or contains the bytes it appends. A dead operation is only
-///   linearized right before a completed compare-and-set that failed and expected the
-///   state the dead operation starts from. Until the next reset of the key every state
-///   after it holds its bytes, so no read and no successful compare-and-set can happen
-///   there; the only operations it can matter to are failed compare-and-sets that would
-///   succeed without it. Moved to just before the first of those (where it still makes
-///   that one fail, and every later state still holds its bytes), or to the end if there
-///   is none, the sequence stays valid.
+/// - A pending put, append or delete is *dead* once no operation left to linearize can
+///   observe its effect ([`KeyModel::may_observe`]: no read output and no compare-and-set
+///   expectation among them starts with the value it puts, contains the bytes it appends,
+///   or, for a delete, is absent or starts with the bytes of an append). A dead operation
+///   is only linearized right before a completed compare-and-set that failed and expected
+///   the state the dead operation starts from. Until the next reset of the key every
+///   state after it shows its effect, so no read and no successful compare-and-set can
+///   happen there; the only operations it can matter to are failed compare-and-sets that
+///   would succeed without it. Moved to just before the first of those (where it still
+///   makes that one fail, and every later state still shows its effect), or to the end
+///   if there is none, the sequence stays valid.
+/// - A pending compare-and-set is useless once no operation left can observe the value it
+///   swaps in and no failed compare-and-set left expects a value that could follow its
+///   expectation ([`KeyModel::may_follow`]): if it swapped, the states until the next
+///   reset are then unobservable, and without it they differ from every failed
+///   expectation too, so dropping it (and the pending compare-and-sets after it that it
+///   kept from swapping) leaves the sequence valid.
 ///
-/// The rules keep the cache sound: a configuration with more pending operations
-/// linearized has fewer observers left, so everything canonical after it is canonical
-/// after the covering configuration too.
+/// Whether an operation is alive depends only on which operations are linearized, and a
+/// configuration with fewer pending operations linearized keeps at least as many alive.
+/// So every canonical sequence after a configuration is canonical after one that has the
+/// same completed operations and state, a subset of its pending operations and a looser
+/// constraint, which is what lets a finished cache entry cover it (see [`Cache`]).
 pub(super) fn check_part(history: &History, part: &[usize], steps_max: u64) -> PartResult {
     let mut model = KeyModel::new();
-    let steps: Vec<Step> = part
+    let model_steps: Vec<Step> = part
         .iter()
         .map(|&index| model.prepare(&history.operations()[index]))
         .collect();
-    if !steps.iter().any(|step| step.observes_state()) {
+    if !model_steps.iter().any(|step| step.observes_state()) {
         // Without an observed output every order is accepted.
         return PartResult::Linearizable;
     }
-    Search::new(history, part, model, steps).run(steps_max)
+    Search::new(history, part, model, model_steps).run(steps_max)
 }
 
 /// The state of the search over one key.
 struct Search {
     model: KeyModel,
-    steps: Vec<Step>,
+    /// Each operation as the model sees it, by position.
+    model_steps: Vec<Step>,
     kinds: Vec<Kind>,
     events: Events,
     linearized: Linearized,
     is_linearized: Vec<bool>,
-    /// For each tracked pending operation, how many of its observers are not linearized.
-    live_observers: Vec<u32>,
-    /// For each operation, the tracked pending operations it observes:
-    /// `observed[observed_start[position]..observed_start[position + 1]]`.
-    observed_start: Vec<u32>,
-    observed: Vec<u32>,
+    /// For each pending operation, how many operations that keep it alive (may observe
+    /// its effect, or for a compare-and-set may need it) are not linearized.
+    keepers_left: Vec<u32>,
+    /// For each operation, the pending operations it keeps alive:
+    /// `kept[kept_start[position]..kept_start[position + 1]]`.
+    kept_start: Vec<u32>,
+    kept: Vec<u32>,
     /// The tracked pending operations in invoke order.
     tracked: Vec<u32>,
     /// The pending compare-and-sets by expected state, each list in invoke order.
@@ -216,73 +229,96 @@ struct Search {
 }
 
 impl Search {
-    fn new(history: &History, part: &[usize], model: KeyModel, steps: Vec<Step>) -> Search {
+    fn new(history: &History, part: &[usize], model: KeyModel, model_steps: Vec<Step>) -> Search {
         let kinds: Vec<Kind> = part
             .iter()
-            .zip(&steps)
+            .zip(&model_steps)
             .map(|(&index, &step)| {
                 if history.operations()[index].return_time().is_some() {
                     return Kind::Completed;
                 }
                 match step {
-                    Step::Write { .. } | Step::Append { .. } => Kind::PendingTracked,
-                    Step::Delete => Kind::PendingDelete,
+                    Step::Write { .. } | Step::Append { .. } | Step::Delete => Kind::PendingTracked,
                     Step::CompareAndSet { .. } => Kind::PendingCompareAndSet,
                     Step::Read { .. } => unreachable!("pending reads are not checked"),
                 }
             })
             .collect();
 
-        // Who observes which tracked pending operation: operations grouped by the value
-        // they observe, then each tracked operation matched against each value.
+        // The operations that keep each pending one alive: those that may observe its
+        // effect, found by grouping operations by the value they observe and matching
+        // each pending operation against each value, and for a compare-and-set also the
+        // failed compare-and-sets it may be needed to explain.
         let mut observers_by_value: HashMap<StateId, Vec<u32>, BuildHasherDefault<MixHasher>> =
             HashMap::default();
         let mut observed_values: Vec<StateId> = Vec::new();
-        for (position, &step) in steps.iter().enumerate() {
+        let mut failed_compare_and_sets: Vec<(u32, StateId)> = Vec::new();
+        for (position, &step) in model_steps.iter().enumerate() {
             let value = match step {
                 Step::Read { value } => value,
-                Step::CompareAndSet { expected, .. } => expected,
+                Step::CompareAndSet {
+                    expected, swapped, ..
+                } => {
+                    if swapped == Some(false) {
+                        failed_compare_and_sets.push((position as u32, expected));
+                    }
+                    expected
+                }
                 Step::Write { .. } | Step::Delete | Step::Append { .. } => continue,
             };
-            if value == ABSENT {
-                continue;
-            }
             let observers = observers_by_value.entry(value).or_default();
             if observers.is_empty() {
                 observed_values.push(value);
             }
             observers.push(position as u32);
         }
-        let mut watched_by: Vec<Vec<u32>> = vec![Vec::new(); part.len()];
-        let mut live_observers = vec![0u32; part.len()];
+        let mut keeps: Vec<Vec<u32>> = vec![Vec::new(); part.len()];
+        let mut keepers_left = vec![0u32; part.len()];
         let mut tracked = Vec::new();
         for (position, &kind) in kinds.iter().enumerate() {
-            if kind != Kind::PendingTracked {
+            if kind == Kind::Completed {
                 continue;
             }
-            tracked.push(position as u32);
+            let mut keep = |keeper: u32| {
+                if keeper as usize != position {
+                    keeps[keeper as usize].push(position as u32);
+                    keepers_left[position] += 1;
+                }
+            };
             for &value in &observed_values {
-                if model.may_observe(steps[position], value) {
-                    for &observer in &observers_by_value[&value] {
-                        watched_by[observer as usize].push(position as u32);
-                        live_observers[position] += 1;
-                    }
+                if model.may_observe(model_steps[position], value) {
+                    observers_by_value[&value]
+                        .iter()
+                        .for_each(|&observer| keep(observer));
                 }
             }
+            match model_steps[position] {
+                Step::CompareAndSet { expected, .. } => {
+                    for &(failed, failed_expected) in &failed_compare_and_sets {
+                        if model.may_follow(failed_expected, expected) {
+                            keep(failed);
+                        }
+                    }
+                }
+                Step::Write { .. } | Step::Append { .. } | Step::Delete => {
+                    tracked.push(position as u32)
+                }
+                Step::Read { .. } => unreachable!("pending reads are not checked"),
+            }
         }
-        let mut observed_start = Vec::with_capacity(part.len() + 1);
-        let mut observed = Vec::new();
-        for list in &watched_by {
-            observed_start.push(observed.len() as u32);
-            observed.extend_from_slice(list);
+        let mut kept_start = Vec::with_capacity(part.len() + 1);
+        let mut kept = Vec::new();
+        for list in &keeps {
+            kept_start.push(kept.len() as u32);
+            kept.extend_from_slice(list);
         }
-        observed_start.push(observed.len() as u32);
+        kept_start.push(kept.len() as u32);
 
         let mut compare_and_sets: HashMap<StateId, Vec<u32>, BuildHasherDefault<MixHasher>> =
             HashMap::default();
         for (position, &kind) in kinds.iter().enumerate() {
             if let (Kind::PendingCompareAndSet, Step::CompareAndSet { expected, .. }) =
-                (kind, steps[position])
+                (kind, model_steps[position])
             {
                 compare_and_sets
                     .entry(expected)
@@ -290,7 +326,7 @@ impl Search {
                     .push(position as u32);
             }
         }
-        let any_failed_compare_and_set = steps.iter().any(|&step| {
+        let any_failed_compare_and_set = model_steps.iter().any(|&step| {
             matches!(
                 step,
                 Step::CompareAndSet {
@@ -302,10 +338,9 @@ impl Search {
 
         let placement: Vec<Placement> = kinds
             .iter()
-            .zip(&live_observers)
+            .zip(&keepers_left)
             .map(|(&kind, &live)| match kind {
                 Kind::Completed => Placement::Completed,
-                Kind::PendingDelete => Placement::PendingListed,
                 Kind::PendingTracked if live > 0 => Placement::PendingListed,
                 Kind::PendingTracked | Kind::PendingCompareAndSet => Placement::PendingUnlisted,
             })
@@ -316,14 +351,14 @@ impl Search {
         // lists built in position order are sorted by call order too.
         Search {
             model,
-            steps,
+            model_steps,
             kinds,
             events,
             linearized: Linearized::new(&pending),
             is_linearized: vec![false; part.len()],
-            live_observers,
-            observed_start,
-            observed,
+            keepers_left,
+            kept_start,
+            kept,
             tracked,
             compare_and_sets,
             any_failed_compare_and_set,
@@ -430,7 +465,7 @@ impl Search {
         self.any_failed_compare_and_set
             && self.events.window_has(self.window_end, |operation| {
                 is_failed_compare_and_set_expecting(
-                    self.steps[operation as usize],
+                    self.model_steps[operation as usize],
                     self.position.state,
                 )
             })
@@ -439,17 +474,19 @@ impl Search {
     /// Linearizes `operation` next if the rules, the model and the cache allow it.
     fn try_linearize(&mut self, operation: u32, source: Source, cursor: u32) -> bool {
         let index = operation as usize;
-        let step = self.steps[index];
+        let step = self.model_steps[index];
         let kind = self.kinds[index];
         if self.is_linearized[index] || !self.position.constraint.allows(step) {
             return false;
         }
-        if kind == Kind::PendingTracked
-            && (self.live_observers[index] == 0) != (source == Source::Dead)
-        {
+        let live = self.keepers_left[index] > 0;
+        match kind {
             // Live operations are walked in the pending list, dead ones only come from
             // `Source::Dead`.
-            return false;
+            Kind::PendingTracked if live == (source == Source::Dead) => return false,
+            // Nothing left can observe or need a useless compare-and-set.
+            Kind::PendingCompareAndSet if !live => return false,
+            Kind::Completed | Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
         let Some(next_state) = self.model.step(self.position.state, step) else {
             return false;
@@ -507,24 +544,26 @@ impl Search {
         Some(frame)
     }
 
-    /// Takes a newly linearized operation out of the lists, and the tracked pending
-    /// operations that it was the last observer of out of the pending list.
+    /// Takes a newly linearized operation out of the lists, and the pending puts, appends
+    /// and deletes it was the last keeper of out of the pending list.
     fn take_out(&mut self, operation: u32) {
         let index = operation as usize;
         let call = self.events.call_of(operation);
         match self.kinds[index] {
             Kind::Completed => self.events.lift_completed(call),
-            Kind::PendingDelete => self.events.unlink(call),
-            Kind::PendingTracked if self.live_observers[index] > 0 => self.events.unlink(call),
+            Kind::PendingTracked if self.keepers_left[index] > 0 => self.events.unlink(call),
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
         self.is_linearized[index] = true;
-        let watched = self.observed_start[index] as usize..self.observed_start[index + 1] as usize;
-        for &tracked in &self.observed[watched] {
-            let live = &mut self.live_observers[tracked as usize];
-            *live -= 1;
-            if *live == 0 && !self.is_linearized[tracked as usize] {
-                self.events.unlink(self.events.call_of(tracked));
+        let kept = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
+        for &pending in &self.kept[kept] {
+            let pending = pending as usize;
+            self.keepers_left[pending] -= 1;
+            if self.keepers_left[pending] == 0
+                && self.kinds[pending] == Kind::PendingTracked
+                && !self.is_linearized[pending]
+            {
+                self.events.unlink(self.events.call_of(pending as u32));
             }
         }
     }
@@ -532,20 +571,22 @@ impl Search {
     /// Undoes [`Search::take_out`], in the reverse order.
     fn put_back(&mut self, operation: u32) {
         let index = operation as usize;
-        let watched = self.observed_start[index] as usize..self.observed_start[index + 1] as usize;
-        for &tracked in self.observed[watched].iter().rev() {
-            let live = &mut self.live_observers[tracked as usize];
-            if *live == 0 && !self.is_linearized[tracked as usize] {
-                self.events.relink(self.events.call_of(tracked));
+        let kept = self.kept_start[index] as usize..self.kept_start[index + 1] as usize;
+        for &pending in self.kept[kept].iter().rev() {
+            let pending = pending as usize;
+            if self.keepers_left[pending] == 0
+                && self.kinds[pending] == Kind::PendingTracked
+                && !self.is_linearized[pending]
+            {
+                self.events.relink(self.events.call_of(pending as u32));
             }
-            self.live_observers[tracked as usize] += 1;
+            self.keepers_left[pending] += 1;
         }
         self.is_linearized[index] = false;
         let call = self.events.call_of(operation);
         match self.kinds[index] {
             Kind::Completed => self.events.unlift_completed(call),
-            Kind::PendingDelete => self.events.relink(call),
-            Kind::PendingTracked if self.live_observers[index] > 0 => self.events.relink(call),
+            Kind::PendingTracked if self.keepers_left[index] > 0 => self.events.relink(call),
             Kind::PendingTracked | Kind::PendingCompareAndSet => {}
         }
     }

@@ -163,6 +163,51 @@ fn compare_and_set_histories_are_linearizable() {
     assert_eq!(script.check(), CheckResult::Ok);
 }
 
+// A pending write whose value nobody ever reads can still be what made a compare-and-set
+// fail; the checker must not discard it.
+#[test]
+fn unseen_pending_writes_can_explain_failed_compare_and_set() {
+    let mut put_explains = Script::new();
+    put_explains.done(1, put("k", "x"), 0, Output::Done, 1);
+    put_explains.pending(2, put("k", "unseen"), 2);
+    put_explains.done(3, cas("k", Some("x"), "y"), 3, Output::Swapped(false), 4);
+    put_explains.done(3, delete("k"), 5, Output::Done, 6);
+    put_explains.done(3, get("k"), 7, read(None), 8);
+    assert_eq!(put_explains.check(), CheckResult::Ok);
+
+    let mut delete_explains = Script::new();
+    delete_explains.done(1, put("k", "x"), 0, Output::Done, 1);
+    delete_explains.pending(2, delete("k"), 2);
+    delete_explains.done(3, cas("k", Some("x"), "y"), 3, Output::Swapped(false), 4);
+    delete_explains.done(3, put("k", "z"), 5, Output::Done, 6);
+    delete_explains.done(3, get("k"), 7, read(Some("z")), 8);
+    assert_eq!(delete_explains.check(), CheckResult::Ok);
+
+    // The pending swap makes the key "n", the append makes it "na", so the later
+    // compare-and-set expecting "xa" fails.
+    let mut swap_explains = Script::new();
+    swap_explains.done(1, put("k", "x"), 0, Output::Done, 1);
+    swap_explains.pending(2, cas("k", Some("x"), "n"), 2);
+    swap_explains.done(3, append("k", "a"), 3, Output::Done, 4);
+    swap_explains.done(3, cas("k", Some("xa"), "y"), 5, Output::Swapped(false), 6);
+    swap_explains.done(3, delete("k"), 7, Output::Done, 8);
+    swap_explains.done(3, get("k"), 9, read(None), 10);
+    assert_eq!(swap_explains.check(), CheckResult::Ok);
+
+    let mut swap_from_absent_explains = Script::new();
+    swap_from_absent_explains.pending(2, cas("k", None, "n"), 0);
+    swap_from_absent_explains.done(3, cas("k", None, "x"), 1, Output::Swapped(false), 2);
+    swap_from_absent_explains.done(3, delete("k"), 3, Output::Done, 4);
+    swap_from_absent_explains.done(3, get("k"), 5, read(None), 6);
+    assert_eq!(swap_from_absent_explains.check(), CheckResult::Ok);
+
+    // Without any pending write the same failure is a violation.
+    let mut nothing_explains = Script::new();
+    nothing_explains.done(1, put("k", "x"), 0, Output::Done, 1);
+    nothing_explains.done(3, cas("k", Some("x"), "y"), 3, Output::Swapped(false), 4);
+    assert!(matches!(nothing_explains.check(), CheckResult::Illegal(_)));
+}
+
 // Failed operations are dropped: a failed write is never seen, a failed read checks nothing.
 #[test]
 fn failed_operations_are_dropped() {
@@ -690,7 +735,7 @@ fn tiny_random_history(random: &mut Random) -> History {
             0 => Input::Get { key: bytes(&key) },
             1 => Input::Put {
                 key: bytes(&key),
-                value: bytes(pick(random, &["x", "y", "q"])),
+                value: bytes(pick(random, &["x", "y", "q", "u"])),
             },
             2 => Input::Delete { key: bytes(&key) },
             3 => Input::Append {
@@ -702,7 +747,7 @@ fn tiny_random_history(random: &mut Random) -> History {
                 expected: [None, Some("x"), Some("y"), Some("xa"), Some("a")]
                     [random.below(5) as usize]
                     .map(bytes),
-                new_value: bytes(pick(random, &["x", "y", "q"])),
+                new_value: bytes(pick(random, &["x", "y", "u", "v"])),
             },
         };
         let output = match &input {
@@ -818,7 +863,8 @@ fn simulator_sized_history(seed: u64) -> History {
     )
 }
 
-// A simulator-sized history checks Ok within a small fixed step budget (so in well under a
+// A simulator-sized history checks Ok within a small fixed step budget, and the same
+// history with one read corrupted checks Illegal within it (so both take well under a
 // second; the time is measured in the module documentation).
 #[test]
 fn ten_thousand_operations_check_quickly() {
@@ -829,6 +875,19 @@ fn ten_thousand_operations_check_quickly() {
         part_search_steps_max: 20_000,
     };
     assert_eq!(check(&history, &options), CheckResult::Ok, "seed {seed}");
+    let mut random = Random::new(seed);
+    let (corrupted, target, way) =
+        corrupt_one_read(&history, &mut random).expect("the history has reads");
+    match check(&corrupted, &options) {
+        CheckResult::Illegal(violation) => assert!(
+            violation
+                .operations
+                .iter()
+                .any(|(id, _)| id.index() == target),
+            "seed {seed}: the violation is not on the corrupted read\n{violation}"
+        ),
+        other => panic!("seed {seed}: read {target} given a {way} checks {other:?}"),
+    }
 }
 
 // All 10,000 operations on one hot key, 10 clients in flight, still check within budget.
