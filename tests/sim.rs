@@ -4,24 +4,29 @@
 //! with Raft's safety properties checked as it runs and every client history checked for
 //! linearizability at the end.
 //!
-//! - `cargo test --release --test sim` runs the CI budget (`SIM_SEEDS`, default 1,000
-//!   seeds from `SIM_SEED_START`, default 1; `SIM_STEPS` main-phase steps, default 3,000).
+//! - `cargo test --release --test sim` runs the CI budget (`SIM_SEEDS`, default 4,000
+//!   seeds from `SIM_SEED_START`, default 1; `SIM_STEPS` main-phase steps, default 6,000).
 //! - `SIM_SEED=123 cargo test --release --test sim -- replay --nocapture` replays one seed
 //!   (`SIM_ECHO=1` prints every event; `SIM_BROKEN=commit_old_terms|ack_before_fsync`
 //!   replays a broken build's run).
 //! - `tools/sim.sh --seeds N --steps M` explores more seeds and reports seeds per second.
 //!
-//! The support modules live in `tests/sim/`: `rng` (the one generator), `network`, `disk`,
-//! `client`, `invariants`, `trace`, and `world` (one run).
+//! The support modules live in `tests/sim/`: `rng` (the one generator), `faults` (mixes,
+//! broken builds, intensities), `network`, `disk`, `client`, `invariants`, `trace`,
+//! `report`, and `world` (one run, step by step).
 
 #[path = "sim/client.rs"]
 mod client;
 #[path = "sim/disk.rs"]
 mod disk;
+#[path = "sim/faults.rs"]
+mod faults;
 #[path = "sim/invariants.rs"]
 mod invariants;
 #[path = "sim/network.rs"]
 mod network;
+#[path = "sim/report.rs"]
+mod report;
 #[path = "sim/rng.rs"]
 mod rng;
 #[path = "sim/trace.rs"]
@@ -34,12 +39,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use world::{nodes_of_seed, run, Broken, FaultMix, RunConfig, RunReport, Stats, Verdict};
+use faults::{nodes_of_seed, Broken, FaultMix};
+use report::{RunConfig, RunReport, Stats, Verdict};
+use world::run;
 
 /// Seeds the CI run covers by default.
-const CI_SEEDS_DEFAULT: u64 = 1_000;
-/// Main-phase steps of a CI run by default (600 ticks; healing and checks follow).
-const CI_STEPS_DEFAULT: u64 = 3_000;
+const CI_SEEDS_DEFAULT: u64 = 4_000;
+/// Main-phase steps of a CI run by default (1,200 ticks; healing and checks follow).
+const CI_STEPS_DEFAULT: u64 = 6_000;
 /// Worker threads when `SIM_THREADS` is not set (each runs whole seeds on its own).
 const THREADS_MAX_DEFAULT: usize = 4;
 /// Failure reports printed in full; further failing seeds are listed by number.
@@ -111,9 +118,14 @@ fn failure_report(report: &RunReport, steps: u64) -> String {
 }
 
 /// Runs `seeds` on worker threads (each run is single-threaded and deterministic on its
-/// own). With `stop_at_failure`, no new seed starts once one fails; every seed below the
-/// first failure still runs, so the smallest failing seed is the same on every machine.
-fn run_seeds(seeds: &[u64], steps: u64, broken: Broken, stop_at_failure: bool) -> Vec<RunReport> {
+/// own). Once a run satisfies `stop_when`, no new seed starts; every seed below it still
+/// runs, so the smallest such seed is the same on every machine.
+fn run_seeds(
+    seeds: &[u64],
+    steps: u64,
+    broken: Broken,
+    stop_when: fn(&RunReport) -> bool,
+) -> Vec<RunReport> {
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let reports = Mutex::new(Vec::with_capacity(seeds.len()));
@@ -133,7 +145,7 @@ fn run_seeds(seeds: &[u64], steps: u64, broken: Broken, stop_at_failure: bool) -
                     broken,
                     echo_trace: false,
                 });
-                if stop_at_failure && report.failure.is_some() {
+                if stop_when(&report) {
                     stop.store(true, Ordering::SeqCst);
                 }
                 reports.lock().expect("no worker panicked").push(report);
@@ -172,7 +184,8 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
     format!(
         "sim: {} seeds, {} failed, in {seconds:.1} s = {:.1} seeds/s\n\
          sim: per fault mix: {}\n\
-         sim: faults: {} messages dropped, {} duplicated, {} partitions, {} crashes, {} \
+         sim: faults: {} messages dropped, {} duplicated, {} partitions, {} leadership \
+         transfers, {} crashes, {} \
          restarts, {} WAL batches lost, {} snapshots installed, {} compactions; {} leaders \
          elected, {} entries applied, {} steps, {} events\n\
          sim: {} operations checked ({} completed, {} failed, {} pending), checker verdict \
@@ -184,6 +197,7 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
         total.messages_dropped,
         total.messages_duplicated,
         total.partitions,
+        total.transfers,
         total.crashes,
         total.restarts,
         total.batches_lost,
@@ -211,7 +225,7 @@ fn simulate_ci_seeds() {
     let broken = env_broken();
     let seeds: Vec<u64> = (start..start + count).collect();
     let began = Instant::now();
-    let reports = run_seeds(&seeds, steps, broken, false);
+    let reports = run_seeds(&seeds, steps, broken, |_| false);
     let seconds = began.elapsed().as_secs_f64();
     println!("{}", summary(&reports, seconds));
     let failures: Vec<&RunReport> = reports
@@ -294,4 +308,76 @@ fn same_seed_same_run() {
         );
         assert!(runs[0].stats.operations > 0, "seed {seed} ran operations");
     }
+}
+
+/// Runs a broken build on the CI seeds whose fault mix can expose it, up to the first
+/// seed that fails a safety check; returns that run, and prints what failed on the way.
+fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Option<RunReport> {
+    let count = env_u64("SIM_SEEDS", CI_SEEDS_DEFAULT);
+    let start = env_u64("SIM_SEED_START", 1);
+    let steps = env_u64("SIM_STEPS", CI_STEPS_DEFAULT);
+    let seeds: Vec<u64> = (start..start + count)
+        .filter(|&seed| exposed_by(FaultMix::of_seed(seed)))
+        .collect();
+    let began = Instant::now();
+    let reports = run_seeds(&seeds, steps, broken, |report| {
+        report
+            .failure
+            .as_ref()
+            .is_some_and(|failure| failure.is_safety())
+    });
+    let seconds = began.elapsed().as_secs_f64();
+    let mut failed_checks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for report in &reports {
+        if let Some(failure) = &report.failure {
+            failed_checks
+                .entry(failure.check)
+                .or_default()
+                .push(report.seed);
+        }
+    }
+    println!(
+        "broken build ({}): {} seeds run in {seconds:.1} s; failed checks by seed: \
+         {failed_checks:?}",
+        broken.name(),
+        reports.len()
+    );
+    let caught = reports.into_iter().find(|report| {
+        report
+            .failure
+            .as_ref()
+            .is_some_and(|failure| failure.is_safety())
+    })?;
+    let failure = caught.failure.as_ref().expect("a failed run");
+    println!(
+        "broken build ({}) caught by seed {} ({:?}, {} nodes), {} check: {}\nreplay: {}",
+        broken.name(),
+        caught.seed,
+        caught.mix,
+        caught.nodes,
+        failure.check,
+        failure.message,
+        replay_command(&caught, steps)
+    );
+    Some(caught)
+}
+
+// Deliberately broken builds fail a safety check within the CI seed budget: votes and
+// append acknowledgements sent before the fsync (exposed by crashes), and a leader that
+// commits entries of older terms by counting replicas (figure 8 of the Raft paper,
+// exposed by leader changes).
+#[test]
+fn broken_build_is_caught() {
+    let acks = catch_broken_build(Broken::AckBeforeFsync, FaultMix::has_crashes);
+    let figure_8 = catch_broken_build(Broken::CommitOldTerms, |mix| {
+        mix.has_crashes() || mix.has_partitions()
+    });
+    assert!(
+        acks.is_some(),
+        "acknowledging before the fsync passed every safety check"
+    );
+    assert!(
+        figure_8.is_some(),
+        "committing old-term entries by counting passed every safety check"
+    );
 }

@@ -41,6 +41,8 @@ pub struct Invariants {
     pub entries_applied: u64,
     /// Nodes seen becoming leader since the fault injector last looked (it may crash them).
     pub new_leaders: Vec<NodeId>,
+    /// Per group, the current leader's (node, term, commit index) when last seen.
+    leader_commits: BTreeMap<GroupId, (NodeId, Term, Index)>,
 }
 
 fn payload_hash(entry: &Entry) -> u64 {
@@ -61,7 +63,10 @@ impl Invariants {
         }
         let term = raft.term();
         match self.leaders.get(&(group, term)) {
-            Some(&leader) if leader == node => Ok(false),
+            Some(&leader) if leader == node => {
+                self.leader_commit_rule(node, group, raft)?;
+                Ok(false)
+            }
             Some(&leader) => Err(Violation::new(
                 "election safety",
                 format!("group {group} has two leaders in term {term}: n{leader} and n{node}"),
@@ -69,10 +74,43 @@ impl Invariants {
             None => {
                 self.leaders.insert((group, term), node);
                 self.new_leaders.push(node);
+                self.leader_commits
+                    .insert(group, (node, term, raft.log().committed));
                 self.leader_completeness(node, group, raft)?;
                 Ok(true)
             }
         }
+    }
+
+    /// Raft's commit rule (section 5.4.2 of the paper): a leader advances its commit index
+    /// by counting replicas only to an entry of its own term; older entries commit with it.
+    fn leader_commit_rule(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        raft: &RaftNode,
+    ) -> Result<(), Violation> {
+        let term = raft.term();
+        let committed = raft.log().committed;
+        let seen = self.leader_commits.insert(group, (node, term, committed));
+        let Some((seen_node, seen_term, seen_committed)) = seen else {
+            return Ok(());
+        };
+        if seen_node != node || seen_term != term || committed <= seen_committed {
+            return Ok(());
+        }
+        let committed_term = raft.log().term(committed).unwrap_or(0);
+        if committed_term != term {
+            return Err(Violation::new(
+                "leader commit rule",
+                format!(
+                    "n{node}, leader of group {group} in term {term}, advanced its commit index \
+                     from {seen_committed} to {committed}, an entry of term {committed_term}: \
+                     only entries of the leader's term commit by counting replicas"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A new leader's log holds every entry any node has applied in its group.

@@ -112,6 +112,12 @@ pub enum Event {
         heal_at: u64,
     },
     PartitionHealed,
+    TransferLeader {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+        accepted: bool,
+    },
     BecameLeader {
         node: NodeId,
         group: GroupId,
@@ -233,6 +239,16 @@ impl fmt::Display for Event {
                 Ok(())
             }
             Event::PartitionHealed => write!(formatter, "partition healed"),
+            Event::TransferLeader {
+                group,
+                from,
+                to,
+                accepted,
+            } => write!(
+                formatter,
+                "TRANSFER leadership of g{group} from n{from} to n{to}{}",
+                if accepted { "" } else { " (refused)" }
+            ),
             Event::BecameLeader { node, group, term } => {
                 write!(formatter, "n{node} leads g{group} in term {term}")
             }

@@ -11,15 +11,15 @@ use corekv::raft::{ConfState, Entry, Message, NodeId};
 
 use crate::client::{Client, Outgoing, Role, Shared};
 use crate::disk::{Disk, PendingBatch};
+use crate::faults::{draw_params, members_of, nodes_of_seed, Broken, FaultMix, Params};
 use crate::invariants::{Invariants, Violation};
 use crate::network::{
     Envelope, Network, NetworkFaults, RequestBody, SendOutcome, IN_FLIGHT_MESSAGES_MAX,
 };
+use crate::report::{Failure, RunConfig, RunReport, Stats, Verdict};
 use crate::rng::SimRng;
 use crate::trace::{hash_bytes, Event, LossReason, PartitionKind, Trace};
 
-/// Steps between two ticks of every node.
-pub const TICK_STEPS: u64 = 5;
 /// Readies one node may produce in one step (it continues in the next step).
 const READY_ROUNDS_MAX: usize = 16;
 /// A new leader planned to crash goes down within this many steps of its election.
@@ -33,199 +33,6 @@ const FINAL_READ_STEPS_MAX: u64 = 12_000;
 /// Steps for every replica to apply everything after the final reads.
 const CONVERGE_STEPS_MAX: u64 = 3_000;
 
-/// A deliberate bug, to show that the simulator catches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Broken {
-    /// The real code.
-    Nothing,
-    /// `raft::Config::unsafe_commit_old_terms`: commit old-term entries by counting
-    /// replicas (figure 8 of the Raft paper).
-    CommitOldTerms,
-    /// Send `persisted_messages` (votes, append acks) before the fsync.
-    AckBeforeFsync,
-}
-
-impl Broken {
-    pub fn from_name(name: &str) -> Option<Broken> {
-        match name {
-            "" | "none" => Some(Broken::Nothing),
-            "commit_old_terms" => Some(Broken::CommitOldTerms),
-            "ack_before_fsync" => Some(Broken::AckBeforeFsync),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Broken::Nothing => "none",
-            Broken::CommitOldTerms => "commit_old_terms",
-            Broken::AckBeforeFsync => "ack_before_fsync",
-        }
-    }
-}
-
-/// Which faults a run injects; the intensities come from the seed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum FaultMix {
-    /// Delays and reordering only.
-    Calm,
-    /// Loss, duplication and long delays.
-    Lossy,
-    /// Partitions of every kind, with light loss.
-    Partitions,
-    /// Crashes and restarts, with unsynced writes lost.
-    Crashes,
-    /// All of the above.
-    Everything,
-}
-
-impl FaultMix {
-    pub const ALL: [FaultMix; 5] = [
-        FaultMix::Calm,
-        FaultMix::Lossy,
-        FaultMix::Partitions,
-        FaultMix::Crashes,
-        FaultMix::Everything,
-    ];
-
-    /// Every ten consecutive seeds cover each mix on 3 and on 5 nodes.
-    pub fn of_seed(seed: u64) -> FaultMix {
-        FaultMix::ALL[(seed % 5) as usize]
-    }
-
-    fn has_loss(self) -> bool {
-        matches!(self, FaultMix::Lossy | FaultMix::Everything)
-    }
-
-    fn has_partitions(self) -> bool {
-        matches!(self, FaultMix::Partitions | FaultMix::Everything)
-    }
-
-    fn has_crashes(self) -> bool {
-        matches!(self, FaultMix::Crashes | FaultMix::Everything)
-    }
-}
-
-/// The cluster size a seed runs with.
-pub fn nodes_of_seed(seed: u64) -> usize {
-    if (seed / 5) % 2 == 0 {
-        3
-    } else {
-        5
-    }
-}
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    pub seed: u64,
-    /// Steps of the main phase (clients and faults); healing and the final checks follow.
-    pub steps: u64,
-    pub broken: Broken,
-    /// Print every event as it happens.
-    pub echo_trace: bool,
-}
-
-/// Counts of what a run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Stats {
-    pub steps: u64,
-    pub events: u64,
-    pub messages_delivered: u64,
-    pub messages_dropped: u64,
-    pub messages_duplicated: u64,
-    pub partitions: u64,
-    pub crashes: u64,
-    pub restarts: u64,
-    pub batches_lost: u64,
-    pub snapshots_installed: u64,
-    pub compactions: u64,
-    pub leaders_elected: u64,
-    pub entries_applied: u64,
-    pub operations: u64,
-    pub operations_completed: u64,
-    pub operations_failed: u64,
-    pub operations_pending: u64,
-}
-
-impl Stats {
-    pub fn add(&mut self, other: &Stats) {
-        self.steps += other.steps;
-        self.events += other.events;
-        self.messages_delivered += other.messages_delivered;
-        self.messages_dropped += other.messages_dropped;
-        self.messages_duplicated += other.messages_duplicated;
-        self.partitions += other.partitions;
-        self.crashes += other.crashes;
-        self.restarts += other.restarts;
-        self.batches_lost += other.batches_lost;
-        self.snapshots_installed += other.snapshots_installed;
-        self.compactions += other.compactions;
-        self.leaders_elected += other.leaders_elected;
-        self.entries_applied += other.entries_applied;
-        self.operations += other.operations;
-        self.operations_completed += other.operations_completed;
-        self.operations_failed += other.operations_failed;
-        self.operations_pending += other.operations_pending;
-    }
-}
-
-/// The checker's verdict on a run's history.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    Linearizable,
-    /// The checker ran out of search steps on some key.
-    Unknown,
-    /// The run stopped at a failed check before the history was checked.
-    NotChecked,
-}
-
-/// A failed check, with what is needed to understand and replay it.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    pub check: &'static str,
-    pub message: String,
-    pub step: u64,
-    pub trace: Vec<String>,
-}
-
-/// The result of one run.
-#[derive(Clone, Debug)]
-pub struct RunReport {
-    pub seed: u64,
-    pub mix: FaultMix,
-    pub nodes: usize,
-    pub groups: usize,
-    pub broken: Broken,
-    pub stats: Stats,
-    pub verdict: Verdict,
-    pub failure: Option<Failure>,
-    /// A digest of every event and the history: equal for two runs of one seed.
-    pub digest: u64,
-}
-
-/// The intensities of one run, drawn from its seed.
-#[derive(Clone, Debug)]
-struct Params {
-    groups: usize,
-    clients: usize,
-    keys: usize,
-    fsync_steps_max: u64,
-    crash_probability: f64,
-    /// Chance that a node is crashed within a few steps of winning an election, before
-    /// its first entries replicate: the schedule that exposes figure 8 of the Raft paper.
-    new_leader_crash_probability: f64,
-    down_steps_max: u64,
-    partition_probability: f64,
-    partition_steps_max: u64,
-    compact_entries: u64,
-    proposals_pending_max: usize,
-    reads_pending_max: usize,
-    snapshot_chunk_bytes: usize,
-    append_bytes_max: usize,
-    inflight_messages_max: usize,
-}
-
 /// One node: its Raft groups (when up), its disk, and the client requests it holds.
 #[derive(Debug)]
 struct NodeSlot {
@@ -236,6 +43,9 @@ struct NodeSlot {
     /// Requests handed to the shard and not yet answered, with the client that sent them.
     requests: BTreeMap<RequestId, usize>,
     restart_at: u64,
+    /// This node's clock: it ticks every `tick_steps` steps, the next time at `next_tick`.
+    tick_steps: u64,
+    next_tick: u64,
 }
 
 /// Which part of the run is under way.
@@ -320,64 +130,6 @@ pub fn run(config: RunConfig) -> RunReport {
         failure,
         digest: world.trace.digest(),
     }
-}
-
-/// The members of group `group` in a cluster of `nodes`: all three nodes of a 3-node
-/// cluster; in a 5-node cluster, nodes g, g+1, g+2 (mod 5), so each node holds some groups
-/// and not others, and clients must route.
-fn members_of(group: GroupId, nodes: usize) -> Vec<NodeId> {
-    if nodes <= 3 {
-        return (1..=nodes as NodeId).collect();
-    }
-    let mut members: Vec<NodeId> = (0..3)
-        .map(|offset| (group + offset) % nodes as u64 + 1)
-        .collect();
-    members.sort_unstable();
-    members
-}
-
-fn draw_params(rng: &mut SimRng, mix: FaultMix, steps: u64) -> (Params, NetworkFaults) {
-    let mut faults = NetworkFaults::calm(rng.between(1, 12));
-    if mix.has_loss() {
-        faults.drop_probability = rng.fraction_between(0.01, 0.15);
-        faults.duplicate_probability = rng.fraction_between(0.0, 0.08);
-        faults.client_drop_probability = rng.fraction_between(0.0, 0.05);
-        faults.spike_probability = rng.fraction_between(0.0, 0.03);
-        faults.spike_delay_steps_max = rng.between(50, 250);
-    } else if mix != FaultMix::Calm {
-        faults.drop_probability = rng.fraction_between(0.0, 0.02);
-    }
-    let steps = steps.max(1) as f64;
-    let params = Params {
-        groups: rng.between(3, 4) as usize,
-        clients: rng.between(3, 6) as usize,
-        keys: rng.between(4, 10) as usize,
-        fsync_steps_max: rng.between(1, 20),
-        crash_probability: if mix.has_crashes() {
-            rng.fraction_between(2.0, 8.0) / steps
-        } else {
-            0.0
-        },
-        new_leader_crash_probability: if mix.has_crashes() {
-            rng.fraction_between(0.0, 0.3)
-        } else {
-            0.0
-        },
-        down_steps_max: rng.between(50, 800),
-        partition_probability: if mix.has_partitions() {
-            rng.fraction_between(2.0, 6.0) / steps
-        } else {
-            0.0
-        },
-        partition_steps_max: rng.between(100, 1_200),
-        compact_entries: rng.between(20, 50),
-        proposals_pending_max: rng.between(4, 64) as usize,
-        reads_pending_max: rng.between(4, 64) as usize,
-        snapshot_chunk_bytes: rng.between(64, 4_096) as usize,
-        append_bytes_max: rng.between(64, 8_192) as usize,
-        inflight_messages_max: rng.between(1, 64) as usize,
-    };
-    (params, faults)
 }
 
 /// Hands a node's messages to the network and records what the network did to them.
@@ -485,7 +237,7 @@ impl World {
         let mut rng = SimRng::new(config.seed);
         let mix = FaultMix::of_seed(config.seed);
         let node_count = nodes_of_seed(config.seed);
-        let (params, faults) = draw_params(&mut rng, mix, config.steps);
+        let (params, faults) = draw_params(&mut rng, mix);
         let members: BTreeMap<GroupId, Vec<NodeId>> = (0..params.groups as GroupId)
             .map(|group| (group, members_of(group, node_count)))
             .collect();
@@ -526,6 +278,9 @@ impl World {
                 .map(|(&group, _)| group)
                 .collect();
             let disk = Disk::new(&groups);
+            let tick_steps = world
+                .rng
+                .between(world.params.tick_steps_min, world.params.tick_steps_max);
             world.nodes.push(NodeSlot {
                 id,
                 groups,
@@ -533,6 +288,8 @@ impl World {
                 disk,
                 requests: BTreeMap::new(),
                 restart_at: 0,
+                tick_steps,
+                next_tick: world.rng.between(1, tick_steps),
             });
         }
         for index in 0..node_count {
@@ -804,15 +561,15 @@ impl World {
         for index in 0..self.nodes.len() {
             self.complete_fsyncs(index)?;
         }
-        if self.now % TICK_STEPS == 0 {
-            for slot in &mut self.nodes {
-                if let Some(shard) = slot.shard.as_mut() {
-                    shard.tick();
-                }
+        for slot in &mut self.nodes {
+            if slot.next_tick > self.now {
+                continue;
             }
-            for slot in &self.nodes {
-                observe_node(&mut self.invariants, &mut self.trace, self.now, slot)?;
+            slot.next_tick = self.now + slot.tick_steps;
+            if let Some(shard) = slot.shard.as_mut() {
+                shard.tick();
             }
+            observe_node(&mut self.invariants, &mut self.trace, self.now, slot)?;
         }
         if phase == Phase::Main {
             self.inject_faults()?;
@@ -1200,6 +957,9 @@ impl World {
                 self.crash(victim)?;
             }
         }
+        if self.rng.chance(self.params.transfer_probability) {
+            self.transfer_leadership();
+        }
         if let Some(heal_at) = self.partition_heal_at {
             if self.now >= heal_at {
                 self.network.heal();
@@ -1331,6 +1091,35 @@ impl World {
                 kind,
                 cut_links: self.network.cut_mask(),
                 heal_at,
+            },
+        );
+    }
+
+    /// Asks the leader of a random group to hand leadership to a random other member.
+    fn transfer_leadership(&mut self) {
+        let group = self.rng.below(self.params.groups as u64);
+        let Some(leader) = self.current_leader(group) else {
+            return;
+        };
+        let others: Vec<NodeId> = self.members[&group]
+            .iter()
+            .copied()
+            .filter(|&member| member != leader)
+            .collect();
+        let to = others[self.rng.index(others.len())];
+        let shard = self.nodes[(leader - 1) as usize]
+            .shard
+            .as_mut()
+            .expect("a leader is up");
+        let accepted = shard.transfer_leader(group, to).is_ok();
+        self.stats.transfers += 1;
+        self.trace.record(
+            self.now,
+            Event::TransferLeader {
+                group,
+                from: leader,
+                to,
+                accepted,
             },
         );
     }
