@@ -328,6 +328,67 @@ fn big_scans_come_in_pages() {
     assert!(pages >= 3, "{pages} pages");
 }
 
+// Writes at every bound (the largest key, the largest value, the most transaction ops)
+// are stored and replicated, and no node stops on them.
+#[test]
+fn writes_at_the_bounds_are_stored_everywhere() {
+    let cluster = TestCluster::start_with("bounds", 3, 1, GROUPS, &SMALL_SEGMENT_ARGS);
+    cluster.wait_for_leaders();
+    let client = cluster.client();
+    let limits = kv::Limits::default();
+    let big_value = vec![b'v'; limits.value_bytes_max as usize];
+    client
+        .put("largest-value", &big_value)
+        .expect("a value of the largest size");
+    let big_key = vec![b'k'; limits.key_bytes_max as usize];
+    client
+        .put(&big_key, "v")
+        .expect("a key of the largest size");
+    let most_ops = TxnRequest {
+        compares: Vec::new(),
+        success: (0..limits.txn_ops_max)
+            .map(|index| put_op(b"most-ops", &index.to_le_bytes()))
+            .collect(),
+        failure: Vec::new(),
+    };
+    assert!(
+        client
+            .txn(most_ops)
+            .expect("a transaction of the most ops")
+            .succeeded
+    );
+    // Two largest values from one turn in one group: more than one WAL batch of the
+    // old size.
+    let second = (0..)
+        .map(|index| format!("largest-value-{index}"))
+        .find(|key| group_of(key.as_bytes(), GROUPS) == group_of(b"largest-value", GROUPS))
+        .expect("a key of the same group");
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| client.put("largest-value", &big_value));
+        client
+            .put(&second, &big_value)
+            .expect("a second largest value");
+        first
+            .join()
+            .expect("writer")
+            .expect("the first largest value again");
+    });
+    for node in &cluster.nodes {
+        cluster.wait_for_catch_up(node.id);
+        let pair = cluster
+            .local_get(node.id, b"largest-value")
+            .expect("replicated");
+        assert_eq!(pair.value, big_value, "node {}", node.id);
+        assert!(
+            cluster.local_get(node.id, &big_key).is_some(),
+            "node {}",
+            node.id
+        );
+        let pair = cluster.local_get(node.id, b"most-ops").expect("replicated");
+        assert_eq!(pair.version, limits.txn_ops_max);
+    }
+}
+
 // Three nodes serve every operation through any node, with answers merged across groups.
 #[test]
 fn three_nodes_serve_every_operation() {

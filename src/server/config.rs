@@ -136,6 +136,16 @@ pub struct ServerConfig {
 
 /// Groups of a new cluster when not given.
 pub const GROUPS_DEFAULT: u64 = 64;
+/// Largest WAL batch: room for one entry holding the largest command a client may send
+/// (`kv::limits::COMMAND_BYTES_MAX_DEFAULT`) with its record and batch framing, so that no
+/// valid write can be too large for the log. A turn with more is cut into several batches.
+pub const WAL_BATCH_BYTES_MAX: usize = 4 << 20;
+const _: () =
+    assert!(WAL_BATCH_BYTES_MAX as u64 >= 2 * crate::kv::limits::COMMAND_BYTES_MAX_DEFAULT);
+/// A WAL segment holds at least one largest batch.
+pub const WAL_SEGMENT_BYTES_MIN: u64 = WAL_BATCH_BYTES_MAX as u64;
+/// WAL files are written in blocks of this many bytes.
+const WAL_BLOCK_BYTES: u64 = crate::wal::record::BLOCK_BYTES as u64;
 /// Shards are bounded so that peer ports (`peer port + shard`) stay sane.
 pub const SHARDS_MAX: u32 = 256;
 
@@ -180,6 +190,13 @@ impl ServerConfig {
         if election_ticks <= heartbeat_ticks || heartbeat_ticks == 0 {
             return Err("--election-ticks must exceed --heartbeat-ticks (>= 1)".into());
         }
+        let wal_segment_bytes = args.wal_segment_bytes.unwrap_or(64 << 20);
+        if wal_segment_bytes < WAL_SEGMENT_BYTES_MIN || wal_segment_bytes % WAL_BLOCK_BYTES != 0 {
+            return Err(format!(
+                "--wal-segment-bytes must be a multiple of {WAL_BLOCK_BYTES} and at least \
+                 {WAL_SEGMENT_BYTES_MIN} (one largest batch)"
+            ));
+        }
         let token = args
             .initial_cluster_token
             .unwrap_or_else(|| "corekv".into());
@@ -198,7 +215,7 @@ impl ServerConfig {
             election_ticks,
             heartbeat_ticks,
             snapshot_entries: args.snapshot_entries.unwrap_or(10_000).max(1),
-            wal_segment_bytes: args.wal_segment_bytes.unwrap_or(64 << 20),
+            wal_segment_bytes,
             cluster_id,
             pin: args.pin.unwrap_or(false),
         })
@@ -270,6 +287,20 @@ mod tests {
         assert!(parse_members("x=127.0.0.1:1").is_err());
         assert!(parse_members("1=nowhere").is_err());
         assert!(parse_members("").is_err());
+    }
+
+    // A WAL segment must hold the largest batch, in whole blocks.
+    #[test]
+    fn wal_segments_hold_the_largest_batch() {
+        let args = |segment_bytes: u64| ServerArgs {
+            node_id: Some(1),
+            initial_cluster: Some("1=127.0.0.1:9000".into()),
+            wal_segment_bytes: Some(segment_bytes),
+            ..ServerArgs::default()
+        };
+        assert!(ServerConfig::from_args(args(WAL_SEGMENT_BYTES_MIN)).is_ok());
+        assert!(ServerConfig::from_args(args(WAL_SEGMENT_BYTES_MIN - 4096)).is_err());
+        assert!(ServerConfig::from_args(args(WAL_SEGMENT_BYTES_MIN + 1)).is_err());
     }
 
     // Flags win over the file; the file fills the rest.

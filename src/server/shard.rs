@@ -95,10 +95,7 @@ pub async fn run_shard(
 ) -> Result<(), String> {
     let (mesh_senders, mesh_receivers) = mesh.connect().await;
     let shard_dir = config.shard_dir(index);
-    let wal_config = WalConfig {
-        segment_bytes: config.wal_segment_bytes,
-        ..WalConfig::default()
-    };
+    let wal_config = wal_config(&config);
     let (wal, recovery) = Wal::open(&shard_dir, wal_config)
         .await
         .map_err(|error| format!("shard {index}: opening the WAL: {error}"))?;
@@ -170,6 +167,15 @@ pub async fn run_shard(
         }
     }
     result
+}
+
+/// The WAL settings of every shard of the node.
+fn wal_config(config: &ServerConfig) -> WalConfig {
+    WalConfig {
+        segment_bytes: config.wal_segment_bytes,
+        batch_bytes_max: super::config::WAL_BATCH_BYTES_MAX,
+        ..WalConfig::default()
+    }
 }
 
 /// The peer address of `shard`: shard `s` listens on the first peer port plus `s`.
@@ -326,17 +332,20 @@ impl Shard {
             (records, ready.token, ready.persisted_messages)
         };
         let wal = shard.borrow().wal.clone();
-        let ticket = if records.is_empty() {
-            shard.borrow().last_ticket
-        } else {
-            match wal.submit(records).await {
-                Ok(ticket) => {
-                    shard.borrow_mut().last_ticket = Some(ticket);
-                    Some(ticket)
+        let mut ticket = shard.borrow().last_ticket;
+        // A turn may hold more than one batch (many groups, big entries): its records go
+        // in order, and the last batch's ticket covers the ones before it.
+        let limits = wal_config(&shard.borrow().config);
+        let batch_records_max = limits.batch_records_max as usize;
+        for submission in storage::submissions(records, limits.batch_bytes_max, batch_records_max) {
+            match wal.submit(submission).await {
+                Ok(submitted) => {
+                    shard.borrow_mut().last_ticket = Some(submitted);
+                    ticket = Some(submitted);
                 }
                 Err(error) => wal::fatal(&error),
             }
-        };
+        }
         wal.flush();
         let events = shard.borrow().events.clone();
         glommio::spawn_local(async move {
