@@ -32,16 +32,36 @@ const LOG_LINES_ON_FAILURE: usize = 40;
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
+/// Test ports come from below the kernel's ephemeral range (32768 and up by default):
+/// a port in that range can be taken as the source port of some outgoing connection
+/// while its node is down, and the node could not listen on it again when it restarts.
+const TEST_PORTS_FIRST: u16 = 10_000;
+const TEST_PORTS_END: u16 = 32_000;
+/// Ports one test binary starts from apart from another's, by process id.
+const TEST_PORTS_PER_BINARY: u16 = 200;
+
 /// `count` consecutive free ports on 127.0.0.1.
 fn free_ports(count: u16) -> u16 {
     if NEXT_PORT.load(Ordering::Relaxed) == 0 {
         // Spread concurrent test binaries over the range by process id.
-        let start = 20_000 + (std::process::id() % 2_000) as u16 * 20;
+        let slots = u32::from((TEST_PORTS_END - TEST_PORTS_FIRST) / TEST_PORTS_PER_BINARY);
+        let slot = (std::process::id() % slots) as u16;
+        let start = TEST_PORTS_FIRST + slot * TEST_PORTS_PER_BINARY;
         let _ = NEXT_PORT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
     }
     loop {
         let base = NEXT_PORT.fetch_add(count, Ordering::Relaxed);
-        assert!(base < 64_000, "ran out of test ports");
+        // Past the end, wrap around to the start of the range: the ports a binary used
+        // first are free again by then, or the bind check below skips them.
+        if base + count > TEST_PORTS_END {
+            let _ = NEXT_PORT.compare_exchange(
+                base + count,
+                TEST_PORTS_FIRST,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            continue;
+        }
         let all_free =
             (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
         if all_free {
