@@ -7,10 +7,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
-use common::{raw_connect, read_frame, TestCluster, SMALL_SEGMENT_ARGS};
+use common::{raw_connect, read_frame, wait_for, TestCluster, SMALL_SEGMENT_ARGS};
 use corekv::api::{self, ApiRequest, ApiResponse, ApiResult, ErrorCode, RequestKind};
 use corekv::frame::{self, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 use corekv::keyspace::group_of;
@@ -23,6 +24,10 @@ use flatbuffers::FlatBufferBuilder;
 
 const GROUPS: u64 = 4;
 const SHARDS: u32 = 2;
+/// Bytes of the value a client that never reads asks for again and again.
+const UNREAD_VALUE_BYTES: usize = 128 << 10;
+/// Requests for it sent at most (gigabytes of answers).
+const UNREAD_REQUESTS_MAX: usize = 20_000;
 /// Bytes of random garbage sent in one case (more when its first bytes announce a
 /// longer frame that fits the bound).
 const GARBAGE_BYTES: usize = 64 << 10;
@@ -428,4 +433,101 @@ fn invalid_commands_get_typed_errors() {
     }
     let range = client.range(RangeRequest::prefix(b"k")).expect("range");
     assert!(range.kvs.is_empty());
+}
+
+/// `st` of an established socket in /proc/net/tcp.
+const TCP_ESTABLISHED: u8 = 0x01;
+
+/// The state of the IPv4 TCP socket bound to `local` and connected to `remote`, from
+/// /proc/net/tcp (`None` when there is none).
+fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    let hex = |address: SocketAddr| match address {
+        SocketAddr::V4(v4) => {
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(v4.ip().octets()),
+                v4.port()
+            )
+        }
+        SocketAddr::V6(_) => panic!("the test cluster listens on IPv4"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| u8::from_str_radix(fields[3], 16).expect("a hex state"))
+    })
+}
+
+/// The peak resident memory of process `pid`, from /proc.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in kB");
+    kib * 1024
+}
+
+// A client that pipelines requests for big answers and never reads them is disconnected
+// (its connection closed, not left hanging while its requests still run) and the node
+// serves on.
+#[test]
+fn a_client_that_never_reads_is_disconnected() {
+    let cluster = TestCluster::start_with("unread", 1, 1, 1, &SMALL_SEGMENT_ARGS);
+    cluster.wait_for_leaders();
+    cluster
+        .client_of(1)
+        .put("big", vec![b'v'; UNREAD_VALUE_BYTES])
+        .expect("put");
+    let read = kv_request(1, kv::Op::Range(RangeRequest::get(b"big")));
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend(framed(&api::request_to_bytes(&read)));
+    }
+    let mut stream = raw_connect(&cluster.endpoint(1)).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    // Ask for gigabytes of answers, until the node stops taking requests.
+    let mut requests = 0;
+    while requests < UNREAD_REQUESTS_MAX {
+        if stream.write_all(&batch).is_err() {
+            break;
+        }
+        requests += 100;
+    }
+    // The node gives up on the connection: its end leaves the established state (the
+    // client cannot tell yet, with the node's last bytes and its FIN unread).
+    let local = stream.local_addr().expect("local address");
+    let node = stream.peer_addr().expect("peer address");
+    wait_for(
+        "the node to close the connection of a client that does not read",
+        || (tcp_state(node, local) != Some(TCP_ESTABLISHED)).then_some(()),
+    );
+    // Reading now gets what the kernel still held, then the end of the stream.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut received = 0usize;
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(bytes) => received += bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(error) => {
+                panic!("the closed connection did not end after {received} bytes: {error}")
+            }
+        }
+    }
+    let pid = cluster.nodes[0].child.as_ref().expect("running").id();
+    println!(
+        "{requests} requests sent, {received} bytes received after the close; the node's \
+         peak RSS was {} bytes",
+        peak_rss_bytes(pid)
+    );
+    assert_still_serves(&cluster, "a client that never reads");
 }

@@ -8,7 +8,7 @@
 //! after which the client's leader cache is right. Linearizable reads need no leader:
 //! any replica serves them after a read index.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,6 +40,14 @@ pub const CONNECTION_REQUESTS_IN_FLIGHT_MAX: u64 = 1024;
 /// Encoded replies waiting for one connection's socket; a client that does not read is
 /// disconnected rather than buffered without end.
 pub const CONNECTION_FRAMES_QUEUED_MAX: usize = 2048;
+/// Bytes of those replies past which the connection's next requests wait: a frame may
+/// carry megabytes, so the frame count alone would let one client that reads slowly or
+/// not at all hold gigabytes of the node's memory. (Requests already taken still add
+/// their answers, at most `CONNECTION_REQUESTS_IN_FLIGHT_MAX` of them.)
+pub const CONNECTION_QUEUED_BYTES_MAX: usize = 64 << 20;
+/// A reply write that makes no progress for this long closes the connection: the client
+/// stopped reading.
+pub const CONNECTION_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Client connections one shard holds.
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Bytes of queued reply frames gathered into one socket write (a frame larger than this
@@ -101,6 +109,25 @@ struct StatusScatter {
 struct Connection {
     frames: LocalSender<Vec<u8>>,
     permits: Rc<Semaphore>,
+    /// Bytes in `frames` not yet written to the socket (the writer task subtracts).
+    queued_bytes: Rc<Cell<usize>>,
+    /// Never sent on: dropping the connection closes these channels, which stops its
+    /// reader and writer tasks, so the socket is closed and its buffers freed.
+    _stop_reader: LocalSender<()>,
+    _stop_writer: LocalSender<()>,
+}
+
+/// One connection's ends, made when it is accepted.
+#[derive(Debug)]
+struct ConnectionEnds {
+    outgoing: LocalReceiver<Vec<u8>>,
+    permits: Rc<Semaphore>,
+    queued_bytes: Rc<Cell<usize>>,
+    /// The writer tells the reader it wrote a frame (one pending signal is enough).
+    written_sender: LocalSender<()>,
+    written: LocalReceiver<()>,
+    stop_reader: LocalReceiver<()>,
+    stop_writer: LocalReceiver<()>,
 }
 
 /// The request side of one shard.
@@ -515,10 +542,14 @@ impl Requests {
         if frame::encode(&mut frame_bytes, &payload).is_err() {
             return;
         }
+        let queued_bytes = state.queued_bytes.get() + frame_bytes.len();
         if state.frames.try_send(frame_bytes).is_err() {
-            // A client that does not read its replies loses its connection.
+            // A client that does not read its replies loses its connection: dropping it
+            // stops its tasks, which close the socket.
             self.connections.remove(&connection);
+            return;
         }
+        state.queued_bytes.set(queued_bytes);
     }
 
     /// Times out requests forwarded to a shard that never answered.
@@ -556,17 +587,35 @@ impl Requests {
         }
     }
 
-    fn register(
-        &mut self,
-        frames: LocalSender<Vec<u8>>,
-        permits: Rc<Semaphore>,
-    ) -> Option<ConnectionId> {
+    fn register(&mut self) -> Option<(ConnectionId, ConnectionEnds)> {
         if !self.accepting || self.connections.len() >= CONNECTIONS_MAX {
             return None;
         }
+        let (frames, outgoing) = local_channel::new_bounded(CONNECTION_FRAMES_QUEUED_MAX);
+        let (stop_reader_sender, stop_reader) = local_channel::new_bounded(1);
+        let (stop_writer_sender, stop_writer) = local_channel::new_bounded(1);
+        let (written_sender, written) = local_channel::new_bounded(1);
+        let permits = Rc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));
+        let queued_bytes = Rc::new(Cell::new(0));
         let id = self.next_id();
-        self.connections.insert(id, Connection { frames, permits });
-        Some(id)
+        let connection = Connection {
+            frames,
+            permits: permits.clone(),
+            queued_bytes: queued_bytes.clone(),
+            _stop_reader: stop_reader_sender,
+            _stop_writer: stop_writer_sender,
+        };
+        self.connections.insert(id, connection);
+        let ends = ConnectionEnds {
+            outgoing,
+            permits,
+            queued_bytes,
+            written_sender,
+            written,
+            stop_reader,
+            stop_writer,
+        };
+        Some((id, ends))
     }
 
     fn unregister(&mut self, connection: ConnectionId) {
@@ -729,23 +778,52 @@ pub fn start_client_listener(shard: Rc<RefCell<Shard>>) -> std::io::Result<JoinH
             let Ok(stream) = listener.accept().await else {
                 continue;
             };
-            let (frames, outgoing) = local_channel::new_bounded(CONNECTION_FRAMES_QUEUED_MAX);
-            let permits = Rc::new(Semaphore::new(CONNECTION_REQUESTS_IN_FLIGHT_MAX));
-            let Some(connection) = shard
-                .borrow_mut()
-                .requests
-                .register(frames, permits.clone())
-            else {
+            let Some((connection, ends)) = shard.borrow_mut().requests.register() else {
                 continue;
             };
+            let ConnectionEnds {
+                outgoing,
+                permits,
+                queued_bytes,
+                written_sender,
+                written,
+                stop_reader,
+                stop_writer,
+            } = ends;
             let _ = stream.set_nodelay(true);
+            if stream
+                .set_write_timeout(Some(CONNECTION_WRITE_TIMEOUT))
+                .is_err()
+            {
+                shard.borrow_mut().requests.unregister(connection);
+                continue;
+            }
             let (mut reader, mut writer) = futures_lite::io::split(stream);
-            glommio::spawn_local(async move { write_replies(&outgoing, &mut writer).await })
-                .detach();
+            // Each task ends when its connection is dropped (the client closed, broke the
+            // protocol, or stopped reading), wherever it is waiting; the socket closes once
+            // both halves are gone.
+            let writer_shard = shard.clone();
+            let writer_queued_bytes = queued_bytes.clone();
+            glommio::spawn_local(async move {
+                let progress = WriteProgress {
+                    queued_bytes: &writer_queued_bytes,
+                    written: &written_sender,
+                };
+                let write = write_replies(&outgoing, &mut writer, &progress);
+                futures_lite::future::or(stopped(&stop_writer), write).await;
+                // A failed or stalled write ends the connection, reader included.
+                writer_shard.borrow_mut().requests.unregister(connection);
+            })
+            .detach();
             let events = shard.borrow().events.clone();
             let shard = shard.clone();
             glommio::spawn_local(async move {
-                read_requests(connection, &mut reader, &events, &permits, &shard).await;
+                let room = ReplyRoom {
+                    queued_bytes: &queued_bytes,
+                    written: &written,
+                };
+                let read = read_requests(connection, &mut reader, &events, &permits, &room, &shard);
+                futures_lite::future::or(stopped(&stop_reader), read).await;
                 shard.borrow_mut().requests.unregister(connection);
             })
             .detach();
@@ -762,6 +840,7 @@ pub fn start_client_listener(shard: Rc<RefCell<Shard>>) -> std::io::Result<JoinH
 async fn write_replies(
     outgoing: &LocalReceiver<Vec<u8>>,
     writer: &mut (impl futures_lite::AsyncWrite + Unpin),
+    progress: &WriteProgress<'_>,
 ) {
     let mut batch: Vec<u8> = Vec::with_capacity(REPLY_WRITE_BYTES_MAX);
     while let Some(frame) = outgoing.recv().await {
@@ -777,7 +856,51 @@ async fn write_replies(
         if writer.write_all(&batch).await.is_err() {
             return;
         }
+        progress.wrote(batch.len());
     }
+}
+
+/// The writer's side of a connection's reply accounting.
+#[derive(Debug)]
+struct WriteProgress<'a> {
+    queued_bytes: &'a Cell<usize>,
+    written: &'a LocalSender<()>,
+}
+
+impl WriteProgress<'_> {
+    /// Frames of `bytes` left for the socket: room for the reader (one pending signal is
+    /// enough to wake it).
+    fn wrote(&self, bytes: usize) {
+        self.queued_bytes
+            .set(self.queued_bytes.get().saturating_sub(bytes));
+        let _ = self.written.try_send(());
+    }
+}
+
+/// What a connection's reader checks before it takes another request: room among the
+/// replies waiting for the socket.
+#[derive(Debug)]
+struct ReplyRoom<'a> {
+    queued_bytes: &'a Cell<usize>,
+    written: &'a LocalReceiver<()>,
+}
+
+impl ReplyRoom<'_> {
+    /// Waits until the queued replies are within [`CONNECTION_QUEUED_BYTES_MAX`]; false
+    /// when the writer is gone.
+    async fn wait(&self) -> bool {
+        while self.queued_bytes.get() > CONNECTION_QUEUED_BYTES_MAX {
+            if self.written.recv().await.is_none() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Resolves once the connection that holds the other end of `stop` is dropped.
+async fn stopped(stop: &LocalReceiver<()>) {
+    while stop.recv().await.is_some() {}
 }
 
 /// Reads frames from one connection until it closes or misbehaves.
@@ -786,6 +909,7 @@ async fn read_requests(
     reader: &mut (impl futures_lite::AsyncRead + Unpin),
     events: &Rc<LocalSender<Event>>,
     permits: &Rc<Semaphore>,
+    room: &ReplyRoom<'_>,
     shard: &Rc<RefCell<Shard>>,
 ) {
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
@@ -802,7 +926,7 @@ async fn read_requests(
             buffer.drain(..consumed);
             match decoded {
                 Ok(request) => {
-                    if permits.acquire(1).await.is_err() {
+                    if !room.wait().await || permits.acquire(1).await.is_err() {
                         return;
                     }
                     let event = Event::Client(ClientRequest {
