@@ -73,6 +73,9 @@ pub enum RequestKind {
     Kv {
         command: kv::Command,
         serializable: bool,
+        /// Only this group (see the schema's `Request.group`); `None`: the whole
+        /// keyspace, split by the serving node where the op spans groups.
+        group: Option<u64>,
     },
     /// The answering node's state and the state of its groups.
     Status,
@@ -604,10 +607,11 @@ pub fn encode_request<'a>(
     request: &ApiRequest,
 ) -> &'a [u8] {
     builder.reset();
-    let (client_id, seq, serializable, op_type, op) = match &request.kind {
+    let (client_id, seq, serializable, group, op_type, op) = match &request.kind {
         RequestKind::Kv {
             command,
             serializable,
+            group,
         } => {
             let (op_type, op) = match &command.op {
                 kv::Op::Put(put) => (proto::Op::PutRequest, encode_put_request(builder, put)),
@@ -625,7 +629,14 @@ pub fn encode_request<'a>(
                 ),
                 kv::Op::Txn(txn) => (proto::Op::TxnRequest, encode_txn_request(builder, txn)),
             };
-            (command.client_id, command.seq, *serializable, op_type, op)
+            (
+                command.client_id,
+                command.seq,
+                *serializable,
+                *group,
+                op_type,
+                op,
+            )
         }
         RequestKind::Status => {
             let status = proto::StatusRequest::create(builder, &proto::StatusRequestArgs {});
@@ -633,6 +644,7 @@ pub fn encode_request<'a>(
                 0,
                 0,
                 false,
+                None,
                 proto::Op::StatusRequest,
                 status.as_union_value(),
             )
@@ -647,6 +659,7 @@ pub fn encode_request<'a>(
             serializable,
             op_type,
             op: Some(op),
+            group,
         },
     );
     builder.finish_minimal(root);
@@ -886,6 +899,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
                 op,
             },
             serializable,
+            group: request.group(),
         },
     })
 }
@@ -1421,6 +1435,7 @@ mod tests {
                     op,
                 },
                 serializable,
+                group: None,
             },
         }
     }
@@ -1743,6 +1758,20 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    // A request scoped to one group keeps its group through the encoding, and one without
+    // stays unscoped (group 0 is a real group, not "none").
+    #[test]
+    fn group_scope_round_trips() {
+        for group in [None, Some(0), Some(5), Some(u64::MAX)] {
+            let mut request = kv_request(9, kv::Op::Put(put("k", "v")), false);
+            if let RequestKind::Kv { group: scope, .. } = &mut request.kind {
+                *scope = group;
+            }
+            let decoded = decode_request(&request_to_bytes(&request)).unwrap();
+            assert_eq!(decoded, request, "group {group:?}");
+        }
     }
 
     // Every result kind and every error code, with and without a leader hint, decodes to

@@ -1252,6 +1252,7 @@ mod tests {
                 serializable: false,
                 op_type,
                 op: Some(op),
+                group: None,
             },
         );
         builder.finish_minimal(root);

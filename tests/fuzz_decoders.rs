@@ -440,6 +440,7 @@ fn random_request(rng: &mut Rng) -> Vec<u8> {
         serializable: rng.coin(),
         op_type,
         op: Some(op),
+        group: rng.coin().then(|| rng.number()),
     };
     let root = proto::Request::create(builder, &args);
     builder.finish_minimal(root);

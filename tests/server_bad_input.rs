@@ -92,6 +92,7 @@ fn kv_request(request_id: u64, op: kv::Op) -> ApiRequest {
                 op,
             },
             serializable: false,
+            group: None,
         },
     }
 }
@@ -425,6 +426,29 @@ fn invalid_commands_get_typed_errors() {
             }),
         ),
         ErrorCode::TxnSpansGroups,
+    );
+    let scoped = |request_id: u64, op: kv::Op, group: u64| {
+        let mut request = kv_request(request_id, op);
+        if let RequestKind::Kv { group: scope, .. } = &mut request.kind {
+            *scope = Some(group);
+        }
+        request
+    };
+    assert_refused(
+        &cluster,
+        "a request scoped to a group that does not exist",
+        &scoped(27, put(first.clone(), b"v".to_vec()), GROUPS),
+        ErrorCode::InvalidRequest,
+    );
+    assert_refused(
+        &cluster,
+        "a put scoped to another group than its key's",
+        &scoped(
+            28,
+            put(first.clone(), b"v".to_vec()),
+            group_of(&second, GROUPS),
+        ),
+        ErrorCode::InvalidRequest,
     );
     // None of the refused writes left a trace.
     let client = cluster.client_of(1);

@@ -215,6 +215,7 @@ fn linearizable_read_on(
                 op: kv::Op::Range(RangeRequest::get(key)),
             },
             serializable: false,
+            group: None,
         },
     };
     let response = raw_call(&cluster.endpoint(id), &request).map_err(|error| error.to_string())?;

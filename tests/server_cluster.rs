@@ -68,6 +68,7 @@ fn writes_and_reads_through_every_node(cluster: &TestCluster) {
                     op: kv::Op::Range(RangeRequest::get(b"node/0/0")),
                 },
                 serializable: false,
+                group: None,
             },
         };
         let response = raw_call(&cluster.endpoint(id), &request).expect("node answers");
@@ -109,6 +110,7 @@ fn follower_hints_the_leader(cluster: &TestCluster) {
                 }),
             },
             serializable: false,
+            group: None,
         },
     };
     let response = raw_call(&cluster.endpoint(follower), &request).expect("node answers");

@@ -612,6 +612,7 @@ impl Client {
             kind: RequestKind::Kv {
                 command: Command { client_id, seq, op },
                 serializable,
+                group: None,
             },
         };
         // The current (client id, seq) may have reached a server: its outcome is open.

@@ -2876,6 +2876,7 @@ impl<'a> Request<'a> {
   pub const VT_SERIALIZABLE: ::flatbuffers::VOffsetT = 10;
   pub const VT_OP_TYPE: ::flatbuffers::VOffsetT = 12;
   pub const VT_OP: ::flatbuffers::VOffsetT = 14;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2887,6 +2888,7 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs
   ) -> ::flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
+    if let Some(x) = args.group { builder.add_group(x); }
     builder.add_seq(args.seq);
     builder.add_client_id(args.client_id);
     builder.add_request_id(args.request_id);
@@ -2947,6 +2949,18 @@ impl<'a> Request<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Request::VT_OP, None).unwrap()}
+  }
+  /// Run the op on this one group only (0-based, below the cluster's group count).
+  /// Without it, a range or range delete covers every group and the serving node splits
+  /// it; with it, the client splits the keyspace itself and sends each group's part to
+  /// that group's leader, which is how a range delete reaches groups led by different
+  /// nodes. A single-key op or a txn whose keys are not in this group is refused.
+  #[inline]
+  pub fn group(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Request::VT_GROUP, None)}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -3145,6 +3159,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           _ => Ok(()),
         }
      })?
+     .visit_field::<u64>("group", Self::VT_GROUP, false)?
      .finish();
     Ok(())
   }
@@ -3156,6 +3171,7 @@ pub struct RequestArgs {
     pub serializable: bool,
     pub op_type: Op,
     pub op: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub group: Option<u64>,
 }
 impl<'a> Default for RequestArgs {
   #[inline]
@@ -3167,6 +3183,7 @@ impl<'a> Default for RequestArgs {
       serializable: false,
       op_type: Op::NONE,
       op: None, // required field
+      group: None,
     }
   }
 }
@@ -3199,6 +3216,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_op(&mut self, op: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Request::VT_OP, op);
+  }
+  #[inline]
+  pub fn add_group(&mut self, group: u64) {
+    self.fbb_.push_slot_always::<u64>(Request::VT_GROUP, group);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestBuilder<'a, 'b, A> {
@@ -3314,6 +3335,7 @@ impl ::core::fmt::Debug for Request<'_> {
           ds.field("op", &x)
         },
       };
+      ds.field("group", &self.group());
       ds.finish()
   }
 }

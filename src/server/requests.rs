@@ -199,7 +199,13 @@ impl Requests {
             RequestKind::Kv {
                 command,
                 serializable,
+                group: None,
             } => self.route(origin, command, serializable, raft, mesh),
+            RequestKind::Kv {
+                command,
+                serializable,
+                group: Some(group),
+            } => self.route_to_group(origin, group, command, serializable, raft, mesh),
             RequestKind::Status => self.start_status(origin, raft, mesh),
         }
     }
@@ -264,6 +270,34 @@ impl Requests {
         }
     }
 
+    /// Sends `command` to the one group the client named: its ranges cover that group's
+    /// keys only, and every single key it names must belong to the group.
+    fn route_to_group(
+        &mut self,
+        origin: Origin,
+        group: GroupId,
+        command: Command,
+        serializable: bool,
+        raft: &mut MultiRaft,
+        mesh: &MeshSenders,
+    ) {
+        let groups = self.config.groups;
+        let refusal = if group >= groups {
+            Some(format!("group {group} does not exist ({groups} groups)"))
+        } else if !single_keys_in_group(&command.op, group, groups) {
+            Some(format!("the request names a key outside group {group}"))
+        } else {
+            None
+        };
+        match refusal {
+            Some(message) => {
+                let error = ApiError::new(ErrorCode::InvalidRequest, &message);
+                self.answer(origin, Err(error), mesh);
+            }
+            None => self.send_to_group(origin, group, command, serializable, raft, mesh),
+        }
+    }
+
     /// Runs `command` on `group` here, or forwards it to the shard that owns the group.
     fn send_to_group(
         &mut self,
@@ -285,6 +319,8 @@ impl Requests {
             kind: RequestKind::Kv {
                 command,
                 serializable,
+                // The mesh message names the group.
+                group: None,
             },
         };
         let bytes = api::encode_request(&mut self.builder, &request).to_vec();
@@ -341,6 +377,7 @@ impl Requests {
                         RequestKind::Kv {
                             command,
                             serializable,
+                            ..
                         },
                     ..
                 }) => {
@@ -682,6 +719,29 @@ fn single_group(op: &Op, groups: u64) -> Option<GroupId> {
     keys.iter()
         .all(|key| group_of(key, groups) == first)
         .then_some(first)
+}
+
+/// Whether every key `op` names on its own (not as the start of a range) belongs to
+/// `group`: a group-scoped op may range over its group's keys, but a single key of
+/// another group would be a write or read the group does not own.
+fn single_keys_in_group(op: &Op, group: GroupId, groups: u64) -> bool {
+    let in_group = |key: &[u8]| group_of(key, groups) == group;
+    let txn_op_fits = |op: &TxnOp| match op {
+        TxnOp::Range(range) => !range.range_end.is_empty() || in_group(&range.key),
+        TxnOp::Put(put) => in_group(&put.key),
+        TxnOp::Delete(delete) => !delete.range_end.is_empty() || in_group(&delete.key),
+        TxnOp::Append(append) => in_group(&append.key),
+    };
+    match op {
+        Op::Range(range) => !range.range_end.is_empty() || in_group(&range.key),
+        Op::Delete(delete) => !delete.range_end.is_empty() || in_group(&delete.key),
+        Op::Put(put) => in_group(&put.key),
+        Op::Append(append) => in_group(&append.key),
+        Op::Txn(txn) => {
+            txn.compares.iter().all(|compare| in_group(&compare.key))
+                && txn.success.iter().chain(&txn.failure).all(txn_op_fits)
+        }
+    }
 }
 
 /// One answer from the answers of every group.

@@ -411,6 +411,7 @@ impl TestCluster {
                     op: kv::Op::Range(RangeRequest::get(key)),
                 },
                 serializable: true,
+                group: None,
             },
         };
         let response = raw_call(&self.endpoint(id), &request).expect("node answers");
