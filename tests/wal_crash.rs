@@ -778,5 +778,6 @@ fn fatal_stops_the_process_with_its_exit_code() {
         .output()
         .expect("child runs");
     assert_eq!(output.status.code(), Some(corekv::wal::FATAL_EXIT_CODE));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("fatal write-ahead log error"));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("fatal storage failure, stopping: write-ahead log error"));
 }

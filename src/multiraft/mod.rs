@@ -435,71 +435,11 @@ impl MultiRaft {
         let mut out = ShardReady::default();
         let compact_entries = self.config.compact_entries;
         for (&id, group) in self.groups.iter_mut() {
-            if !group.raft.has_ready() {
-                if group.snapshot_requested {
-                    if let Some(snapshot) = maybe_compact(group, compact_entries) {
-                        out.snapshots.push(GroupSnapshot {
-                            group: id,
-                            snapshot,
-                        });
-                    }
-                }
-                continue;
+            if group.raft.has_ready() {
+                group_ready(id, group, &mut out);
             }
-            let ready = group.raft.ready();
-            out.token.numbers.push((id, ready.number));
-            if let Some(soft) = ready.soft_state {
-                if soft.role != Role::Leader {
-                    // The outcome of what this replica proposed is now unknown to it.
-                    for proposal in group.proposals.drain(..) {
-                        out.replies
-                            .push((proposal.request, Err(ClientError::OutcomeUnknown)));
-                    }
-                }
-            }
-            if ready.must_persist() {
-                out.writes.push(GroupWrite {
-                    group: id,
-                    snapshot: ready.snapshot.clone(),
-                    entries: ready.entries,
-                    hard_state: ready.hard_state,
-                });
-            }
-            out.messages
-                .extend(ready.messages.into_iter().map(|message| (id, message)));
-            out.persisted_messages.extend(
-                ready
-                    .persisted_messages
-                    .into_iter()
-                    .map(|message| (id, message)),
-            );
-            if let Some(snapshot) = &ready.snapshot {
-                group.store = restore_store(id, &snapshot.data);
-                for proposal in group.proposals.drain(..) {
-                    out.replies
-                        .push((proposal.request, Err(ClientError::OutcomeUnknown)));
-                }
-            }
-            for entry in &ready.committed_entries {
-                apply_entry(group, entry, &mut out.replies);
-            }
-            for read in ready.read_states {
-                if let Some((op, deadline)) = group.reads_waiting.remove(&read.context) {
-                    group.reads_deadlines.remove(&(deadline, read.context));
-                    group.reads_ready.push_back((read.index, read.context, op));
-                }
-            }
-            for context in ready.failed_reads {
-                if let Some((_, deadline)) = group.reads_waiting.remove(&context) {
-                    group.reads_deadlines.remove(&(deadline, context));
-                    let error = ClientError::NotLeader {
-                        group: id,
-                        leader: group.raft.leader(),
-                    };
-                    out.replies.push((context, Err(error)));
-                }
-            }
-            serve_reads(group, &mut out.replies);
+            // After applying (or on request, for an idle group whose old entries pin WAL
+            // segments): a snapshot that lets the log be compacted.
             if let Some(snapshot) = maybe_compact(group, compact_entries) {
                 out.snapshots.push(GroupSnapshot {
                     group: id,
@@ -519,6 +459,65 @@ impl MultiRaft {
             }
         }
     }
+}
+
+/// Takes one group's Ready into `out`: what to persist and send, then applies what
+/// committed and serves the reads that became ready.
+fn group_ready(id: GroupId, group: &mut Group, out: &mut ShardReady) {
+    let ready = group.raft.ready();
+    out.token.numbers.push((id, ready.number));
+    if let Some(soft) = ready.soft_state {
+        if soft.role != Role::Leader {
+            // The outcome of what this replica proposed is now unknown to it.
+            for proposal in group.proposals.drain(..) {
+                out.replies
+                    .push((proposal.request, Err(ClientError::OutcomeUnknown)));
+            }
+        }
+    }
+    if ready.must_persist() {
+        out.writes.push(GroupWrite {
+            group: id,
+            snapshot: ready.snapshot.clone(),
+            entries: ready.entries,
+            hard_state: ready.hard_state,
+        });
+    }
+    out.messages
+        .extend(ready.messages.into_iter().map(|message| (id, message)));
+    out.persisted_messages.extend(
+        ready
+            .persisted_messages
+            .into_iter()
+            .map(|message| (id, message)),
+    );
+    if let Some(snapshot) = &ready.snapshot {
+        group.store = restore_store(id, &snapshot.data);
+        for proposal in group.proposals.drain(..) {
+            out.replies
+                .push((proposal.request, Err(ClientError::OutcomeUnknown)));
+        }
+    }
+    for entry in &ready.committed_entries {
+        apply_entry(group, entry, &mut out.replies);
+    }
+    for read in ready.read_states {
+        if let Some((op, deadline)) = group.reads_waiting.remove(&read.context) {
+            group.reads_deadlines.remove(&(deadline, read.context));
+            group.reads_ready.push_back((read.index, read.context, op));
+        }
+    }
+    for context in ready.failed_reads {
+        if let Some((_, deadline)) = group.reads_waiting.remove(&context) {
+            group.reads_deadlines.remove(&(deadline, context));
+            let error = ClientError::NotLeader {
+                group: id,
+                leader: group.raft.leader(),
+            };
+            out.replies.push((context, Err(error)));
+        }
+    }
+    serve_reads(group, &mut out.replies);
 }
 
 fn restore_store(group: GroupId, data: &[u8]) -> Store {

@@ -7,6 +7,7 @@
 //! | [`meta`]      | the data directory's identity (cluster, node, groups, shards)     |
 //! | [`storage`]   | Raft writes to WAL records, recovery to group start states        |
 //! | [`shard`]     | a shard's event loop and turn                                     |
+//! | [`snapshots`] | snapshot files written off the loop, then their WAL compactions   |
 //! | [`requests`]  | client connections, routing, forwarding across shards, replies    |
 //! | [`mesh`]      | the messages shards exchange                                      |
 
@@ -15,6 +16,7 @@ pub mod mesh;
 pub mod meta;
 pub mod requests;
 pub mod shard;
+pub mod snapshots;
 pub mod storage;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,6 @@
 //! executor); state is shared between the shard's tasks through `Rc<RefCell<..>>`.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use glommio::timer::Timer;
 use super::config::ServerConfig;
 use super::mesh::{MeshEnds, MeshMessage, MeshSenders};
 use super::requests::Requests;
+use super::snapshots::SnapshotFiles;
 use super::storage;
 use crate::codec::PeerBatch;
 use crate::keyspace::shard_of;
@@ -50,6 +50,12 @@ pub enum Event {
         token: PersistToken,
         messages: Vec<(GroupId, Message)>,
     },
+    /// The snapshot file of a local snapshot is durable (see [`super::snapshots`]).
+    SnapshotWritten {
+        group: GroupId,
+        index: u64,
+        term: u64,
+    },
     Tick,
 }
 
@@ -63,7 +69,7 @@ pub struct Shard {
     pub requests: Requests,
     pub mesh: MeshSenders,
     pub events: Rc<LocalSender<Event>>,
-    pub shard_dir: PathBuf,
+    pub snapshots: SnapshotFiles,
     last_ticket: Option<Ticket>,
     ticks: u64,
     shutdown_started_tick: Option<u64>,
@@ -141,7 +147,7 @@ pub async fn run_shard(
         requests,
         mesh: mesh_senders,
         events: events.clone(),
-        shard_dir,
+        snapshots: SnapshotFiles::new(shard_dir),
         last_ticket: None,
         ticks: 0,
         shutdown_started_tick: None,
@@ -288,39 +294,52 @@ impl Shard {
                     // The WAL deletes a segment only once no group needs it; a group
                     // whose old entries keep segments alive snapshots now.
                     for group in self.wal.groups_to_snapshot() {
-                        self.raft.request_snapshot(group);
+                        if !self.snapshots.is_pending(group) {
+                            self.raft.request_snapshot(group);
+                        }
                     }
                 }
                 self.requests.on_tick(self.ticks, &self.mesh);
+            }
+            Event::SnapshotWritten { group, index, term } => {
+                self.snapshots.on_written(group, index, term, &self.wal);
+                self.snapshots.start_next(&self.events);
             }
         }
     }
 
     /// One turn: persist, send, apply, answer.
     async fn turn(shard: &Rc<RefCell<Shard>>) {
-        let (records, token, persisted_messages) = {
+        let (ready, installs) = {
             let mut this = shard.borrow_mut();
-            if !this.raft.has_ready() {
+            if !this.raft.has_ready() && !this.snapshots.has_compactions() {
                 return;
             }
             let ready = this.raft.ready();
-            // Snapshot files first: the WAL records written below point at them.
-            for write in &ready.writes {
-                if let Some(snapshot) = &write.snapshot {
-                    this.write_snapshot(write.group, snapshot);
-                }
+            let installs: Vec<(GroupId, raft::Snapshot)> = ready
+                .writes
+                .iter()
+                .filter_map(|write| Some((write.group, write.snapshot.clone()?)))
+                .collect();
+            (ready, installs)
+        };
+        // Installed snapshots' files first: the WAL records written below point at them.
+        if !installs.is_empty() {
+            let groups: Vec<GroupId> = installs.iter().map(|(group, _)| *group).collect();
+            let writer = shard.borrow_mut().snapshots.prepare_install(&groups);
+            writer.write_installed(installs).await;
+        }
+        let (records, token, persisted_messages) = {
+            let mut this = shard.borrow_mut();
+            // Compactions whose snapshot files became durable go first: they are older
+            // than anything this turn resets.
+            let mut records = this.snapshots.take_compactions();
+            records.extend(storage::records_for(&ready.writes));
+            for taken in ready.snapshots {
+                this.snapshots.queue(taken.group, taken.snapshot);
             }
-            let mut records = storage::records_for(&ready.writes);
-            for taken in &ready.snapshots {
-                this.write_snapshot(taken.group, &taken.snapshot);
-                records.push(wal::Record {
-                    group_id: taken.group,
-                    kind: wal::RecordKind::Compaction {
-                        index: taken.snapshot.meta.index,
-                        term: taken.snapshot.meta.term,
-                    },
-                });
-            }
+            let events = this.events.clone();
+            this.snapshots.start_next(&events);
             for (group, message) in ready.messages {
                 this.transport.send(group, message);
             }
@@ -364,18 +383,6 @@ impl Shard {
         .detach();
     }
 
-    fn write_snapshot(&self, group: GroupId, snapshot: &raft::Snapshot) {
-        // A snapshot that cannot be written is a storage failure like a failed WAL write:
-        // stop, and recover from disk and peers.
-        if let Err(error) = storage::write_snapshot_file(&self.shard_dir, group, snapshot) {
-            eprintln!(
-                "corekv: shard {}: writing the snapshot of group {group}: {error}",
-                self.index
-            );
-            std::process::exit(wal::FATAL_EXIT_CODE);
-        }
-    }
-
     /// Advances a graceful shutdown; true once the shard may stop.
     fn shutdown_step(&mut self) -> bool {
         let started = *self.shutdown_started_tick.get_or_insert_with(|| {
@@ -405,10 +412,15 @@ impl Shard {
     }
 
     async fn drain_wal(shard: &Rc<RefCell<Shard>>) {
-        let (wal, ticket) = {
+        let (wal, ticket, snapshot_writer) = {
             let this = shard.borrow();
-            (this.wal.clone(), this.last_ticket)
+            (
+                this.wal.clone(),
+                this.last_ticket,
+                this.snapshots.file_writer(),
+            )
         };
+        snapshot_writer.idle().await;
         if let Some(ticket) = ticket {
             if let Err(error) = wal.wait(ticket).await {
                 wal::fatal(&error);

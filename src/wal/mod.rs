@@ -49,7 +49,14 @@ pub const FATAL_EXIT_CODE: i32 = 74;
 /// documented reaction to [`WalError::Fatal`]: the state on disk is whatever the last
 /// successful fdatasync made durable, and restart recovers from there and from peers.
 pub fn fatal(error: &WalError) -> ! {
-    eprintln!("corekv: fatal write-ahead log error, stopping: {error}");
+    fatal_storage(&format!("write-ahead log error: {error}"))
+}
+
+/// Logs a storage failure other than the log's own (a snapshot file that cannot be
+/// written) and ends the process with [`FATAL_EXIT_CODE`], for the same reason as
+/// [`fatal`]: what is on disk stays whatever was made durable, and restart recovers.
+pub fn fatal_storage(what: &str) -> ! {
+    eprintln!("corekv: fatal storage failure, stopping: {what}");
     std::process::exit(FATAL_EXIT_CODE)
 }
 
