@@ -46,7 +46,7 @@
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use thiserror::Error;
 
-use crate::codec::{self, create_bytes, CodecError};
+use crate::codec::{self, create_bytes, create_children, CodecError};
 use crate::kv::{self, KvError, SessionError};
 use crate::multiraft::{self, GroupId};
 use crate::proto;
@@ -540,53 +540,37 @@ fn encode_txn_ops<'b>(
     ops: &[kv::TxnOp],
 ) -> Option<WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<proto::TxnRequestOp<'b>>>>>
 {
-    if ops.is_empty() {
-        return None;
-    }
-    let offsets: Vec<_> = ops
-        .iter()
-        .map(|op| {
-            let (op_type, op) = match op {
-                kv::TxnOp::Put(put) => (proto::TxnOp::PutRequest, encode_put_request(builder, put)),
-                kv::TxnOp::Range(range) => (
-                    proto::TxnOp::RangeRequest,
-                    encode_range_request(builder, range),
-                ),
-                kv::TxnOp::Delete(delete) => (
-                    proto::TxnOp::DeleteRequest,
-                    encode_delete_request(builder, delete),
-                ),
-                kv::TxnOp::Append(append) => (
-                    proto::TxnOp::AppendRequest,
-                    encode_append_request(builder, append),
-                ),
-            };
-            proto::TxnRequestOp::create(
-                builder,
-                &proto::TxnRequestOpArgs {
-                    op_type,
-                    op: Some(op),
-                },
-            )
-        })
-        .collect();
-    Some(builder.create_vector(&offsets))
+    create_children(builder, ops, |builder, op| {
+        let (op_type, op) = match op {
+            kv::TxnOp::Put(put) => (proto::TxnOp::PutRequest, encode_put_request(builder, put)),
+            kv::TxnOp::Range(range) => (
+                proto::TxnOp::RangeRequest,
+                encode_range_request(builder, range),
+            ),
+            kv::TxnOp::Delete(delete) => (
+                proto::TxnOp::DeleteRequest,
+                encode_delete_request(builder, delete),
+            ),
+            kv::TxnOp::Append(append) => (
+                proto::TxnOp::AppendRequest,
+                encode_append_request(builder, append),
+            ),
+        };
+        proto::TxnRequestOp::create(
+            builder,
+            &proto::TxnRequestOpArgs {
+                op_type,
+                op: Some(op),
+            },
+        )
+    })
 }
 
 fn encode_txn_request<'b>(
     builder: &mut FlatBufferBuilder<'b>,
     txn: &kv::TxnRequest,
 ) -> WIPOffset<flatbuffers::UnionWIPOffset> {
-    let compares = if txn.compares.is_empty() {
-        None
-    } else {
-        let offsets: Vec<_> = txn
-            .compares
-            .iter()
-            .map(|compare| encode_compare(builder, compare))
-            .collect();
-        Some(builder.create_vector(&offsets))
-    };
+    let compares = create_children(builder, &txn.compares, encode_compare);
     let success = encode_txn_ops(builder, &txn.success);
     let failure = encode_txn_ops(builder, &txn.failure);
     proto::TxnRequest::create(
@@ -931,14 +915,7 @@ fn encode_key_values<'b>(
     builder: &mut FlatBufferBuilder<'b>,
     key_values: &[kv::KeyValue],
 ) -> Option<WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<proto::KeyValue<'b>>>>> {
-    if key_values.is_empty() {
-        return None;
-    }
-    let offsets: Vec<_> = key_values
-        .iter()
-        .map(|key_value| encode_key_value(builder, key_value))
-        .collect();
-    Some(builder.create_vector(&offsets))
+    create_children(builder, key_values, encode_key_value)
 }
 
 fn encode_put_result<'b>(
@@ -1000,42 +977,33 @@ fn encode_txn_result<'b>(
     builder: &mut FlatBufferBuilder<'b>,
     txn: &kv::TxnResponse,
 ) -> WIPOffset<flatbuffers::UnionWIPOffset> {
-    let responses = if txn.responses.is_empty() {
-        None
-    } else {
-        let offsets: Vec<_> = txn
-            .responses
-            .iter()
-            .map(|response| {
-                let (result_type, result) = match response {
-                    kv::TxnOpResponse::Put(put) => (
-                        proto::TxnOpResult::PutResult,
-                        encode_put_result(builder, put),
-                    ),
-                    kv::TxnOpResponse::Range(range) => (
-                        proto::TxnOpResult::RangeResult,
-                        encode_range_result(builder, range),
-                    ),
-                    kv::TxnOpResponse::Delete(delete) => (
-                        proto::TxnOpResult::DeleteResult,
-                        encode_delete_result(builder, delete),
-                    ),
-                    kv::TxnOpResponse::Append(append) => (
-                        proto::TxnOpResult::AppendResult,
-                        encode_append_result(builder, append),
-                    ),
-                };
-                proto::TxnResponseOp::create(
-                    builder,
-                    &proto::TxnResponseOpArgs {
-                        result_type,
-                        result: Some(result),
-                    },
-                )
-            })
-            .collect();
-        Some(builder.create_vector(&offsets))
-    };
+    let responses = create_children(builder, &txn.responses, |builder, response| {
+        let (result_type, result) = match response {
+            kv::TxnOpResponse::Put(put) => (
+                proto::TxnOpResult::PutResult,
+                encode_put_result(builder, put),
+            ),
+            kv::TxnOpResponse::Range(range) => (
+                proto::TxnOpResult::RangeResult,
+                encode_range_result(builder, range),
+            ),
+            kv::TxnOpResponse::Delete(delete) => (
+                proto::TxnOpResult::DeleteResult,
+                encode_delete_result(builder, delete),
+            ),
+            kv::TxnOpResponse::Append(append) => (
+                proto::TxnOpResult::AppendResult,
+                encode_append_result(builder, append),
+            ),
+        };
+        proto::TxnResponseOp::create(
+            builder,
+            &proto::TxnResponseOpArgs {
+                result_type,
+                result: Some(result),
+            },
+        )
+    });
     proto::TxnResult::create(
         builder,
         &proto::TxnResultArgs {

@@ -142,6 +142,20 @@ pub(crate) fn create_bytes<'b>(
     (!bytes.is_empty()).then(|| builder.create_vector(bytes))
 }
 
+/// Writes one table per item, then the vector of their offsets (FlatBuffers wants
+/// children before their parent); an empty list is an absent field, like empty bytes.
+pub(crate) fn create_children<'b, T, Child>(
+    builder: &mut FlatBufferBuilder<'b>,
+    items: &[T],
+    mut encode: impl FnMut(&mut FlatBufferBuilder<'b>, &T) -> WIPOffset<Child>,
+) -> Option<WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<Child>>>> {
+    if items.is_empty() {
+        return None;
+    }
+    let offsets: Vec<WIPOffset<Child>> = items.iter().map(|item| encode(builder, item)).collect();
+    Some(builder.create_vector(&offsets))
+}
+
 fn create_ids<'b>(
     builder: &mut FlatBufferBuilder<'b>,
     ids: &[NodeId],
@@ -218,18 +232,7 @@ pub fn encode_message<'b>(
         Ok(()),
         "encoding a message that decode would reject: {message:?}"
     );
-    let entries = if message.entries.is_empty() {
-        None
-    } else {
-        // Children are written before their parent: every entry, then the vector of
-        // their offsets.
-        let offsets: Vec<_> = message
-            .entries
-            .iter()
-            .map(|entry| encode_entry(builder, entry))
-            .collect();
-        Some(builder.create_vector(&offsets))
-    };
+    let entries = create_children(builder, &message.entries, encode_entry);
     let snapshot = message
         .snapshot
         .as_ref()
