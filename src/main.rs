@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one corekv node (one executor per shard).
-    Server(corekv::server::ServerArgs),
+    Server(Box<corekv::server::ServerArgs>),
     /// Start a local cluster of server processes on loopback (data under ./corekv-data).
     Cluster(corekv::local_cluster::ClusterArgs),
     /// The client commands (put, get, del, append, scan, txn, status), flattened so that
@@ -32,7 +32,7 @@ fn main() {
     let arguments = Cli::parse();
     let code = match arguments.command {
         Command::Client(command) => cli::run(command),
-        Command::Server(args) => run_server(args),
+        Command::Server(args) => run_server(*args),
         Command::Cluster(args) => match corekv::local_cluster::run(args) {
             Ok(()) => 0,
             Err(error) => {

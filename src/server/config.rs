@@ -71,6 +71,11 @@ pub struct ServerArgs {
     /// Pin each shard to a CPU (off when several nodes share one machine).
     #[arg(long)]
     pub pin: Option<bool>,
+    /// Microseconds an idle shard spins before it sleeps: a message between shards then
+    /// arrives in ~20 µs instead of ~135 µs, at the price of that CPU time. 0 suits
+    /// several nodes sharing few cores.
+    #[arg(long)]
+    pub idle_spin_micros: Option<u64>,
 }
 
 impl ServerArgs {
@@ -102,6 +107,7 @@ impl ServerArgs {
             wal_segment_bytes: self.wal_segment_bytes.or(file.wal_segment_bytes),
             initial_cluster_token: self.initial_cluster_token.or(file.initial_cluster_token),
             pin: self.pin.or(file.pin),
+            idle_spin_micros: self.idle_spin_micros.or(file.idle_spin_micros),
         })
     }
 }
@@ -132,7 +138,14 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     pub cluster_id: u64,
     pub pin: bool,
+    pub idle_spin: Duration,
 }
+
+/// How long an idle shard spins before it parks unless `--idle-spin-micros` says
+/// otherwise (the environment notes measured cross-shard latency with this value).
+pub const IDLE_SPIN_DEFAULT: Duration = Duration::from_micros(100);
+/// Longer spins only burn CPU: past a tick, the loop has work anyway.
+pub const IDLE_SPIN_MICROS_MAX: u64 = 10_000;
 
 /// Groups of a new cluster when not given.
 pub const GROUPS_DEFAULT: u64 = 64;
@@ -218,6 +231,9 @@ impl ServerConfig {
             wal_segment_bytes,
             cluster_id,
             pin: args.pin.unwrap_or(false),
+            idle_spin: args.idle_spin_micros.map_or(IDLE_SPIN_DEFAULT, |micros| {
+                Duration::from_micros(micros.min(IDLE_SPIN_MICROS_MAX))
+            }),
         })
     }
 

@@ -31,10 +31,6 @@ pub use config::{ServerArgs, ServerConfig};
 /// nodes fit on one machine under a default `ulimit -l` for root; the systemd unit sets
 /// `LimitMEMLOCK=` for more.
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
-/// How long an idle executor spins before it parks (cross-shard latency ~20 µs instead
-/// of ~135 µs; see the environment notes).
-pub const EXECUTOR_SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
-
 /// The executors' preemption timer. glommio 0.9 can park an executor for good when its
 /// preemption timer fires while the thread is descheduled (a loaded machine): the run loop
 /// then takes "preempted before running anything" for "nothing to run" and sleeps in
@@ -77,7 +73,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-            .spin_before_park(EXECUTOR_SPIN_BEFORE_PARK)
+            .spin_before_park(config.idle_spin)
             .preempt_timer(EXECUTOR_PREEMPT_TIMER)
             .spawn(move || async move {
                 let result = shard::run_shard(index, config, mesh, shutdown.clone()).await;
