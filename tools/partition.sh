@@ -34,6 +34,9 @@ verify_timeout="10s"             # --verify-timeout: the CLI's --timeout for fin
 verify_gets_per_node=600         # --verify-gets: serializable gets per node (0: every key)
 groups=8                         # --groups: Raft groups of the cluster
 shards=1                         # --shards: shards per node
+snapshot_entries=100             # --snapshot-entries: applied entries between snapshots,
+                                 # small so that a node that falls behind is caught up
+                                 # from a snapshot, not only from the log
 log_tail_lines=40                # --log-lines: lines of each node log printed on failure
 keep_run_dir=0                   # --keep: keep data and logs even when the run passes
 binary=""                        # --binary: corekv executable (default: target/release)
@@ -85,6 +88,7 @@ Options (defaults in brackets):
   --verify-gets N          serializable gets per node, 0 for every key [${verify_gets_per_node}]
   --groups N               Raft groups [${groups}]
   --shards N               shards per node [${shards}]
+  --snapshot-entries N     applied entries between a group's snapshots [${snapshot_entries}]
   --log-lines N            node log lines printed on failure [${log_tail_lines}]
   --binary PATH            corekv executable [target/release/corekv, built if missing]
   --keep                   keep the run directory (data, logs, histories) on success
@@ -127,6 +131,7 @@ while [[ $# -gt 0 ]]; do
         --verify-gets) verify_gets_per_node="$value" ;;
         --groups) groups="$value" ;;
         --shards) shards="$value" ;;
+        --snapshot-entries) snapshot_entries="$value" ;;
         --log-lines) log_tail_lines="$value" ;;
         --binary) binary="$value" ;;
         *) die_usage "unknown flag $flag" ;;
@@ -141,7 +146,7 @@ if [[ -z "$seed" ]]; then
 fi
 is_count "$seed" || die_usage "--seed must be a non-negative integer"
 for pair in "rounds:$rounds" "duration:$duration_seconds" "groups:$groups" \
-    "shards:$shards" "verify-gets:$verify_gets_per_node" "log-lines:$log_tail_lines" \
+    "shards:$shards" "snapshot-entries:$snapshot_entries" "verify-gets:$verify_gets_per_node" "log-lines:$log_tail_lines" \
     "startup-seconds:$startup_seconds" "converge-seconds:$converge_seconds" \
     "loss-percent:$loss_percent"; do
     is_count "${pair#*:}" || die_usage "--${pair%%:*} must be a non-negative integer"
@@ -152,7 +157,8 @@ for pair in "fault-seconds:$fault_seconds" "heal-seconds:$heal_seconds" \
     is_seconds "${pair#*:}" || die_usage "--${pair%%:*} must be a number of seconds"
 done
 (( rounds >= 1 )) || die_usage "--rounds must be at least 1"
-(( groups >= 1 && shards >= 1 )) || die_usage "--groups and --shards must be at least 1"
+(( groups >= 1 && shards >= 1 && snapshot_entries >= 1 )) ||
+    die_usage "--groups, --shards and --snapshot-entries must be at least 1"
 (( loss_percent <= 100 )) || die_usage "--loss-percent must be 0..100"
 IFS=',' read -r -a fault_list <<<"$faults"
 (( ${#fault_list[@]} > 0 )) || die_usage "--faults names no fault"
@@ -307,6 +313,7 @@ fi
 
 replay_flags="--rounds $rounds --duration $duration_seconds --faults $faults"
 replay_flags+=" --fault-seconds $fault_seconds --heal-seconds $heal_seconds"
+replay_flags+=" --groups $groups --shards $shards --snapshot-entries $snapshot_entries"
 
 run_dir="$(mktemp -d /tmp/corekv-partition.XXXXXX)"
 echo "phase 0" >"$run_dir/phase"
@@ -314,11 +321,12 @@ echo "phase 0" >"$run_dir/phase"
 : >"$run_dir/acked.tsv"
 : >"$run_dir/reads.tsv"
 : >"$run_dir/windows.tsv"
+: >"$run_dir/availability.txt"
 key_prefix="p${seed}/"
 RANDOM=$seed
 
 log "seed $seed; run directory $run_dir"
-log "corekv $binary; $groups groups, $shards shard(s) per node"
+log "corekv $binary; $groups groups, $shards shard(s) per node, a snapshot every $snapshot_entries entries"
 
 # Leftovers of a run that could not clean up (we hold the lock, so they are stale).
 for (( node = 1; node <= node_count; node++ )); do
@@ -361,6 +369,7 @@ start_server() {
         --data-dir "$run_dir/data-$node" \
         --groups "$groups" \
         --shards "$shards" \
+        --snapshot-entries "$snapshot_entries" \
         </dev/null >>"$run_dir/node-$node.log" 2>&1 &
     # `ip netns exec` replaces itself with the server, so this is the server's pid.
     server_pids[node]=$!
@@ -426,6 +435,19 @@ busiest_leader() {
         END {
             best = ""; for (n in count) if (best == "" || count[n] > count[best] || (count[n] == count[best] && n + 0 < best + 0)) best = n
             if (best != "") print best " " count[best]
+        }'
+}
+
+# From a status, how many groups some answering node reports itself leader of, and how
+# many groups each node leads: "covered 8 of 8 groups; leaders n1=3 n3=5".
+leader_coverage() {
+    awk -v groups="$groups" '
+        /^GROUP / { section = 1; next }
+        section && NF == 10 && $3 == "leader" { led[$1] = 1; count[$2]++ }
+        END {
+            covered = 0; for (g in led) covered++
+            text = ""; for (n = 1; n <= 9; n++) if (n in count) text = text " n" n "=" count[n]
+            printf "covered %d of %d groups; leaders%s\n", covered, groups, (text == "" ? " none" : text)
         }'
 }
 
@@ -646,8 +668,27 @@ fault_kill() {
     sleep "$remaining_seconds"
 }
 
+# At the end of a fault: what the answering nodes say about leadership, kept in the run
+# directory. During an isolation the isolated node cannot answer, so every group must
+# show a leader among the others: the majority elected one within the fault.
+record_fault_end() {
+    local status_text coverage covered
+    status_text="$(cluster_status || true)"
+    echo "$status_text" >"$run_dir/status-window-$window_index.txt"
+    coverage="$(leader_coverage <<<"$status_text")"
+    log "FAULT $window_index: at its end, $coverage"
+    if [[ "$window_kind" == "isolate" ]]; then
+        covered="$(awk '{ print $2 }' <<<"$coverage")"
+        if (( covered < groups )); then
+            echo "window $window_index (isolation): after ${fault_seconds}s the majority leads only $covered of $groups groups (status in status-window-$window_index.txt)" \
+                >>"$run_dir/availability.txt"
+        fi
+    fi
+}
+
 heal() {
     local fault_text="$window_text"
+    record_fault_end
     open_window heal "heal after: $fault_text"
     heal_all
     log "HEAL $window_index: network restored"
@@ -826,8 +867,9 @@ done
     awk -F'\t' '$4 != 0 && $4 != 4 && $4 != 5 { print "put of " $2 " ended with exit " $4 " (windows " $5 ".." $6 ")" }' \
         "$run_dir/ops.tsv"
 
-    # Availability: during each single-node isolation the majority took writes that started
-    # and were acknowledged inside the window.
+    # Availability: during each single-node isolation the majority led every group by the
+    # end of the window and took writes that started and were acknowledged inside it.
+    cat "$run_dir/availability.txt"
     for window in "${isolation_windows[@]}"; do
         inside=$(awk -F'\t' -v w="$window" '$4 == 0 && $5 == w && $6 == w' "$run_dir/ops.tsv" | wc -l)
         if (( inside == 0 )); then
@@ -876,6 +918,12 @@ echo "  not-applied key x node checks:  ${verify_not_applied_checked:-0}"
 echo "  unknown outcome: present on every node ${verify_unknown_present:-0}, absent everywhere ${verify_unknown_absent:-0}"
 echo "  serializable gets: ${verify_gets:-0}"
 echo "  reads during the run: $(wc -l <"$run_dir/reads.tsv")"
+echo "isolations (the majority must lead every group and acknowledge writes):"
+for window in "${isolation_windows[@]}"; do
+    inside=$(awk -F'\t' -v w="$window" '$4 == 0 && $5 == w && $6 == w' "$run_dir/ops.tsv" | wc -l)
+    echo "  window $window: $inside write(s) started and acknowledged inside;" \
+        "$(leader_coverage <"$run_dir/status-window-$window.txt")"
+done
 
 violation_count=$(wc -l <"$verify_violations")
 if (( violation_count > 0 )); then
