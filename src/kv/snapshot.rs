@@ -3,7 +3,7 @@
 //!
 //! The byte layout is written down in `docs/FORMATS.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
@@ -218,7 +218,9 @@ fn read_sessions(
     if count > limits.sessions_max {
         return Err(invalid("more sessions than sessions_max"));
     }
-    let mut sessions = Sessions::default();
+    let mut sessions = Vec::new();
+    // Last indexes seen so far, to refuse a shared one at the record that repeats it.
+    let mut last_indexes = BTreeSet::new();
     let mut last_client_id = 0;
     for _ in 0..count {
         let client_id = reader.u64()?;
@@ -255,10 +257,10 @@ fn read_sessions(
         if last_index == 0 || last_index > applied_index {
             return Err(invalid("session last index outside the applied log"));
         }
-        if sessions.has_last_index(last_index) {
+        if !last_indexes.insert(last_index) {
             return Err(invalid("two sessions share a last index"));
         }
-        sessions.insert(
+        sessions.push((
             client_id,
             Session {
                 last_seq,
@@ -266,7 +268,7 @@ fn read_sessions(
                 cached,
                 cached_bytes,
             },
-        );
+        ));
     }
-    Ok(sessions)
+    Ok(Sessions::from_restored(sessions))
 }
