@@ -16,6 +16,7 @@
 //! The byte layouts are in `docs/FORMATS.md`.
 
 pub mod command;
+mod keys;
 pub mod limits;
 pub mod response;
 pub mod session;

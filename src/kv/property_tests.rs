@@ -266,8 +266,9 @@ fn random_command(rng: &mut Rng, clients: &mut [ClientState]) -> Command {
 }
 
 // restore(snapshot(s)) answers every later command and read exactly like s, and both
-// end with byte-identical snapshots; every outcome survives its encoding and its computed
-// encoded length is exact; the session table stays consistent.
+// end with byte-identical snapshots, also when the copy applies owned commands; every
+// outcome survives its encoding and its computed encoded length is exact; the key index
+// and the session table stay consistent.
 #[test]
 fn restored_store_behaves_like_the_original() {
     run_cases("restored_store_behaves_like_the_original", |seed| {
@@ -311,9 +312,11 @@ fn restored_store_behaves_like_the_original() {
                 "computed encoded length differs from the encoding"
             );
             original.sessions.assert_consistent();
+            original.keys.assert_consistent();
             if let Some(copy) = restored.as_mut() {
+                // The copy takes the owned path, so the two paths are held equal too.
                 assert_eq!(
-                    copy.apply(index, &command),
+                    copy.apply_owned(index, command.clone()),
                     outcome,
                     "apply differs at {index}"
                 );
