@@ -220,7 +220,7 @@ impl Workload {
 
 /// Applies a command the way the server does: it owns the decoded command.
 fn apply(store: &mut Store, index: u64, command: Command) {
-    let outcome = store.apply(index, &command);
+    let outcome = store.apply_owned(index, command);
     debug_assert!(outcome.is_ok(), "{outcome:?}");
     let _ = black_box(outcome);
 }
