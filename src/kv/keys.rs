@@ -21,7 +21,7 @@ use super::store::Entry;
 /// The keys of a group with their entries.
 #[derive(Clone, Default)]
 pub(crate) struct Keys {
-    entries: HashMap<Vec<u8>, Entry, KeyHasherBuilder>,
+    entries: HashMap<Vec<u8>, Entry, SeededHasherBuilder>,
     /// The same keys as `entries`, in order.
     ordered: BTreeSet<Vec<u8>>,
 }
@@ -135,7 +135,7 @@ pub(crate) enum KeyRange<'a> {
     One(Option<(&'a Vec<u8>, &'a Entry)>),
     Ordered {
         keys: btree_set::Range<'a, Vec<u8>>,
-        entries: &'a HashMap<Vec<u8>, Entry, KeyHasherBuilder>,
+        entries: &'a HashMap<Vec<u8>, Entry, SeededHasherBuilder>,
     },
 }
 
@@ -155,32 +155,34 @@ impl<'a> Iterator for KeyRange<'a> {
     }
 }
 
-/// Makes [`KeyHasher`]s keyed by two random words chosen when the store is made.
+/// Makes [`SeededHasher`]s keyed by two random words chosen when the map is made; the
+/// key index and the session table hash with it.
 ///
-/// The hash only has to spread keys, never to be the same on two replicas, since nothing
-/// depends on the map's layout. Random keys keep a client from choosing keys that collide
-/// on purpose and turn each lookup into a scan, which a fixed fast hash would allow.
+/// The hash only has to spread keys and client ids, never to be the same on two replicas,
+/// since nothing depends on a map's layout. Random seeds keep a client from choosing keys
+/// that collide on purpose and turn each lookup into a scan, which a fixed fast hash would
+/// allow.
 #[derive(Clone, Debug)]
-pub(crate) struct KeyHasherBuilder {
+pub(crate) struct SeededHasherBuilder {
     seeds: [u64; 2],
 }
 
-impl Default for KeyHasherBuilder {
-    fn default() -> KeyHasherBuilder {
+impl Default for SeededHasherBuilder {
+    fn default() -> SeededHasherBuilder {
         // std's RandomState draws from the operating system once per thread and varies from
         // there; hashing two constants with it yields two random words.
         let random = RandomState::new();
-        KeyHasherBuilder {
+        SeededHasherBuilder {
             seeds: [random.hash_one(0u64), random.hash_one(1u64) | 1],
         }
     }
 }
 
-impl BuildHasher for KeyHasherBuilder {
-    type Hasher = KeyHasher;
+impl BuildHasher for SeededHasherBuilder {
+    type Hasher = SeededHasher;
 
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher {
+    fn build_hasher(&self) -> SeededHasher {
+        SeededHasher {
             state: self.seeds[0],
             seed: self.seeds[1],
         }
@@ -191,7 +193,7 @@ impl BuildHasher for KeyHasherBuilder {
 /// overlapping loads, so no byte is padded) is mixed in with one 64×64→128-bit multiply
 /// whose halves are folded together.
 #[derive(Debug)]
-pub(crate) struct KeyHasher {
+pub(crate) struct SeededHasher {
     state: u64,
     seed: u64,
 }
@@ -217,13 +219,13 @@ fn u32_at(bytes: &[u8], offset: usize) -> u64 {
     u64::from(u32::from_le_bytes(word))
 }
 
-impl KeyHasher {
+impl SeededHasher {
     fn mix(&mut self, low: u64, high: u64) {
         self.state = folded_multiply(low ^ self.state, high ^ self.seed);
     }
 }
 
-impl Hasher for KeyHasher {
+impl Hasher for SeededHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut rest = bytes;
         while rest.len() > 16 {
@@ -351,7 +353,7 @@ mod tests {
     // the tail loads really cover every byte.
     #[test]
     fn hash_covers_every_byte() {
-        let builder = KeyHasherBuilder::default();
+        let builder = SeededHasherBuilder::default();
         for length in 1..=40usize {
             let base: Vec<u8> = (0..length as u8).collect();
             let base_hash = builder.hash_one(&base);

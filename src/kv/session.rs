@@ -50,8 +50,9 @@
 //! been applied between the original and its retry. A client that cannot accept even
 //! that opens every session with a read-only command, whose repetition is harmless.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
+use super::keys::SeededHasherBuilder;
 use super::limits::{Limits, SessionError};
 use super::response::{outcome_encoded_len, Outcome};
 
@@ -115,16 +116,16 @@ struct Slot {
 
 /// The sessions of one group.
 ///
-/// Sessions live in a dense slot array, found by client id through an ordered map (the
-/// order snapshots write them in), and are linked in a list ordered by last index, oldest
-/// first: the eviction order. A session's last index only ever moves to the index being
+/// Sessions live in a dense slot array, found by client id through a hash map (never
+/// iterated: snapshots sort the sessions by client id), and are linked in a list ordered
+/// by last index, oldest first: the eviction order. A session's last index only ever moves to the index being
 /// applied, which is above every other session's, so touching a session moves it to the
 /// newest end of the list in O(1), and the oldest session is always at the other end.
 /// Which session is evicted is therefore exactly the one with the lowest last index, the
 /// same on every replica and after any snapshot and restore.
 #[derive(Clone, Debug)]
 pub(crate) struct Sessions {
-    by_client: BTreeMap<u64, usize>,
+    by_client: HashMap<u64, usize, SeededHasherBuilder>,
     slots: Vec<Slot>,
     oldest: usize,
     newest: usize,
@@ -134,7 +135,7 @@ pub(crate) struct Sessions {
 impl Default for Sessions {
     fn default() -> Sessions {
         Sessions {
-            by_client: BTreeMap::new(),
+            by_client: HashMap::default(),
             slots: Vec::new(),
             oldest: NO_SLOT,
             newest: NO_SLOT,
@@ -168,9 +169,11 @@ impl Sessions {
 
     /// Sessions in client id order, for snapshots.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&u64, &Session)> {
-        self.by_client
-            .iter()
-            .map(|(client_id, &slot)| (client_id, &self.slots[slot].session))
+        let mut slots: Vec<&Slot> = self.slots.iter().collect();
+        slots.sort_unstable_by_key(|slot| slot.client_id);
+        slots
+            .into_iter()
+            .map(|slot| (&slot.client_id, &slot.session))
     }
 
     /// Decides what the command `(client_id, seq)` at `index` does. A duplicate counts as
@@ -387,6 +390,8 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::kv::response::{encode_outcome, AppendResponse, OpResponse, Response};
 
