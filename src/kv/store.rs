@@ -210,7 +210,8 @@ impl Store {
                 SessionCheck::Refused(error) => return Err(error.into()),
             }
         }
-        let read_only = command.op.is_read_only();
+        // Decided before the op moves into `execute`; only a session needs it.
+        let read_only = session.is_some() && command.op.is_read_only();
         let outcome = match validate(&command, &self.limits) {
             Ok(()) => {
                 let op = match command {
