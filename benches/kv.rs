@@ -14,6 +14,8 @@
 //!   of the same built key and value.
 //! - `get`: builds a one-key Range and serves it with `Store::read`. Floor: a `BTreeMap`
 //!   lookup that copies the key and value out, as an answer must.
+//! - `scan`: serves a Range of 100 consecutive keys; a phase runs `--ops / 100` of them, so
+//!   every phase reads or writes about `--ops` keys. Floor: the `BTreeMap` range copied out.
 //! - `delete+put`: alternately deletes a random key and puts it back (two commands per op).
 //! - `append`: applies 16-byte Appends.
 //!
@@ -83,6 +85,8 @@ fn allocations() -> u64 {
 const VALUE_BYTES: usize = 256;
 /// Bytes of every Append.
 const APPEND_BYTES: usize = 16;
+/// Keys one `scan` op reads; a scan phase runs `--ops / SCAN_KEYS` of them.
+const SCAN_KEYS: u64 = 100;
 /// Client sessions, ids `1..=CLIENTS`, as a server with 256 connected clients has.
 const CLIENTS: u64 = 256;
 /// The RNG seed, fixed so runs compare.
@@ -98,7 +102,7 @@ struct Arguments {
     #[arg(long, default_value_t = 1_000_000)]
     ops: u64,
     /// Run only these phases (comma-separated): build, floor-put, put, floor-get, get,
-    /// floor-delete+put, delete+put, append.
+    /// floor-scan, scan, floor-delete+put, delete+put, append.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Passed by `cargo bench`; ignored.
@@ -224,6 +228,13 @@ impl Workload {
             prev_kv: false,
             lease: 0,
         })
+    }
+
+    /// The bounds of a range over [`SCAN_KEYS`] consecutive keys.
+    fn random_span(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let span = SCAN_KEYS.min(self.keys.len() as u64);
+        let first = self.rng.below(self.keys.len() as u64 - span + 1);
+        (key_of(first), key_of(first + span))
     }
 
     fn next_index(&mut self) -> u64 {
@@ -360,6 +371,34 @@ fn main() {
             let _ = black_box(outcome);
         });
         print_row("get", cost, floor);
+    }
+
+    let mut floor = None;
+    if runs("floor-scan") {
+        let cost = measure(ops / SCAN_KEYS, |_| {
+            let (start, end) = workload.random_span();
+            let found: Vec<(Vec<u8>, Vec<u8>)> = floor_map
+                .range(start..end)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            black_box(found);
+        });
+        print_row("floor-scan", cost, None);
+        floor = Some(cost);
+    }
+    if runs("scan") {
+        let cost = measure(ops / SCAN_KEYS, |_| {
+            let (key, range_end) = workload.random_span();
+            let op = Op::Range(RangeRequest {
+                key,
+                range_end,
+                ..RangeRequest::default()
+            });
+            let outcome = store.read(&op);
+            debug_assert!(outcome.is_ok());
+            let _ = black_box(outcome);
+        });
+        print_row("scan", cost, floor);
     }
 
     let mut floor = None;
