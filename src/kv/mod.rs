@@ -10,12 +10,15 @@
 //! - [`response`]: answers and their encoding.
 //! - [`limits`]: the bounds, the errors, and [`validate`].
 //! - [`store`]: [`Store`], the state machine; its docs define revisions.
+//! - `keys`: the keyspace behind [`Store`], a hash index for point operations beside an
+//!   ordered set of the same keys for ranges and snapshots.
 //! - [`session`]: exactly-once application of retried commands; its docs state the rules.
 //! - [`snapshot`]: [`Store::snapshot`] and [`Store::restore`].
 //!
 //! The byte layouts are in `docs/FORMATS.md`.
 
 pub mod command;
+mod keys;
 pub mod limits;
 pub mod response;
 pub mod session;

@@ -8,6 +8,7 @@
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
+use super::response::outcome_encoded_len;
 use super::*;
 
 /// Default number of cases of each test; small enough for a debug build.
@@ -265,7 +266,9 @@ fn random_command(rng: &mut Rng, clients: &mut [ClientState]) -> Command {
 }
 
 // restore(snapshot(s)) answers every later command and read exactly like s, and both
-// end with byte-identical snapshots; every outcome survives its encoding.
+// end with byte-identical snapshots, also when the copy applies owned commands; every
+// outcome survives its encoding and its computed encoded length is exact; the key index
+// and the session table stay consistent.
 #[test]
 fn restored_store_behaves_like_the_original() {
     run_cases("restored_store_behaves_like_the_original", |seed| {
@@ -303,9 +306,17 @@ fn restored_store_behaves_like_the_original() {
                 Ok(&outcome),
                 "outcome does not survive its encoding"
             );
+            assert_eq!(
+                outcome_encoded_len(&outcome),
+                encode_outcome(&outcome).len(),
+                "computed encoded length differs from the encoding"
+            );
+            original.sessions.assert_consistent();
+            original.keys.assert_consistent();
             if let Some(copy) = restored.as_mut() {
+                // The copy takes the owned path, so the two paths are held equal too.
                 assert_eq!(
-                    copy.apply(index, &command),
+                    copy.apply_owned(index, command.clone()),
                     outcome,
                     "apply differs at {index}"
                 );

@@ -187,6 +187,78 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<Outcome, DecodeError> {
     Ok(outcome)
 }
 
+/// The length of [`encode_outcome`]'s output, computed without encoding. Sessions count
+/// their cached outcomes by it on every write, and every replica evicts by that count, so
+/// it must equal the encoding's length exactly (a property test holds it to that).
+pub(crate) fn outcome_encoded_len(outcome: &Outcome) -> usize {
+    1 + match outcome {
+        Ok(response) => response_encoded_len(response),
+        Err(error) => error_encoded_len(error),
+    }
+}
+
+fn response_encoded_len(response: &Response) -> usize {
+    // Version byte and revision, then the op.
+    1 + 8
+        + match &response.op {
+            OpResponse::Range(range) => range_encoded_len(range),
+            OpResponse::Put(put) => put_encoded_len(put),
+            OpResponse::Delete(delete) => delete_encoded_len(delete),
+            OpResponse::Append(_) => APPEND_RESPONSE_ENCODED_BYTES,
+            OpResponse::Txn(txn) => {
+                // Tag, succeeded, count, then each op's answer.
+                let responses: usize = txn
+                    .responses
+                    .iter()
+                    .map(|response| match response {
+                        TxnOpResponse::Range(range) => range_encoded_len(range),
+                        TxnOpResponse::Put(put) => put_encoded_len(put),
+                        TxnOpResponse::Delete(delete) => delete_encoded_len(delete),
+                        TxnOpResponse::Append(_) => APPEND_RESPONSE_ENCODED_BYTES,
+                    })
+                    .sum();
+                1 + 1 + 4 + responses
+            }
+        }
+}
+
+/// Tag and the `u64` value length.
+const APPEND_RESPONSE_ENCODED_BYTES: usize = 1 + 8;
+
+fn key_values_encoded_len(key_values: &[KeyValue]) -> usize {
+    key_values.iter().map(KeyValue::encoded_bytes).sum()
+}
+
+fn range_encoded_len(range: &RangeResponse) -> usize {
+    // Tag, count, more, key-value count, then the key-values.
+    1 + 8 + 1 + 4 + key_values_encoded_len(&range.kvs)
+}
+
+fn put_encoded_len(put: &PutResponse) -> usize {
+    // Tag, presence byte, then the previous key-value if any.
+    1 + 1 + put.prev_kv.as_ref().map_or(0, KeyValue::encoded_bytes)
+}
+
+fn delete_encoded_len(delete: &DeleteResponse) -> usize {
+    // Tag, deleted, key-value count, then the key-values.
+    1 + 8 + 4 + key_values_encoded_len(&delete.prev_kvs)
+}
+
+fn error_encoded_len(error: &KvError) -> usize {
+    // The tag, then the error's `u64` fields.
+    let fields = match error {
+        KvError::EmptyKey | KvError::InvalidRange | KvError::NotReadOnly => 0,
+        KvError::ResponseTooLarge { .. } => 1,
+        KvError::KeyTooLarge { .. }
+        | KvError::ValueTooLarge { .. }
+        | KvError::TooManyTxnOps { .. }
+        | KvError::CommandTooLarge { .. }
+        | KvError::Session(SessionError::Expired { .. }) => 2,
+        KvError::Session(SessionError::Stale { .. }) => 3,
+    };
+    1 + 8 * fields
+}
+
 pub(crate) fn write_outcome(writer: &mut Writer, outcome: &Outcome) {
     match outcome {
         Ok(response) => {
@@ -469,7 +541,8 @@ mod tests {
         }
     }
 
-    // Every response shape and every error decodes back to itself.
+    // Every response shape and every error decodes back to itself, and its computed
+    // encoded length is its encoding's length.
     #[test]
     fn outcomes_round_trip() {
         let responses = vec![
@@ -501,6 +574,10 @@ mod tests {
             let response = Response { revision: 42, op };
             assert_eq!(Response::decode(&response.encode()), Ok(response.clone()));
             let outcome: Outcome = Ok(response);
+            assert_eq!(
+                outcome_encoded_len(&outcome),
+                encode_outcome(&outcome).len()
+            );
             assert_eq!(decode_outcome(&encode_outcome(&outcome)), Ok(outcome));
         }
         let errors = vec![
@@ -539,6 +616,10 @@ mod tests {
         for error in errors {
             assert_eq!(KvError::decode(&error.encode()), Ok(error.clone()));
             let outcome: Outcome = Err(error);
+            assert_eq!(
+                outcome_encoded_len(&outcome),
+                encode_outcome(&outcome).len()
+            );
             assert_eq!(decode_outcome(&encode_outcome(&outcome)), Ok(outcome));
         }
     }

@@ -3,10 +3,11 @@
 //!
 //! The byte layout is written down in `docs/FORMATS.md`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use thiserror::Error;
 
+use super::keys::Keys;
 use super::limits::{Limits, LimitsError};
 use super::response::{read_outcome, write_outcome};
 use super::session::{CachedOutcome, Session, Sessions};
@@ -73,7 +74,7 @@ impl Store {
             writer.u64(limit);
         }
         writer.u64(self.keys.len() as u64);
-        for (key, entry) in &self.keys {
+        for (key, entry) in self.keys.iter() {
             writer.bytes(key);
             writer.bytes(&entry.value);
             writer.u64(entry.create_revision);
@@ -171,9 +172,9 @@ fn read_keys(
     reader: &mut Reader<'_>,
     applied_index: u64,
     limits: &Limits,
-) -> Result<BTreeMap<Vec<u8>, Entry>, SnapshotError> {
+) -> Result<Keys, SnapshotError> {
     let count = read_record_count(reader, KEY_RECORD_BYTES_MIN)?;
-    let mut keys: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    let mut keys = Keys::default();
     for _ in 0..count {
         let key = reader.bytes()?;
         let value = reader.bytes()?;
@@ -199,12 +200,12 @@ fn read_keys(
         if entry.version == 0 {
             return Err(invalid("stored key with version 0"));
         }
-        if let Some((last_key, _)) = keys.last_key_value() {
-            if key <= *last_key {
+        if let Some(last_key) = keys.last_key() {
+            if key.as_slice() <= last_key {
                 return Err(invalid("keys not in strictly increasing order"));
             }
         }
-        keys.insert(key, entry);
+        keys.insert_new(key, entry);
     }
     Ok(keys)
 }
@@ -218,7 +219,9 @@ fn read_sessions(
     if count > limits.sessions_max {
         return Err(invalid("more sessions than sessions_max"));
     }
-    let mut sessions = Sessions::default();
+    let mut sessions = Vec::new();
+    // Last indexes seen so far, to refuse a shared one at the record that repeats it.
+    let mut last_indexes = BTreeSet::new();
     let mut last_client_id = 0;
     for _ in 0..count {
         let client_id = reader.u64()?;
@@ -255,10 +258,10 @@ fn read_sessions(
         if last_index == 0 || last_index > applied_index {
             return Err(invalid("session last index outside the applied log"));
         }
-        if sessions.has_last_index(last_index) {
+        if !last_indexes.insert(last_index) {
             return Err(invalid("two sessions share a last index"));
         }
-        sessions.insert(
+        sessions.push((
             client_id,
             Session {
                 last_seq,
@@ -266,7 +269,7 @@ fn read_sessions(
                 cached,
                 cached_bytes,
             },
-        );
+        ));
     }
-    Ok(sessions)
+    Ok(Sessions::from_restored(sessions))
 }

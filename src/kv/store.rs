@@ -10,13 +10,13 @@
 //! change, and a revision names a log position that every replica agrees on without
 //! extra state. All ops of one Txn share its entry's revision.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::borrow::Cow;
 
 use super::command::{
     AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, Op, PutRequest,
-    RangeRequest, TxnOp, TxnRequest, RANGE_END_UNBOUNDED,
+    RangeRequest, TxnOp, TxnRequest,
 };
+use super::keys::Keys;
 use super::limits::{validate, validate_read, KvError, Limits, LimitsError};
 use super::response::{
     AppendResponse, DeleteResponse, KeyValue, OpResponse, Outcome, PutResponse, RangeResponse,
@@ -50,6 +50,18 @@ impl Entry {
         }
     }
 
+    /// The key-value of a removed entry, moving its value rather than copying it.
+    fn into_key_value(self, key: Vec<u8>) -> KeyValue {
+        KeyValue {
+            key,
+            value: self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+
     fn encoded_bytes(&self, key: &[u8], keys_only: bool) -> u64 {
         let value_bytes = if keys_only { 0 } else { self.value.len() };
         (KeyValue::ENCODED_BYTES_FIXED + key.len() + value_bytes) as u64
@@ -61,7 +73,7 @@ impl Entry {
 pub struct Store {
     pub(crate) limits: Limits,
     pub(crate) applied_index: u64,
-    pub(crate) keys: BTreeMap<Vec<u8>, Entry>,
+    pub(crate) keys: Keys,
     pub(crate) sessions: Sessions,
 }
 
@@ -122,7 +134,7 @@ impl Store {
         Store {
             limits,
             applied_index: 0,
-            keys: BTreeMap::new(),
+            keys: Keys::default(),
             sessions: Sessions::default(),
         }
     }
@@ -177,6 +189,17 @@ impl Store {
     /// no key (its session, if it has one, caches the error as its answer). Bad commands
     /// are answered with errors; the only panic is an `index` that does not increase.
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+        self.apply_command(index, Cow::Borrowed(command))
+    }
+
+    /// [`Store::apply`] for a caller that owns the command, as one that has just decoded
+    /// it does: the store keeps the command's key and value buffers instead of copying
+    /// them. Answers and effects are exactly those of [`Store::apply`].
+    pub fn apply_owned(&mut self, index: u64, command: Command) -> Outcome {
+        self.apply_command(index, Cow::Owned(command))
+    }
+
+    fn apply_command(&mut self, index: u64, command: Cow<'_, Command>) -> Outcome {
         self.advance(index);
         let session = command.session();
         if let Some((client_id, seq)) = session {
@@ -187,14 +210,23 @@ impl Store {
                 SessionCheck::Refused(error) => return Err(error.into()),
             }
         }
-        let outcome = validate(command, &self.limits)
-            .and_then(|()| self.execute(index, &command.op))
-            .map(|op| Response {
-                revision: index,
-                op,
-            });
+        // Decided before the op moves into `execute`; only a session needs it.
+        let read_only = session.is_some() && command.op.is_read_only();
+        let outcome = match validate(&command, &self.limits) {
+            Ok(()) => {
+                let op = match command {
+                    Cow::Borrowed(command) => Cow::Borrowed(&command.op),
+                    Cow::Owned(command) => Cow::Owned(command.op),
+                };
+                self.execute(index, op).map(|op| Response {
+                    revision: index,
+                    op,
+                })
+            }
+            Err(error) => Err(error),
+        };
         if let Some((client_id, seq)) = session {
-            let cached = if command.op.is_read_only() {
+            let cached = if read_only {
                 CachedOutcome::Rerun
             } else {
                 CachedOutcome::Stored(outcome.clone())
@@ -254,18 +286,28 @@ impl Store {
     }
 
     /// Runs a validated op. On error nothing has changed: single ops check before they
-    /// write, and a Txn rolls back the ops it already ran.
-    fn execute(&mut self, index: u64, op: &Op) -> Result<OpResponse, KvError> {
+    /// write, so only a Txn keeps an undo log, to roll back the ops it already ran.
+    fn execute(&mut self, index: u64, op: Cow<'_, Op>) -> Result<OpResponse, KvError> {
         let mut budget = ResponseBudget::new(&self.limits);
-        let mut undo = Vec::new();
         let response = match op {
-            Op::Range(range) => OpResponse::Range(range_of(&self.keys, range, &mut budget)),
-            Op::Put(put) => OpResponse::Put(self.put(index, put, &mut budget, &mut undo)?),
-            Op::Delete(delete) => {
-                OpResponse::Delete(self.delete(delete, &mut budget, &mut undo)?)
+            Cow::Owned(Op::Put(put)) => {
+                OpResponse::Put(self.put(index, Cow::Owned(put), &mut budget, None)?)
             }
-            Op::Append(append) => OpResponse::Append(self.append(index, append, &mut undo)?),
-            Op::Txn(txn) => OpResponse::Txn(self.txn(index, txn, &mut budget)?),
+            Cow::Owned(Op::Append(append)) => {
+                OpResponse::Append(self.append(index, Cow::Owned(append), None)?)
+            }
+            // The other ops only read their request, owned or not.
+            op => match op.as_ref() {
+                Op::Range(range) => OpResponse::Range(range_of(&self.keys, range, &mut budget)),
+                Op::Put(put) => {
+                    OpResponse::Put(self.put(index, Cow::Borrowed(put), &mut budget, None)?)
+                }
+                Op::Delete(delete) => OpResponse::Delete(self.delete(delete, &mut budget, None)?),
+                Op::Append(append) => {
+                    OpResponse::Append(self.append(index, Cow::Borrowed(append), None)?)
+                }
+                Op::Txn(txn) => OpResponse::Txn(self.txn(index, txn, &mut budget)?),
+            },
         };
         Ok(response)
     }
@@ -291,13 +333,13 @@ impl Store {
                     Ok(TxnOpResponse::Range(range_of(&self.keys, range, budget)))
                 }
                 TxnOp::Put(put) => self
-                    .put(index, put, budget, &mut undo)
+                    .put(index, Cow::Borrowed(put), budget, Some(&mut undo))
                     .map(TxnOpResponse::Put),
                 TxnOp::Delete(delete) => self
-                    .delete(delete, budget, &mut undo)
+                    .delete(delete, budget, Some(&mut undo))
                     .map(TxnOpResponse::Delete),
                 TxnOp::Append(append) => self
-                    .append(index, append, &mut undo)
+                    .append(index, Cow::Borrowed(append), Some(&mut undo))
                     .map(TxnOpResponse::Append),
             };
             match response {
@@ -314,45 +356,77 @@ impl Store {
         })
     }
 
+    /// Writes one key. `undo`, present inside a Txn, receives how to take the write back.
     fn put(
         &mut self,
         index: u64,
-        put: &PutRequest,
+        put: Cow<'_, PutRequest>,
         budget: &mut ResponseBudget,
-        undo: &mut Vec<UndoRecord>,
+        undo: Option<&mut Vec<UndoRecord>>,
     ) -> Result<PutResponse, KvError> {
-        let previous = self.keys.get(put.key.as_slice());
-        let prev_kv = match previous {
-            Some(entry) if put.prev_kv => {
-                budget.charge(entry.encoded_bytes(&put.key, false))?;
-                Some(entry.key_value(&put.key, false))
+        let (prev_kv_wanted, lease) = (put.prev_kv, put.lease);
+        let (key, value): (Cow<'_, [u8]>, Vec<u8>) = match put {
+            Cow::Borrowed(put) => (Cow::Borrowed(&put.key), put.value.clone()),
+            Cow::Owned(put) => (Cow::Owned(put.key), put.value),
+        };
+        match self.keys.get_mut(&key) {
+            Some(entry) => {
+                let prev_kv = if prev_kv_wanted {
+                    budget.charge(entry.encoded_bytes(&key, false))?;
+                    Some(entry.key_value(&key, false))
+                } else {
+                    None
+                };
+                let written = Entry {
+                    value,
+                    create_revision: entry.create_revision,
+                    mod_revision: index,
+                    version: entry.version.saturating_add(1),
+                    lease,
+                };
+                let old = std::mem::replace(entry, written);
+                if let Some(undo) = undo {
+                    undo.push(UndoRecord::Restore {
+                        key: key.into_owned(),
+                        entry: Some(old),
+                    });
+                }
+                Ok(PutResponse { prev_kv })
             }
-            _ => None,
-        };
-        let entry = Entry {
-            value: put.value.clone(),
-            create_revision: previous.map_or(index, |entry| entry.create_revision),
-            mod_revision: index,
-            version: previous.map_or(1, |entry| entry.version.saturating_add(1)),
-            lease: put.lease,
-        };
-        let old = self.keys.insert(put.key.clone(), entry);
-        undo.push(UndoRecord::Restore {
-            key: put.key.clone(),
-            entry: old,
-        });
-        Ok(PutResponse { prev_kv })
+            None => {
+                if let Some(undo) = undo {
+                    undo.push(UndoRecord::Restore {
+                        key: key.to_vec(),
+                        entry: None,
+                    });
+                }
+                let created = Entry {
+                    value,
+                    create_revision: index,
+                    mod_revision: index,
+                    version: 1,
+                    lease,
+                };
+                self.keys.insert_new(key.into_owned(), created);
+                Ok(PutResponse { prev_kv: None })
+            }
+        }
     }
 
+    /// Deletes one key or a range. `undo`, present inside a Txn, receives the deleted
+    /// entries.
     fn delete(
         &mut self,
         delete: &DeleteRequest,
         budget: &mut ResponseBudget,
-        undo: &mut Vec<UndoRecord>,
+        undo: Option<&mut Vec<UndoRecord>>,
     ) -> Result<DeleteResponse, KvError> {
+        if delete.range_end.is_empty() {
+            return self.delete_one(delete, budget, undo);
+        }
         let mut matched = Vec::new();
         let mut matched_bytes = 0;
-        for (key, entry) in key_range(&self.keys, &delete.key, &delete.range_end) {
+        for (key, entry) in self.keys.range(&delete.key, &delete.range_end) {
             matched_bytes += entry.encoded_bytes(key, false);
             matched.push(key.clone());
         }
@@ -362,67 +436,128 @@ impl Store {
             budget.charge(matched_bytes)?;
             prev_kvs.reserve(matched.len());
         }
-        for key in matched.iter() {
-            let old = self.keys.remove(key.as_slice());
-            if let (true, Some(entry)) = (delete.prev_kv, &old) {
-                prev_kvs.push(entry.key_value(key, false));
+        let deleted = matched.len() as u64;
+        match undo {
+            Some(undo) => {
+                for key in matched {
+                    let old = self.keys.remove(&key);
+                    if let (true, Some(entry)) = (delete.prev_kv, &old) {
+                        prev_kvs.push(entry.key_value(&key, false));
+                    }
+                    undo.push(UndoRecord::Restore { key, entry: old });
+                }
             }
-            undo.push(UndoRecord::Restore {
-                key: key.clone(),
-                entry: old,
+            None => {
+                for key in matched {
+                    let old = self.keys.remove(&key);
+                    if let (true, Some(entry)) = (delete.prev_kv, old) {
+                        prev_kvs.push(entry.into_key_value(key));
+                    }
+                }
+            }
+        }
+        Ok(DeleteResponse { deleted, prev_kvs })
+    }
+
+    /// [`Store::delete`] of `delete.key` alone, found by hash.
+    fn delete_one(
+        &mut self,
+        delete: &DeleteRequest,
+        budget: &mut ResponseBudget,
+        undo: Option<&mut Vec<UndoRecord>>,
+    ) -> Result<DeleteResponse, KvError> {
+        let Some(entry) = self.keys.get(&delete.key) else {
+            return Ok(DeleteResponse {
+                deleted: 0,
+                prev_kvs: Vec::new(),
             });
+        };
+        if delete.prev_kv {
+            // Charge the answer before deleting, so a refusal changes nothing.
+            budget.charge(entry.encoded_bytes(&delete.key, false))?;
+        }
+        let old = self.keys.remove(&delete.key);
+        debug_assert!(old.is_some(), "a key found by get vanished");
+        let mut prev_kvs = Vec::new();
+        match (undo, old) {
+            (Some(undo), old) => {
+                if let (true, Some(entry)) = (delete.prev_kv, &old) {
+                    prev_kvs.push(entry.key_value(&delete.key, false));
+                }
+                undo.push(UndoRecord::Restore {
+                    key: delete.key.clone(),
+                    entry: old,
+                });
+            }
+            (None, Some(entry)) if delete.prev_kv => {
+                prev_kvs.push(entry.into_key_value(delete.key.clone()));
+            }
+            (None, _) => {}
         }
         Ok(DeleteResponse {
-            deleted: matched.len() as u64,
+            deleted: 1,
             prev_kvs,
         })
     }
 
+    /// Appends to one key, creating it when absent. `undo`, present inside a Txn, receives
+    /// how to take the append back.
     fn append(
         &mut self,
         index: u64,
-        append: &AppendRequest,
-        undo: &mut Vec<UndoRecord>,
+        append: Cow<'_, AppendRequest>,
+        undo: Option<&mut Vec<UndoRecord>>,
     ) -> Result<AppendResponse, KvError> {
-        let old_value_bytes = self
-            .keys
-            .get(append.key.as_slice())
-            .map_or(0, |entry| entry.value.len());
-        let value_bytes = old_value_bytes as u64 + append.value.len() as u64;
-        if value_bytes > self.limits.value_bytes_max {
-            return Err(KvError::ValueTooLarge {
-                value_bytes,
-                value_bytes_max: self.limits.value_bytes_max,
-            });
-        }
-        match self.keys.get_mut(append.key.as_slice()) {
+        let value_bytes_max = self.limits.value_bytes_max;
+        let too_large = |value_bytes| KvError::ValueTooLarge {
+            value_bytes,
+            value_bytes_max,
+        };
+        match self.keys.get_mut(&append.key) {
             Some(entry) => {
-                undo.push(UndoRecord::Truncate {
-                    key: append.key.clone(),
-                    value_bytes: entry.value.len(),
-                    mod_revision: entry.mod_revision,
-                    version: entry.version,
-                });
+                let value_bytes = entry.value.len() as u64 + append.value.len() as u64;
+                if value_bytes > value_bytes_max {
+                    return Err(too_large(value_bytes));
+                }
+                if let Some(undo) = undo {
+                    undo.push(UndoRecord::Truncate {
+                        key: append.key.clone(),
+                        value_bytes: entry.value.len(),
+                        mod_revision: entry.mod_revision,
+                        version: entry.version,
+                    });
+                }
                 entry.value.extend_from_slice(&append.value);
                 entry.mod_revision = index;
                 entry.version = entry.version.saturating_add(1);
+                Ok(AppendResponse { value_bytes })
             }
             None => {
-                let entry = Entry {
-                    value: append.value.clone(),
+                let value_bytes = append.value.len() as u64;
+                if value_bytes > value_bytes_max {
+                    return Err(too_large(value_bytes));
+                }
+                let (key, value) = match append {
+                    Cow::Borrowed(append) => (append.key.clone(), append.value.clone()),
+                    Cow::Owned(append) => (append.key, append.value),
+                };
+                if let Some(undo) = undo {
+                    undo.push(UndoRecord::Restore {
+                        key: key.clone(),
+                        entry: None,
+                    });
+                }
+                let created = Entry {
+                    value,
                     create_revision: index,
                     mod_revision: index,
                     version: 1,
                     lease: 0,
                 };
-                self.keys.insert(append.key.clone(), entry);
-                undo.push(UndoRecord::Restore {
-                    key: append.key.clone(),
-                    entry: None,
-                });
+                self.keys.insert_new(key, created);
+                Ok(AppendResponse { value_bytes })
             }
         }
-        Ok(AppendResponse { value_bytes })
     }
 
     /// Takes back a Txn's changes, newest first.
@@ -457,37 +592,12 @@ impl Store {
     }
 }
 
-/// The keys of `[key, range_end)`, of `key` alone when `range_end` is empty, or of every
-/// key from `key` on when `range_end` is the unbounded marker. A range end that does not
-/// sort after the key selects nothing (validation refuses the inverted case; this keeps
-/// the store from panicking even without it).
-fn key_range<'a>(
-    keys: &'a BTreeMap<Vec<u8>, Entry>,
-    key: &'a [u8],
-    range_end: &'a [u8],
-) -> std::collections::btree_map::Range<'a, Vec<u8>, Entry> {
-    let bounds: (Bound<&[u8]>, Bound<&[u8]>) = if range_end.is_empty() {
-        (Bound::Included(key), Bound::Included(key))
-    } else if range_end == RANGE_END_UNBOUNDED {
-        (Bound::Included(key), Bound::Unbounded)
-    } else if range_end <= key {
-        (Bound::Included(key), Bound::Excluded(key))
-    } else {
-        (Bound::Included(key), Bound::Excluded(range_end))
-    };
-    keys.range::<[u8], _>(bounds)
-}
-
 /// etcd's Range: `count` is every matching key; `kvs` stop at the request's limit or when
 /// the next key-value would exceed the response budget, and `more` says whether they
 /// stopped early. `kvs` is always a prefix of the matching keys, so a client can page.
-fn range_of(
-    keys: &BTreeMap<Vec<u8>, Entry>,
-    range: &RangeRequest,
-    budget: &mut ResponseBudget,
-) -> RangeResponse {
+fn range_of(keys: &Keys, range: &RangeRequest, budget: &mut ResponseBudget) -> RangeResponse {
     let mut response = RangeResponse::default();
-    for (key, entry) in key_range(keys, &range.key, &range.range_end) {
+    for (key, entry) in keys.range(&range.key, &range.range_end) {
         response.count += 1;
         if range.count_only || response.more {
             continue;
@@ -508,7 +618,7 @@ fn range_of(
     response
 }
 
-fn compares_hold(keys: &BTreeMap<Vec<u8>, Entry>, compares: &[Compare]) -> bool {
+fn compares_hold(keys: &Keys, compares: &[Compare]) -> bool {
     compares
         .iter()
         .all(|compare| compare_holds(keys.get(compare.key.as_slice()), compare))

@@ -533,7 +533,7 @@ fn restore_store(group: GroupId, data: &[u8]) -> Store {
 fn apply_entry(group: &mut Group, entry: &Entry, replies: &mut Vec<(RequestId, Reply)>) {
     let outcome = match entry.kind {
         EntryKind::Normal if !entry.data.is_empty() => match Command::decode(&entry.data) {
-            Ok(command) => Some(group.store.apply(entry.index, &command)),
+            Ok(command) => Some(group.store.apply_owned(entry.index, command)),
             Err(_) => {
                 // Every replica decodes the same bytes the same way, so skipping keeps
                 // them identical; the proposer validated what it encoded.
