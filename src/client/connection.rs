@@ -1,11 +1,14 @@
 //! One pipelined TCP connection to one node: many requests in flight at once, each
 //! matched to its response by request id.
 //!
-//! Callers queue whole frames in an outbox and then wait on their own one-slot channel;
-//! a reader thread decodes response frames and hands each to the caller waiting for its
-//! request id. At most `in_flight_max` requests wait at once; a caller past the bound
-//! waits for a slot. When the connection breaks, every waiting caller learns it at once
-//! and the connection stays closed (the [`Node`](super::node::Node) opens a new one).
+//! Callers queue whole frames in an outbox ([`Connection::send`]) and get a [`Call`] with
+//! its own one-slot channel; a reader thread decodes response frames and hands each to
+//! the call of its request id (and pushes the call's tag to its completion queue, when it
+//! has one). A call is waited on at once (a blocking call) or later, and may be asked
+//! whether its answer is in without waiting, so one thread can have many calls out. At
+//! most `in_flight_max` requests are out at once; a caller past the bound waits for a
+//! slot. When the connection breaks, every waiting call learns it at once and the
+//! connection stays closed (the [`Node`](super::node::Node) opens a new one).
 //!
 //! The outbox combines writes: the caller that finds nobody writing becomes the writer
 //! and sends everything queued, again and again until the outbox is empty, while other
@@ -17,7 +20,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use flatbuffers::FlatBufferBuilder;
 use thiserror::Error;
 
+use super::completions::Notify;
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::frame::{self, FRAME_BYTES_MAX};
 
@@ -72,6 +76,24 @@ impl CallError {
 /// What the reader hands to a waiting caller.
 type Delivery = Result<ApiResponse, CallError>;
 
+/// Where a request's answer goes: the call's channel, and the completion queue to tell.
+#[derive(Debug)]
+struct Waiter {
+    sender: SyncSender<Delivery>,
+    notify: Option<Notify>,
+}
+
+impl Waiter {
+    /// Hands the call its answer (a full or disconnected channel means the caller already
+    /// gave up) and tells its completion queue.
+    fn hand(self, delivery: Delivery) {
+        let _ = self.sender.try_send(delivery);
+        if let Some(notify) = &self.notify {
+            notify.push();
+        }
+    }
+}
+
 /// The callers waiting for responses, shared with the reader thread.
 #[derive(Debug)]
 struct Shared {
@@ -84,8 +106,8 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Request id -> the channel of the caller waiting for it.
-    pending: HashMap<u64, SyncSender<Delivery>>,
+    /// Request id -> where its answer goes.
+    pending: HashMap<u64, Waiter>,
     /// Why the connection closed; once set, it stays set.
     closed: Option<String>,
     /// Responses read so far: a connection that never answered is no proof of health.
@@ -122,8 +144,7 @@ impl Shared {
             return;
         }
         for (_, waiter) in state.pending.drain() {
-            // A full or disconnected channel means the caller already gave up.
-            let _ = waiter.try_send(Err(CallError::Lost(reason.clone())));
+            waiter.hand(Err(CallError::Lost(reason.clone())));
         }
         state.closed = Some(reason);
         drop(state);
@@ -139,7 +160,7 @@ impl Shared {
 
     /// Removes the caller waiting for `request_id` and frees its slot (waking a caller
     /// that waits for one); `answered` counts a response read from the server.
-    fn take_waiter(&self, request_id: u64, answered: bool) -> Option<SyncSender<Delivery>> {
+    fn take_waiter(&self, request_id: u64, answered: bool) -> Option<Waiter> {
         let (waiter, wake) = {
             let mut state = lock(&self.state);
             if answered {
@@ -159,14 +180,14 @@ impl Shared {
     /// timed out) is dropped.
     fn deliver(&self, request_id: u64, delivery: Delivery) {
         if let Some(waiter) = self.take_waiter(request_id, true) {
-            let _ = waiter.try_send(delivery);
+            waiter.hand(delivery);
         }
     }
 
     /// Ends a request that never fully left this process with `NotSent`.
     fn fail_unsent(&self, request_id: u64, reason: &str) {
         if let Some(waiter) = self.take_waiter(request_id, false) {
-            let _ = waiter.try_send(Err(CallError::NotSent(reason.to_string())));
+            waiter.hand(Err(CallError::NotSent(reason.to_string())));
         }
     }
 }
@@ -260,6 +281,19 @@ impl Connection {
         request: &mut ApiRequest,
         wait_until: Instant,
     ) -> Result<ApiResponse, CallError> {
+        self.send(request, wait_until, None)?.wait(wait_until)
+    }
+
+    /// Sends `request` under a fresh request id (written into it) and returns the call
+    /// that its answer will reach, without waiting for it. Waits only for a free slot
+    /// among the requests in flight, until `wait_until`. `notify` is told when the call
+    /// ends (answered, lost, or not sent after all).
+    pub(crate) fn send(
+        &self,
+        request: &mut ApiRequest,
+        wait_until: Instant,
+        notify: Option<&Notify>,
+    ) -> Result<Call, CallError> {
         let (sender, receiver) = mpsc::sync_channel(1);
         {
             let mut state = lock(&self.shared.state);
@@ -284,17 +318,28 @@ impl Connection {
                 state.slot_waiters -= 1;
             }
             request.request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-            let previous = state.pending.insert(request.request_id, sender);
+            let waiter = Waiter {
+                sender,
+                notify: notify.cloned(),
+            };
+            let previous = state.pending.insert(request.request_id, waiter);
             assert!(previous.is_none(), "request ids are unique per connection");
         }
-        let request_id = request.request_id;
+        let call = Call {
+            shared: Arc::clone(&self.shared),
+            request_id: request.request_id,
+            receiver,
+            arrived: None,
+            open: true,
+        };
 
         let mut builder = FlatBufferBuilder::with_capacity(api::request_capacity_hint(request));
         let payload = api::encode_request(&mut builder, request);
         if payload.len() > FRAME_BYTES_MAX {
-            let bytes = payload.len();
-            self.shared.forget(request_id);
-            return Err(CallError::TooLarge { bytes });
+            // Dropping the call forgets its request id.
+            return Err(CallError::TooLarge {
+                bytes: payload.len(),
+            });
         }
         let mut outbox = lock(&self.outbox);
         // A writer that failed closed the connection while holding the outbox, so a frame
@@ -303,31 +348,85 @@ impl Connection {
         // end as `Lost`, which is the cautious answer.)
         if let Some(reason) = self.closed_reason() {
             drop(outbox);
-            self.shared.forget(request_id);
             return Err(CallError::NotSent(format!("connection closed: {reason}")));
         }
         frame::encode(&mut outbox.bytes, payload).expect("the length was checked above");
         let end = outbox.bytes.len();
-        outbox.frames.push((request_id, end));
+        outbox.frames.push((call.request_id, end));
         if !outbox.writing {
             outbox.writing = true;
             self.write_outbox(outbox);
         } else {
             drop(outbox);
         }
+        Ok(call)
+    }
+}
 
+/// A request sent on a connection, whose answer is awaited. Dropping it before the answer
+/// frees its slot; an answer that arrives later is dropped.
+#[derive(Debug)]
+pub(crate) struct Call {
+    shared: Arc<Shared>,
+    request_id: u64,
+    receiver: Receiver<Delivery>,
+    /// The answer, once [`Call::poll`] found it.
+    arrived: Option<Delivery>,
+    /// The request still holds its slot: no answer was taken and it was not forgotten.
+    open: bool,
+}
+
+impl Call {
+    /// Takes the answer if it has arrived, without waiting. True when it has, so that
+    /// [`Call::wait`] returns at once.
+    pub(crate) fn poll(&mut self) -> bool {
+        if self.arrived.is_some() {
+            return true;
+        }
+        match self.receiver.try_recv() {
+            Ok(delivery) => {
+                self.open = false;
+                self.arrived = Some(delivery);
+                true
+            }
+            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Disconnected) => {
+                self.open = false;
+                self.arrived = Some(Err(CallError::Lost(
+                    "the reader dropped the request without an answer".to_string(),
+                )));
+                true
+            }
+        }
+    }
+
+    /// The answer, waiting for it until `wait_until` (not at all once that has passed).
+    pub(crate) fn wait(mut self, wait_until: Instant) -> Result<ApiResponse, CallError> {
+        if let Some(delivery) = self.arrived.take() {
+            return delivery;
+        }
         let wait = wait_until.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(wait) {
+        let delivery = match self.receiver.recv_timeout(wait) {
             Ok(delivery) => delivery,
             Err(RecvTimeoutError::Timeout) => {
-                self.shared.forget(request_id);
+                self.shared.forget(self.request_id);
                 // The response may have been handed over between the timeout and the
                 // removal.
-                receiver.try_recv().unwrap_or(Err(CallError::TimedOut))
+                self.receiver.try_recv().unwrap_or(Err(CallError::TimedOut))
             }
             Err(RecvTimeoutError::Disconnected) => Err(CallError::Lost(
                 "the reader dropped the request without an answer".to_string(),
             )),
+        };
+        self.open = false;
+        delivery
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.open {
+            self.shared.forget(self.request_id);
         }
     }
 }
