@@ -22,11 +22,13 @@
 //! one completion queue of its own, and sleeps on that queue until some operation has
 //! news. It then moves on exactly the tagged operations (`Pending::is_ready`); each one
 //! that is done is checked, its latency is recorded from just before its start to the
-//! moment its completion is observed, and the next operation is started in its place.
+//! moment its completion is observed, and the next operation is started in its place;
+//! the operations started after one wake-up are written together (`Client::batch`, one
+//! system call per connection).
 //! Completions are harvested in the order they arrive, not oldest first, so a fast
 //! answer is never held behind a slow one. Every 5 ms (`GENERATOR_SWEEP_INTERVAL`) a
-//! thread also moves on every operation it holds: retry pauses and attempt timeouts
-//! raise no tag. `--threads-per-sdk-client` generator threads share one `Client` (its
+//! thread also moves on the operations whose retry pause or attempt wait has ended
+//! (`Pending::poll_at`): those raise no tag. `--threads-per-sdk-client` generator threads share one `Client` (its
 //! pipelined connections, one per node); its session pool is sized so every write in
 //! flight holds its own session. The fill runs the same way.
 //!
@@ -53,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use corekv::client::{
-    Client, ClientError, ClientOptions, Completions, Pending, IN_FLIGHT_MAX_DEFAULT,
+    Batch, Client, ClientError, ClientOptions, Completions, Pending, IN_FLIGHT_MAX_DEFAULT,
     SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
 };
 use corekv::kv::{self, OpResponse, RangeRequest};
@@ -373,20 +375,21 @@ fn check_corekv(
     result: Result<kv::Response, ClientError>,
 ) -> Result<(), String> {
     let response = result.map_err(|error| error.to_string())?;
-    let name = String::from_utf8_lossy(key);
+    let name = || String::from_utf8_lossy(key);
     match (put, response.op) {
         (true, OpResponse::Put(_)) => Ok(()),
         (false, OpResponse::Range(range)) => {
             match range.kvs.into_iter().find(|pair| pair.key == key) {
                 Some(pair) if pair.value == expected => Ok(()),
                 Some(pair) => Err(format!(
-                    "{name}: read {} bytes that differ from what was written",
+                    "{}: read {} bytes that differ from what was written",
+                    name(),
                     pair.value.len()
                 )),
-                None => Err(format!("{name}: missing")),
+                None => Err(format!("{}: missing", name())),
             }
         }
-        (_, other) => Err(format!("{name}: unexpected answer {other:?}")),
+        (_, other) => Err(format!("{}: unexpected answer {other:?}", name())),
     }
 }
 
@@ -399,9 +402,10 @@ struct InFlight<'c> {
 }
 
 /// One generator thread's operations: a fixed number of slots, each holding at most one
-/// operation, whose index is its tag in the thread's completion queue.
+/// operation, whose index is its tag in the thread's completion queue. The operations
+/// started after one wake-up go out together (`Batch`): one write per connection.
 struct Generator<'c, 'v> {
-    client: &'c Client,
+    batch: Batch<'c>,
     value: &'v [u8],
     completions: Arc<Completions>,
     slots: Vec<Option<InFlight<'c>>>,
@@ -425,7 +429,7 @@ impl<'c, 'v> Generator<'c, 'v> {
     ) {
         let completions = Completions::new(in_flight).expect("a positive share of clients");
         let mut generator = Generator {
-            client,
+            batch: client.batch(),
             value,
             completions: Arc::new(completions),
             slots: (0..in_flight).map(|_| None).collect(),
@@ -435,19 +439,29 @@ impl<'c, 'v> Generator<'c, 'v> {
         for slot in 0..in_flight {
             generator.refill(slot, &mut next, &mut finished);
         }
+        generator.batch.flush();
         let mut tags = Vec::with_capacity(in_flight);
         let mut next_sweep = Instant::now() + GENERATOR_SWEEP_INTERVAL;
         while generator.active > 0 || !generator.exhausted {
             tags.clear();
             generator.completions.wait_until(next_sweep, &mut tags);
-            if Instant::now() >= next_sweep {
-                next_sweep = Instant::now() + GENERATOR_SWEEP_INTERVAL;
-                tags.clear();
-                tags.extend(0..in_flight as u64);
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + GENERATOR_SWEEP_INTERVAL;
+                // Only the operations whose pause or attempt wait has ended, and empty
+                // slots, whose start failed: polling every answer channel would cost a
+                // cache miss each.
+                let due = generator.slots.iter().enumerate().filter(|(_, slot)| {
+                    slot.as_ref()
+                        .and_then(|operation| operation.pending.poll_at())
+                        .is_none_or(|poll_at| poll_at <= now)
+                });
+                tags.extend(due.map(|(slot, _)| slot as u64));
             }
             for &tag in &tags {
                 generator.harvest(tag as usize, &mut next, &mut finished);
             }
+            generator.batch.flush();
         }
     }
 
@@ -501,7 +515,7 @@ impl<'c, 'v> Generator<'c, 'v> {
         };
         let started = Instant::now();
         match self
-            .client
+            .batch
             .start_tagged(op, false, &self.completions, slot as u64)
         {
             Ok(pending) => {

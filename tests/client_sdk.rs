@@ -1,9 +1,9 @@
 //! The SDK against in-process fake nodes that speak the real protocol (frames carrying
 //! FlatBuffers requests and responses over std TCP): pipelining, leader hints, retries
 //! with the same session, per-group sessions, the retry bound, and dead nodes. Then
-//! operations started without waiting (`Client::start`, `Pending`), against fakes and
-//! against real `corekv server` processes: many in flight from one thread, across a
-//! leader change, and a read of what was just written.
+//! operations started without waiting (`Client::start`, `Client::batch`, `Pending`),
+//! against fakes and against real `corekv server` processes: many in flight from one
+//! thread, across a leader change, and a read of what was just written.
 //!
 //! Each fake node answers Status itself and hands every key-value request to the test's
 //! behaviour, which decides per request: answer now, hold it, or close the connection.
@@ -991,9 +991,9 @@ fn cluster_options(sessions_max: usize) -> ClientOptions {
     }
 }
 
-// Hundreds of puts started from one thread before any answer is taken are all answered
-// and applied exactly once: every put has its own log position, and each key's version
-// counts exactly its puts.
+// Hundreds of puts started from one thread before any answer is taken (half of them
+// written together through a batch) are all answered and applied exactly once: every put
+// has its own log position, and each key's version counts exactly its puts.
 #[test]
 fn many_pending_puts_from_one_thread_apply_once() {
     const KEYS: usize = 64;
@@ -1005,18 +1005,20 @@ fn many_pending_puts_from_one_thread_apply_once() {
     let completions = Arc::new(Completions::new(PUTS).unwrap());
     let key = |index: usize| format!("many/{}", index % KEYS);
     let value = |index: usize| format!("value-{index}");
+    let mut batch = client.batch();
     let pendings: Vec<Pending<'_>> = (0..PUTS)
         .map(|index| {
-            client
-                .start_tagged(
-                    put_op(&key(index), &value(index)),
-                    false,
-                    &completions,
-                    index as u64,
-                )
-                .expect("start")
+            let op = put_op(&key(index), &value(index));
+            let tag = index as u64;
+            if index % 2 == 0 {
+                client.start_tagged(op, false, &completions, tag)
+            } else {
+                batch.start_tagged(op, false, &completions, tag)
+            }
+            .expect("start")
         })
         .collect();
+    batch.flush();
     assert_eq!(completions.registered(), PUTS);
     let mut positions = BTreeSet::new();
     for (index, result) in harvest(&completions, pendings).into_iter().enumerate() {

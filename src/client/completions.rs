@@ -11,8 +11,9 @@
 //! harmless.
 //!
 //! What raises no tag: the end of a retry pause and the end of an attempt's wait. An
-//! owner that wants retries to go on while it waits calls `is_ready` on every operation
-//! it holds now and then (the cluster bench does so every millisecond).
+//! owner that wants retries to go on while it waits looks now and then for operations
+//! whose [`Pending::poll_at`](super::Pending::poll_at) has passed and calls `is_ready` on
+//! them (the cluster bench does so every few milliseconds).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;

@@ -13,8 +13,10 @@
 //! The outbox combines writes: the caller that finds nobody writing becomes the writer
 //! and sends everything queued, again and again until the outbox is empty, while other
 //! callers only append their frame and wait. Under load one system call carries many
-//! requests instead of one each. The outbox holds at most one frame per request in
-//! flight, so `in_flight_max` bounds it too.
+//! requests instead of one each. A caller that starts several requests at once may also
+//! queue them without writing ([`WriteWhen::Deferred`]) and [`Connection::flush`] them
+//! together. The outbox holds at most one frame per request in flight, so
+//! `in_flight_max` bounds it too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -75,6 +77,15 @@ impl CallError {
 
 /// What the reader hands to a waiting caller.
 type Delivery = Result<ApiResponse, CallError>;
+
+/// When a request queued by [`Connection::send`] is written to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteWhen {
+    /// At once, by this caller unless another caller is writing already.
+    Now,
+    /// By the next [`Connection::flush`], or by a caller that writes before that.
+    Deferred,
+}
 
 /// Where a request's answer goes: the call's channel, and the completion queue to tell.
 #[derive(Debug)]
@@ -281,22 +292,26 @@ impl Connection {
         request: &mut ApiRequest,
         wait_until: Instant,
     ) -> Result<ApiResponse, CallError> {
-        self.send(request, wait_until, None)?.wait(wait_until)
+        self.send(request, wait_until, None, WriteWhen::Now)?
+            .wait(wait_until)
     }
 
     /// Sends `request` under a fresh request id (written into it) and returns the call
     /// that its answer will reach, without waiting for it. Waits only for a free slot
     /// among the requests in flight, until `wait_until`. `notify` is told when the call
-    /// ends (answered, lost, or not sent after all).
+    /// ends (answered, lost, or not sent after all). `write` says whether this caller
+    /// writes the request now or leaves it for a flush.
     pub(crate) fn send(
         &self,
         request: &mut ApiRequest,
         wait_until: Instant,
         notify: Option<&Notify>,
+        write: WriteWhen,
     ) -> Result<Call, CallError> {
         let (sender, receiver) = mpsc::sync_channel(1);
         {
             let mut state = lock(&self.shared.state);
+            let mut flushed = false;
             loop {
                 if let Some(reason) = &state.closed {
                     return Err(CallError::NotSent(format!("connection closed: {reason}")));
@@ -307,6 +322,15 @@ impl Connection {
                 let now = Instant::now();
                 if now >= wait_until {
                     return Err(CallError::InFlightFull(self.in_flight_max));
+                }
+                if !flushed {
+                    // Slots free up only as answers come, and deferred requests get no
+                    // answer before they are written.
+                    drop(state);
+                    self.flush();
+                    flushed = true;
+                    state = lock(&self.shared.state);
+                    continue;
                 }
                 state.slot_waiters += 1;
                 state = self
@@ -353,13 +377,24 @@ impl Connection {
         frame::encode(&mut outbox.bytes, payload).expect("the length was checked above");
         let end = outbox.bytes.len();
         outbox.frames.push((call.request_id, end));
-        if !outbox.writing {
+        if write == WriteWhen::Now && !outbox.writing {
             outbox.writing = true;
             self.write_outbox(outbox);
         } else {
             drop(outbox);
         }
         Ok(call)
+    }
+
+    /// Writes the requests queued with [`WriteWhen::Deferred`], unless a caller is writing
+    /// already (it writes them too).
+    pub(crate) fn flush(&self) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.writing || outbox.bytes.is_empty() {
+            return;
+        }
+        outbox.writing = true;
+        self.write_outbox(outbox);
     }
 }
 
@@ -556,5 +591,88 @@ fn dispatch(payload: &[u8], shared: &Shared) -> Result<(), String> {
             }
             None => Err(format!("unreadable response: {error}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApiResult, RequestKind, StatusInfo};
+    use std::net::TcpListener;
+
+    /// Reads request frames from `stream` until `count` are in.
+    fn read_requests(stream: &mut TcpStream, count: usize) -> Vec<ApiRequest> {
+        let mut buffer = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        let mut requests = Vec::new();
+        while requests.len() < count {
+            let read = stream.read(&mut chunk).expect("the client's requests");
+            assert!(read > 0, "the client closed the connection");
+            buffer.extend_from_slice(&chunk[..read]);
+            let mut consumed = 0;
+            while let Some(decoded) = frame::decode(&buffer[consumed..], FRAME_BYTES_MAX).unwrap() {
+                consumed += decoded.consumed_bytes;
+                requests.push(api::decode_request(decoded.payload).expect("a valid request"));
+            }
+            buffer.drain(..consumed);
+        }
+        requests
+    }
+
+    // Deferred requests stay in this process until the flush, then all of them go out,
+    // and each call gets its own answer.
+    #[test]
+    fn deferred_requests_leave_at_the_flush() {
+        const REQUESTS: usize = 3;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let timeout = Duration::from_secs(30);
+        let connection = Connection::open(&address, timeout, timeout, 8).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_read_timeout(Some(timeout)).unwrap();
+        let wait_until = Instant::now() + timeout;
+        let mut calls: Vec<Call> = (0..REQUESTS)
+            .map(|_| {
+                let mut request = ApiRequest {
+                    request_id: 0,
+                    kind: RequestKind::Status,
+                };
+                connection
+                    .send(&mut request, wait_until, None, WriteWhen::Deferred)
+                    .unwrap()
+            })
+            .collect();
+        // On loopback, bytes a send wrote are readable when it returns.
+        server.set_nonblocking(true).unwrap();
+        let mut probe = [0u8; 1];
+        let error = server.read(&mut probe).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        server.set_nonblocking(false).unwrap();
+
+        connection.flush();
+        let requests = read_requests(&mut server, REQUESTS);
+        let mut answers = Vec::new();
+        for request in &requests {
+            let response = ApiResponse {
+                request_id: request.request_id,
+                result: Ok(ApiResult::Status(StatusInfo {
+                    node_id: request.request_id,
+                    ..StatusInfo::default()
+                })),
+            };
+            frame::encode(&mut answers, &api::response_to_bytes(&response)).unwrap();
+        }
+        assert!(
+            calls.iter_mut().all(|call| !call.poll()),
+            "nothing answered yet"
+        );
+        server.write_all(&answers).unwrap();
+        for call in calls {
+            let request_id = call.request_id;
+            match call.wait(wait_until).unwrap().result {
+                Ok(ApiResult::Status(status)) => assert_eq!(status.node_id, request_id),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

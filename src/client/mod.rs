@@ -81,7 +81,7 @@ pub use options::{
     REQUEST_TIMEOUT_DEFAULT, RETRIES_CEILING, RETRIES_MAX_DEFAULT, RETRY_BACKOFF_INITIAL_DEFAULT,
     RETRY_BACKOFF_MAX_DEFAULT, SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
 };
-pub use pending::Pending;
+pub use pending::{Batch, Pending};
 
 pub use crate::api::{ErrorCode, GroupStatus, Member, StatusInfo};
 pub use crate::kv::{
@@ -95,7 +95,7 @@ use crate::kv::{self, OpResponse};
 use crate::multiraft::GroupId;
 use crate::raft::{NodeId, NO_NODE};
 use completions::Notify;
-use connection::{Call, CallError, Connection};
+use connection::{Call, CallError, Connection, WriteWhen};
 use node::Node;
 use pending::Attempt;
 use session::SessionPool;
@@ -491,20 +491,38 @@ impl Client {
 
     /// Sends one attempt: to `preferred` when it can take it, else to the next node in
     /// turn that can. Returns the node and the call in flight, or the attempt as it ended
-    /// at once.
+    /// at once. With `deferred`, the request is queued for a flush of its connection,
+    /// which is added to `deferred`.
     fn send_attempt(
         &self,
         preferred: Option<usize>,
         request: &mut ApiRequest,
         wait_until: Instant,
         notify: Option<&Notify>,
+        deferred: Option<&mut Vec<Arc<Connection>>>,
     ) -> Result<(usize, Call), Attempt> {
         let (node, connection) = match self.pick_node(preferred, wait_until) {
             Ok(picked) => picked,
             Err(reason) => return Err(Attempt::NoNode(reason)),
         };
-        match connection.send(request, wait_until, notify) {
-            Ok(call) => Ok((node, call)),
+        let write = if deferred.is_some() {
+            WriteWhen::Deferred
+        } else {
+            WriteWhen::Now
+        };
+        match connection.send(request, wait_until, notify, write) {
+            Ok(call) => {
+                if let Some(deferred) = deferred {
+                    if !deferred
+                        .iter()
+                        .any(|queued| Arc::ptr_eq(queued, &connection))
+                    {
+                        debug_assert!(deferred.len() < NODES_MAX);
+                        deferred.push(connection);
+                    }
+                }
+                Ok((node, call))
+            }
             Err(error) => Err(Attempt::of_call(node, Err(error))),
         }
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::completions::{Completions, Notify};
-use super::connection::{Call, CallError};
+use super::connection::{Call, CallError, Connection};
 use super::options::{self, ClientOptions};
 use super::session::{self, SessionGuard, WriteEnd};
 use super::{route_group, Client, ClientError};
@@ -252,7 +252,7 @@ impl<'client> Pending<'client> {
     /// not final, the retries and redirects that follow (see the module's documentation
     /// of [`client`](super)).
     pub fn wait(mut self) -> Result<kv::Response, ClientError> {
-        self.advance(true);
+        self.advance(true, None);
         match std::mem::replace(&mut self.stage, Stage::Ready) {
             Stage::Done(result) => result,
             stage => unreachable!("a blocking advance ends done, not in {stage:?}"),
@@ -268,13 +268,27 @@ impl<'client> Pending<'client> {
     /// [`ClientOptions::connect_timeout`]) or wait for a free slot on a full connection
     /// (bounded by [`ClientOptions::in_flight_max`] answers to come).
     pub fn is_ready(&mut self) -> bool {
-        self.advance(false);
+        self.advance(false, None);
         matches!(self.stage, Stage::Done(_))
     }
 
+    /// When the operation next moves on without news on its completion queue: the end of
+    /// a retry pause, or of the wait for an attempt's answer. `None` once the result is
+    /// known. A thread that holds many operations can call [`Pending::is_ready`] on just
+    /// those whose moment has come, instead of on all of them.
+    pub fn poll_at(&self) -> Option<Instant> {
+        match &self.stage {
+            Stage::Ready => Some(self.attempts.resume_at.unwrap_or_else(Instant::now)),
+            Stage::InFlight { wait_until, .. } => Some(*wait_until),
+            Stage::Done(_) => None,
+        }
+    }
+
     /// Runs the attempt loop until the result, or (when `block` is false) until it would
-    /// have to wait for an answer or a pause.
-    pub(super) fn advance(&mut self, block: bool) {
+    /// have to wait for an answer or a pause. With `deferred`, requests are queued on
+    /// their connections without being written, and each connection used is added to
+    /// `deferred` for a later flush.
+    fn advance(&mut self, block: bool, mut deferred: Option<&mut Vec<Arc<Connection>>>) {
         loop {
             match &mut self.stage {
                 Stage::Done(_) => return,
@@ -288,7 +302,7 @@ impl<'client> Pending<'client> {
                             std::thread::sleep(resume_at - now);
                         }
                     }
-                    self.send_attempt();
+                    self.send_attempt(deferred.as_deref_mut());
                 }
                 Stage::InFlight {
                     call, wait_until, ..
@@ -316,7 +330,7 @@ impl<'client> Pending<'client> {
 
     /// Begins the next attempt and sends it: to the node a hint named, else the group's
     /// cached leader (writes and linearizable reads of one key), else any node.
-    fn send_attempt(&mut self) {
+    fn send_attempt(&mut self, deferred: Option<&mut Vec<Arc<Connection>>>) {
         debug_assert!(matches!(self.stage, Stage::Ready));
         let wait_until = match self.attempts.begin() {
             Ok(wait_until) => wait_until,
@@ -337,6 +351,7 @@ impl<'client> Pending<'client> {
             &mut self.request,
             wait_until,
             self.notify.as_ref(),
+            deferred,
         ) {
             Ok((node, call)) => {
                 self.stage = Stage::InFlight {
@@ -553,7 +568,7 @@ impl Drop for Pending<'_> {
 
 impl Client {
     /// Starts a key-value operation and returns at once with it in flight (the request
-    /// queued on its connection), without waiting for the answer. `serializable` applies
+    /// written to its connection), without waiting for the answer. `serializable` applies
     /// to read-only ops only. The routing, retries and sessions are those of the blocking
     /// calls, which are `start` followed by [`Pending::wait`].
     ///
@@ -567,7 +582,7 @@ impl Client {
     /// Errors here are only a session that stayed unavailable; every other failure is
     /// the result of [`Pending::wait`].
     pub fn start(&self, op: kv::Op, serializable: bool) -> Result<Pending<'_>, ClientError> {
-        self.start_with(op, serializable, None)
+        self.start_with(op, serializable, None, None)
     }
 
     /// Like [`Client::start`], and each time an attempt of the operation ends (answered,
@@ -581,12 +596,26 @@ impl Client {
         completions: &Arc<Completions>,
         tag: u64,
     ) -> Result<Pending<'_>, ClientError> {
+        let notify = Client::notify(completions, tag)?;
+        self.start_with(op, serializable, Some(notify), None)
+    }
+
+    /// A batch: operations started through it are written to their connections together
+    /// when it is flushed or dropped, one system call per connection instead of one per
+    /// operation.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            client: self,
+            connections: Vec::new(),
+        }
+    }
+
+    fn notify(completions: &Arc<Completions>, tag: u64) -> Result<Notify, ClientError> {
         completions.register()?;
-        let notify = Notify {
+        Ok(Notify {
             completions: Arc::clone(completions),
             tag,
-        };
-        self.start_with(op, serializable, Some(notify))
+        })
     }
 
     fn start_with(
@@ -594,6 +623,7 @@ impl Client {
         op: kv::Op,
         serializable: bool,
         notify: Option<Notify>,
+        deferred: Option<&mut Vec<Arc<Connection>>>,
     ) -> Result<Pending<'_>, ClientError> {
         let deadline = Instant::now() + self.options.request_timeout;
         let session = if op.is_read_only() {
@@ -616,7 +646,60 @@ impl Client {
             session
         };
         let mut pending = Pending::new(self, op, serializable, deadline, session, notify);
-        pending.advance(false);
+        pending.advance(false, deferred);
         Ok(pending)
+    }
+}
+
+/// Operations started together from one thread, written to their connections together:
+/// their requests are queued, and [`Batch::flush`] (or dropping the batch) writes each
+/// connection's queue in one system call. Retries are never held back: only the first
+/// attempt of an operation waits for the flush.
+///
+/// A request waits in its queue until the flush, so a batch is for operations started in
+/// one go (say, the replacements of the operations that just completed), not one kept
+/// open while waiting for answers.
+#[derive(Debug)]
+pub struct Batch<'client> {
+    client: &'client Client,
+    /// The connections with queued requests, each once; at most one per known node.
+    connections: Vec<Arc<Connection>>,
+}
+
+impl<'client> Batch<'client> {
+    /// Like [`Client::start`], written at the next flush.
+    pub fn start(
+        &mut self,
+        op: kv::Op,
+        serializable: bool,
+    ) -> Result<Pending<'client>, ClientError> {
+        self.client
+            .start_with(op, serializable, None, Some(&mut self.connections))
+    }
+
+    /// Like [`Client::start_tagged`], written at the next flush.
+    pub fn start_tagged(
+        &mut self,
+        op: kv::Op,
+        serializable: bool,
+        completions: &Arc<Completions>,
+        tag: u64,
+    ) -> Result<Pending<'client>, ClientError> {
+        let notify = Client::notify(completions, tag)?;
+        self.client
+            .start_with(op, serializable, Some(notify), Some(&mut self.connections))
+    }
+
+    /// Writes every request started through the batch so far.
+    pub fn flush(&mut self) {
+        for connection in self.connections.drain(..) {
+            connection.flush();
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
