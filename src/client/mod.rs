@@ -50,9 +50,55 @@
 //! operation on without blocking and says whether its result is in. With
 //! [`Client::start_tagged`], each operation reports the end of each of its attempts to a
 //! [`Completions`] queue under a tag, so one thread can keep many operations in flight
-//! and sleep until any of them has news. A pending write holds its session until its
-//! result: [`ClientOptions::sessions_max`] bounds the writes in flight from one client,
-//! whether they come from many threads or from one.
+//! and sleep until any of them has news. Operations started through a [`Batch`]
+//! ([`Client::batch`]) are written together when it is flushed: one system call per
+//! connection for all of them. A pending write holds its session until its result:
+//! [`ClientOptions::sessions_max`] bounds the writes in flight from one client, whether
+//! they come from many threads or from one.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use corekv::client::{Client, ClientOptions, Completions, Pending};
+//! use corekv::kv;
+//!
+//! let client = Client::connect(&["127.0.0.1:7379".to_string()], ClientOptions::default())?;
+//! let completions = Arc::new(Completions::new(64)?);
+//! let mut batch = client.batch();
+//! let mut pendings: Vec<Option<Pending<'_>>> = Vec::new();
+//! for index in 0..64u64 {
+//!     let op = kv::Op::Put(kv::PutRequest {
+//!         key: format!("key-{index}").into_bytes(),
+//!         value: b"value".to_vec(),
+//!         ..kv::PutRequest::default()
+//!     });
+//!     pendings.push(Some(batch.start_tagged(op, false, &completions, index)?));
+//! }
+//! batch.flush();
+//! let (mut left, mut tags) = (pendings.len(), Vec::new());
+//! while left > 0 {
+//!     tags.clear();
+//!     completions.wait_until(Instant::now() + Duration::from_millis(5), &mut tags);
+//!     // A retry pause or an attempt timeout raises no tag: look at those too.
+//!     let now = Instant::now();
+//!     for (index, slot) in pendings.iter().enumerate() {
+//!         let due = slot.as_ref().and_then(Pending::poll_at);
+//!         if due.is_some_and(|moment| moment <= now) {
+//!             tags.push(index as u64);
+//!         }
+//!     }
+//!     for &tag in &tags {
+//!         let slot = &mut pendings[tag as usize];
+//!         if slot.as_mut().is_some_and(Pending::is_ready) {
+//!             let response = slot.take().expect("ready").wait()?;
+//!             println!("key-{tag} written at revision {}", response.revision);
+//!             left -= 1;
+//!         }
+//!     }
+//! }
+//! # Ok::<(), corekv::client::ClientError>(())
+//! ```
 //!
 //! # Errors
 //!
