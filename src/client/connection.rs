@@ -2,7 +2,7 @@
 //! matched to its response by request id.
 //!
 //! Callers queue whole frames in an outbox ([`Connection::send`]) and get a [`Call`] with
-//! its own one-slot channel; a reader thread decodes response frames and hands each to
+//! its own one-answer mailbox; a reader thread decodes response frames and hands each to
 //! the call of its request id (and pushes the call's tag to its completion queue, when it
 //! has one). A call is waited on at once (a blocking call) or later, and may be asked
 //! whether its answer is in without waiting, so one thread can have many calls out. At
@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,6 +37,17 @@ use crate::frame::{self, FRAME_BYTES_MAX};
 /// reads; the buffer never holds more than one frame plus one read (the frame decoder
 /// refuses a length over [`FRAME_BYTES_MAX`] before anything waits for it).
 pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes of encoding buffer a thread keeps between requests; a larger request gets a
+/// buffer of its own that is dropped after it.
+const ENCODER_KEPT_BYTES_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's request encoder, reused so that a request costs no allocation of
+    /// its own buffer.
+    static ENCODER: std::cell::RefCell<FlatBufferBuilder<'static>> =
+        std::cell::RefCell::new(FlatBufferBuilder::with_capacity(1024));
+}
 
 /// Why a call produced no response.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -87,18 +97,73 @@ pub(crate) enum WriteWhen {
     Deferred,
 }
 
-/// Where a request's answer goes: the call's channel, and the completion queue to tell.
+/// The place where the reader leaves one call's answer. It holds at most one: the reader
+/// hands an answer only to a waiter it removed from `State::pending`, which happens once.
+#[derive(Debug, Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    /// Signalled when the answer is left while the call waits for it.
+    filled: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    delivery: Option<Delivery>,
+    /// The call is blocked in [`Mailbox::wait_until`]; nobody is woken otherwise.
+    waiting: bool,
+}
+
+impl Mailbox {
+    fn put(&self, delivery: Delivery) {
+        let wake = {
+            let mut state = lock(&self.state);
+            assert!(state.delivery.is_none(), "a call gets one answer");
+            state.delivery = Some(delivery);
+            state.waiting
+        };
+        if wake {
+            self.filled.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<Delivery> {
+        lock(&self.state).delivery.take()
+    }
+
+    /// The answer, waiting for it until `until`; `None` when none came by then.
+    fn wait_until(&self, until: Instant) -> Option<Delivery> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(delivery) = state.delivery.take() {
+                return Some(delivery);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            state.waiting = true;
+            state = self
+                .filled
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+            state.waiting = false;
+        }
+    }
+}
+
+/// Where a request's answer goes: the call's mailbox, and the completion queue to tell.
 #[derive(Debug)]
 struct Waiter {
-    sender: SyncSender<Delivery>,
+    mailbox: Arc<Mailbox>,
     notify: Option<Notify>,
 }
 
 impl Waiter {
-    /// Hands the call its answer (a full or disconnected channel means the caller already
-    /// gave up) and tells its completion queue.
+    /// Leaves the call its answer (which nobody reads if the call was given up) and tells
+    /// its completion queue.
     fn hand(self, delivery: Delivery) {
-        let _ = self.sender.try_send(delivery);
+        self.mailbox.put(delivery);
         if let Some(notify) = &self.notify {
             notify.push();
         }
@@ -308,7 +373,7 @@ impl Connection {
         notify: Option<&Notify>,
         write: WriteWhen,
     ) -> Result<Call, CallError> {
-        let (sender, receiver) = mpsc::sync_channel(1);
+        let mailbox = Arc::new(Mailbox::default());
         {
             let mut state = lock(&self.shared.state);
             let mut flushed = false;
@@ -343,7 +408,7 @@ impl Connection {
             }
             request.request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
             let waiter = Waiter {
-                sender,
+                mailbox: Arc::clone(&mailbox),
                 notify: notify.cloned(),
             };
             let previous = state.pending.insert(request.request_id, waiter);
@@ -352,17 +417,29 @@ impl Connection {
         let call = Call {
             shared: Arc::clone(&self.shared),
             request_id: request.request_id,
-            receiver,
+            mailbox,
             arrived: None,
             open: true,
         };
 
-        let mut builder = FlatBufferBuilder::with_capacity(api::request_capacity_hint(request));
-        let payload = api::encode_request(&mut builder, request);
-        if payload.len() > FRAME_BYTES_MAX {
+        ENCODER.with_borrow_mut(|builder| self.queue(request, builder, call, write))
+    }
+
+    /// Encodes `request` with `builder` and queues its frame; see [`Connection::send`].
+    fn queue(
+        &self,
+        request: &ApiRequest,
+        builder: &mut FlatBufferBuilder<'static>,
+        call: Call,
+        write: WriteWhen,
+    ) -> Result<Call, CallError> {
+        let payload = api::encode_request(builder, request);
+        let payload_bytes = payload.len();
+        if payload_bytes > FRAME_BYTES_MAX {
+            *builder = FlatBufferBuilder::with_capacity(ENCODER_KEPT_BYTES_MAX);
             // Dropping the call forgets its request id.
             return Err(CallError::TooLarge {
-                bytes: payload.len(),
+                bytes: payload_bytes,
             });
         }
         let mut outbox = lock(&self.outbox);
@@ -382,6 +459,10 @@ impl Connection {
             self.write_outbox(outbox);
         } else {
             drop(outbox);
+        }
+        if payload_bytes > ENCODER_KEPT_BYTES_MAX {
+            // A large request would otherwise pin its buffer to the thread for good.
+            *builder = FlatBufferBuilder::with_capacity(ENCODER_KEPT_BYTES_MAX);
         }
         Ok(call)
     }
@@ -404,7 +485,7 @@ impl Connection {
 pub(crate) struct Call {
     shared: Arc<Shared>,
     request_id: u64,
-    receiver: Receiver<Delivery>,
+    mailbox: Arc<Mailbox>,
     /// The answer, once [`Call::poll`] found it.
     arrived: Option<Delivery>,
     /// The request still holds its slot: no answer was taken and it was not forgotten.
@@ -418,20 +499,13 @@ impl Call {
         if self.arrived.is_some() {
             return true;
         }
-        match self.receiver.try_recv() {
-            Ok(delivery) => {
+        match self.mailbox.take() {
+            Some(delivery) => {
                 self.open = false;
                 self.arrived = Some(delivery);
                 true
             }
-            Err(TryRecvError::Empty) => false,
-            Err(TryRecvError::Disconnected) => {
-                self.open = false;
-                self.arrived = Some(Err(CallError::Lost(
-                    "the reader dropped the request without an answer".to_string(),
-                )));
-                true
-            }
+            None => false,
         }
     }
 
@@ -440,18 +514,14 @@ impl Call {
         if let Some(delivery) = self.arrived.take() {
             return delivery;
         }
-        let wait = wait_until.saturating_duration_since(Instant::now());
-        let delivery = match self.receiver.recv_timeout(wait) {
-            Ok(delivery) => delivery,
-            Err(RecvTimeoutError::Timeout) => {
+        let delivery = match self.mailbox.wait_until(wait_until) {
+            Some(delivery) => delivery,
+            None => {
                 self.shared.forget(self.request_id);
                 // The response may have been handed over between the timeout and the
                 // removal.
-                self.receiver.try_recv().unwrap_or(Err(CallError::TimedOut))
+                self.mailbox.take().unwrap_or(Err(CallError::TimedOut))
             }
-            Err(RecvTimeoutError::Disconnected) => Err(CallError::Lost(
-                "the reader dropped the request without an answer".to_string(),
-            )),
         };
         self.open = false;
         delivery
