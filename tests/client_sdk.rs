@@ -905,6 +905,23 @@ fn pending_writes_follow_a_redirect_with_their_sessions() {
     );
 }
 
+// Waiting for an operation of a batch that was not flushed yet sends its request first:
+// the one delivery is answered, with no retry after an attempt timeout.
+#[test]
+fn waiting_on_an_unflushed_batch_sends_the_request() {
+    let cluster = FakeCluster::start(1, 4, None, AlwaysSucceed);
+    let client = connect(&cluster, 0, quick_options());
+    let mut batch = client.batch();
+    let pending = batch.start(get_op("k"), false).unwrap();
+    let response = pending.wait().expect("answered");
+    assert_eq!(
+        value_of(&response, "k").map(|pair| pair.value),
+        Some(b"value-of-k".to_vec())
+    );
+    assert_eq!(cluster.journal.requests().len(), 1);
+    drop(batch);
+}
+
 /// Never answers the first write (as a node whose reply was lost), answers the rest.
 struct HoldFirstWrite {
     writes: AtomicUsize,

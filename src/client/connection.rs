@@ -38,6 +38,9 @@ use crate::frame::{self, FRAME_BYTES_MAX};
 /// refuses a length over [`FRAME_BYTES_MAX`] before anything waits for it).
 pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Bytes of outbox buffer a connection keeps for its next frames once written.
+const OUTBOX_KEPT_BYTES_MAX: usize = 1 << 20;
+
 /// Bytes of encoding buffer a thread keeps between requests; a larger request gets a
 /// buffer of its own that is dropped after it.
 const ENCODER_KEPT_BYTES_MAX: usize = 64 * 1024;
@@ -170,7 +173,8 @@ impl Waiter {
     }
 }
 
-/// The callers waiting for responses, shared with the reader thread.
+/// The callers waiting for responses and the frames queued for the socket, shared with
+/// the reader thread and the calls.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
@@ -178,6 +182,9 @@ struct Shared {
     slot_freed: Condvar,
     /// A handle on the socket to shut it down from any side when the connection closes.
     socket: TcpStream,
+    /// The socket's write side; only the caller that set `Outbox::writing` writes.
+    writer: TcpStream,
+    outbox: Mutex<Outbox>,
 }
 
 #[derive(Debug, Default)]
@@ -272,9 +279,6 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Connection {
     address: String,
-    /// The socket's write side; only the caller that set `Outbox::writing` writes.
-    writer: TcpStream,
-    outbox: Mutex<Outbox>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     next_request_id: AtomicU64,
@@ -320,6 +324,8 @@ impl Connection {
             state: Mutex::new(State::default()),
             slot_freed: Condvar::new(),
             socket: stream.try_clone()?,
+            writer: stream,
+            outbox: Mutex::new(Outbox::default()),
         });
         let reader_shared = Arc::clone(&shared);
         let reader = std::thread::Builder::new()
@@ -327,8 +333,6 @@ impl Connection {
             .spawn(move || read_loop(reader_stream, &reader_shared))?;
         Ok(Connection {
             address: address.to_string(),
-            writer: stream,
-            outbox: Mutex::new(Outbox::default()),
             shared,
             reader: Some(reader),
             next_request_id: AtomicU64::new(1),
@@ -420,6 +424,7 @@ impl Connection {
             mailbox,
             arrived: None,
             open: true,
+            deferred: write == WriteWhen::Deferred,
         };
 
         ENCODER.with_borrow_mut(|builder| self.queue(request, builder, call, write))
@@ -442,7 +447,7 @@ impl Connection {
                 bytes: payload_bytes,
             });
         }
-        let mut outbox = lock(&self.outbox);
+        let mut outbox = lock(&self.shared.outbox);
         // A writer that failed closed the connection while holding the outbox, so a frame
         // queued after this check is written or failed as `NotSent` by a writer. (Only
         // when the reader closes the connection in between does a frame that never left
@@ -456,7 +461,7 @@ impl Connection {
         outbox.frames.push((call.request_id, end));
         if write == WriteWhen::Now && !outbox.writing {
             outbox.writing = true;
-            self.write_outbox(outbox);
+            self.shared.write_outbox(outbox);
         } else {
             drop(outbox);
         }
@@ -470,12 +475,7 @@ impl Connection {
     /// Writes the requests queued with [`WriteWhen::Deferred`], unless a caller is writing
     /// already (it writes them too).
     pub(crate) fn flush(&self) {
-        let mut outbox = lock(&self.outbox);
-        if outbox.writing || outbox.bytes.is_empty() {
-            return;
-        }
-        outbox.writing = true;
-        self.write_outbox(outbox);
+        self.shared.flush();
     }
 }
 
@@ -490,6 +490,9 @@ pub(crate) struct Call {
     arrived: Option<Delivery>,
     /// The request still holds its slot: no answer was taken and it was not forgotten.
     open: bool,
+    /// The request was queued without being written: waiting for its answer flushes it
+    /// first.
+    deferred: bool,
 }
 
 impl Call {
@@ -514,6 +517,10 @@ impl Call {
         if let Some(delivery) = self.arrived.take() {
             return delivery;
         }
+        if self.deferred {
+            // An answer cannot come to a request that never left.
+            self.shared.flush();
+        }
         let delivery = match self.mailbox.wait_until(wait_until) {
             Some(delivery) => delivery,
             None => {
@@ -536,7 +543,17 @@ impl Drop for Call {
     }
 }
 
-impl Connection {
+impl Shared {
+    /// Writes the queued frames, unless a caller is writing already (it writes them too).
+    fn flush(&self) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.writing || outbox.bytes.is_empty() {
+            return;
+        }
+        outbox.writing = true;
+        self.write_outbox(outbox);
+    }
+
     /// Writes the outbox until it is empty; the caller has set `writing`. When a write
     /// fails, the frames that were not wholly written cannot have been decoded by the
     /// server: their callers learn `NotSent`; the frames before them may have arrived, and
@@ -546,6 +563,13 @@ impl Connection {
         let mut frames = Vec::new();
         loop {
             if outbox.bytes.is_empty() {
+                // The buffers just written go back, so the next frames need no
+                // allocation (unless a burst made them larger than worth keeping).
+                debug_assert!(outbox.frames.is_empty() && frames.is_empty());
+                if bytes.capacity() <= OUTBOX_KEPT_BYTES_MAX {
+                    std::mem::swap(&mut bytes, &mut outbox.bytes);
+                    std::mem::swap(&mut frames, &mut outbox.frames);
+                }
                 outbox.writing = false;
                 return;
             }
@@ -557,18 +581,18 @@ impl Connection {
                 let reason = format!("write failed: {error}");
                 for &(request_id, end) in &frames {
                     if end > written {
-                        self.shared.fail_unsent(request_id, &reason);
+                        self.fail_unsent(request_id, &reason);
                     }
                 }
                 let mut outbox = lock(&self.outbox);
                 for (request_id, _) in outbox.frames.drain(..) {
-                    self.shared.fail_unsent(request_id, &reason);
+                    self.fail_unsent(request_id, &reason);
                 }
                 outbox.bytes.clear();
                 // Part of a frame may be out: nothing after it could be parsed, so the
                 // connection is over. It closes before the outbox is released, so no
                 // caller queues a frame behind the broken one.
-                self.shared.close(reason);
+                self.close(reason);
                 outbox.writing = false;
                 return;
             }

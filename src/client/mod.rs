@@ -593,21 +593,36 @@ impl Client {
         preferred: Option<usize>,
         wait_until: Instant,
     ) -> Result<(usize, Arc<Connection>), String> {
-        let nodes = self.nodes_snapshot();
+        // Nodes are only ever appended, so an index stays valid; each node is taken out
+        // of the lock on its own (this runs for every request, and a connection attempt
+        // must not hold the lock).
+        let node_at = |index: usize| {
+            Arc::clone(
+                &self
+                    .nodes
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)[index],
+            )
+        };
         let mut reasons = Vec::new();
         if let Some(index) = preferred {
-            match nodes[index].connection(&self.options, wait_until) {
+            match node_at(index).connection(&self.options, wait_until) {
                 Ok(connection) => return Ok((index, connection)),
                 Err(unavailable) => reasons.push(unavailable.reason),
             }
         }
+        let count = self
+            .nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
         let start = self.next_node.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..nodes.len() {
-            let index = (start + offset) % nodes.len();
+        for offset in 0..count {
+            let index = (start + offset) % count;
             if Some(index) == preferred {
                 continue;
             }
-            match nodes[index].connection(&self.options, wait_until) {
+            match node_at(index).connection(&self.options, wait_until) {
                 Ok(connection) => return Ok((index, connection)),
                 Err(unavailable) => reasons.push(unavailable.reason),
             }

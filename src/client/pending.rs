@@ -656,9 +656,10 @@ impl Client {
 /// connection's queue in one system call. Retries are never held back: only the first
 /// attempt of an operation waits for the flush.
 ///
-/// A request waits in its queue until the flush, so a batch is for operations started in
-/// one go (say, the replacements of the operations that just completed), not one kept
-/// open while waiting for answers.
+/// A request waits in its queue until the flush (only [`Pending::wait`] on one of its
+/// operations writes the queue first; [`Pending::is_ready`] does not), so a batch is for
+/// operations started in one go (say, the replacements of the operations that just
+/// completed), not one kept open while waiting for answers.
 #[derive(Debug)]
 pub struct Batch<'client> {
     client: &'client Client,
