@@ -13,13 +13,30 @@
 //! and the generator share them, and other work may too: CPU per operation says more
 //! than ops/s on a busy machine), then the ratio corekv/etcd per phase and the goals.
 //!
-//! corekv is reached through the SDK (`corekv::client::Client`): each client is a thread
-//! that runs one operation at a time, and `--threads-per-sdk-client` threads share one
-//! `Client` (its pipelined connections, one per node). etcd is reached through its v3
-//! JSON gateway with a minimal HTTP/1.1 keep-alive client below, one connection per
-//! client thread spread over the members (HTTP/1.1 cannot pipeline usefully), keys and
-//! values base64-encoded as the gateway wants; a response counts only when it is a 200
-//! that carries a header revision (and, for a get, the value).
+//! `--clients` is the number of operations in flight in total (a closed loop: each one
+//! that completes is followed at once by the next).
+//!
+//! corekv is reached through the SDK (`corekv::client::Client`) by a few generator
+//! threads (`--generator-threads`, default 2), which split the clients between them: each
+//! keeps its share of operations in flight with `Client::start_tagged`, all tagged into
+//! one completion queue of its own, and sleeps on that queue until some operation has
+//! news. It then moves on exactly the tagged operations (`Pending::is_ready`); each one
+//! that is done is checked, its latency is recorded from just before its start to the
+//! moment its completion is observed, and the next operation is started in its place;
+//! the operations started after one wake-up are written together (`Client::batch`, one
+//! system call per connection).
+//! Completions are harvested in the order they arrive, not oldest first, so a fast
+//! answer is never held behind a slow one. Every 5 ms (`GENERATOR_SWEEP_INTERVAL`) a
+//! thread also moves on the operations whose retry pause or attempt wait has ended
+//! (`Pending::poll_at`): those raise no tag. `--threads-per-sdk-client` generator threads share one `Client` (its
+//! pipelined connections, one per node); its session pool is sized so every write in
+//! flight holds its own session. The fill runs the same way.
+//!
+//! etcd is reached through its v3 JSON gateway with a minimal HTTP/1.1 keep-alive client
+//! below: one thread per client, one operation at a time, one connection per thread
+//! spread over the members (HTTP/1.1 cannot pipeline usefully), keys and values
+//! base64-encoded as the gateway wants; a response counts only when it is a 200 that
+//! carries a header revision (and, for a get, the value).
 //!
 //! Run: `cargo bench --bench cluster` (builds the release `corekv` binary, which the
 //! bench starts from `target/release/corekv`), or `tools/bench-cluster.sh`, which
@@ -37,7 +54,11 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use corekv::client::{Client, ClientOptions};
+use corekv::client::{
+    Batch, Client, ClientError, ClientOptions, Completions, Pending, IN_FLIGHT_MAX_DEFAULT,
+    SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
+};
+use corekv::kv::{self, OpResponse, RangeRequest};
 use histogram::Histogram;
 
 /// Members of each cluster.
@@ -64,6 +85,9 @@ const MIX_PUT_PERCENT: u64 = 70;
 const LOG_TAIL_LINES: usize = 20;
 /// Ports tried from the base port when looking for free ones.
 const PORT_SEARCH_SPAN: u16 = 2000;
+/// How often a corekv generator thread moves on every operation it holds, for the retry
+/// pauses and attempt timeouts that raise no completion tag.
+const GENERATOR_SWEEP_INTERVAL: Duration = Duration::from_millis(5);
 
 /// HTTP: the largest response head and body accepted from the etcd gateway.
 const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -82,9 +106,14 @@ struct Arguments {
     /// Seconds each phase runs before it is measured.
     #[arg(long, default_value_t = 3.0)]
     warmup_seconds: f64,
-    /// Concurrent clients (threads, one operation in flight each), one run per count.
+    /// Operations in flight in total, one run per count (corekv: split over the
+    /// generator threads; etcd: one thread per client).
     #[arg(long, value_delimiter = ',', default_values_t = [64, 256])]
     clients: Vec<usize>,
+    /// corekv generator threads, each keeping its share of the clients' operations in
+    /// flight through the SDK's non-blocking calls.
+    #[arg(long, default_value_t = 2)]
+    generator_threads: usize,
     /// Phases to run, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Phase::Put, Phase::Get, Phase::Mix])]
     phases: Vec<Phase>,
@@ -103,7 +132,7 @@ struct Arguments {
     /// corekv Raft groups.
     #[arg(long, default_value_t = 16)]
     groups: u64,
-    /// corekv client threads that share one SDK `Client` (and its connections).
+    /// corekv generator threads that share one SDK `Client` (and its connections).
     #[arg(long, default_value_t = 16)]
     threads_per_sdk_client: usize,
     /// An extra flag for every corekv server, e.g. `--corekv-server-arg=--snapshot-entries=100000`
@@ -165,10 +194,20 @@ trait Worker {
     fn get(&mut self, key: &[u8], expected: &[u8]) -> Result<(), String>;
 }
 
-/// A system under load: hands out workers and names its processes.
+/// How one load thread drives a system.
+enum Driver<'a> {
+    /// One blocking operation at a time.
+    Blocking(Box<dyn Worker + 'a>),
+    /// Many operations in flight through a shared SDK client.
+    Pipelined(&'a Client),
+}
+
+/// A system under load: hands out drivers and names its processes.
 trait System: Sync {
     fn name(&self) -> &'static str;
-    fn worker(&self, thread: usize) -> Box<dyn Worker + '_>;
+    /// Threads that keep `clients` operations in flight.
+    fn threads_for(&self, clients: usize) -> usize;
+    fn driver(&self, thread: usize) -> Driver<'_>;
     fn pids(&self) -> Vec<u32>;
     /// Fails when a member process has exited.
     fn check_alive(&self) -> Result<(), String>;
@@ -323,7 +362,178 @@ fn is_put(phase: Phase, chooser: &mut KeyChooser) -> bool {
     }
 }
 
-/// Runs one phase: `clients` threads, warm-up, then the measured window.
+/// The share of `clients` operations in flight that thread `thread` of `threads` keeps.
+fn share(clients: usize, threads: usize, thread: usize) -> usize {
+    clients / threads + usize::from(thread < clients % threads)
+}
+
+/// Checks a corekv answer: a put must succeed, a get must return `expected` at `key`.
+fn check_corekv(
+    key: &[u8],
+    put: bool,
+    expected: &[u8],
+    result: Result<kv::Response, ClientError>,
+) -> Result<(), String> {
+    let response = result.map_err(|error| error.to_string())?;
+    let name = || String::from_utf8_lossy(key);
+    match (put, response.op) {
+        (true, OpResponse::Put(_)) => Ok(()),
+        (false, OpResponse::Range(range)) => {
+            match range.kvs.into_iter().find(|pair| pair.key == key) {
+                Some(pair) if pair.value == expected => Ok(()),
+                Some(pair) => Err(format!(
+                    "{}: read {} bytes that differ from what was written",
+                    name(),
+                    pair.value.len()
+                )),
+                None => Err(format!("{}: missing", name())),
+            }
+        }
+        (_, other) => Err(format!("{}: unexpected answer {other:?}", name())),
+    }
+}
+
+/// One corekv operation in flight in a generator thread.
+struct InFlight<'c> {
+    pending: Pending<'c>,
+    key: Vec<u8>,
+    put: bool,
+    started: Instant,
+}
+
+/// One generator thread's operations: a fixed number of slots, each holding at most one
+/// operation, whose index is its tag in the thread's completion queue. The operations
+/// started after one wake-up go out together (`Batch`): one write per connection.
+struct Generator<'c, 'v> {
+    batch: Batch<'c>,
+    value: &'v [u8],
+    completions: Arc<Completions>,
+    slots: Vec<Option<InFlight<'c>>>,
+    /// Slots holding an operation.
+    active: usize,
+    /// `next` has no more operations to hand out.
+    exhausted: bool,
+}
+
+impl<'c, 'v> Generator<'c, 'v> {
+    /// Keeps up to `in_flight` operations going through `client` until `next` hands out
+    /// no more (it returns the key and whether to put) and every operation started has
+    /// completed. `finished` gets each operation's start, the moment its completion was
+    /// observed, and its checked outcome.
+    fn run(
+        client: &'c Client,
+        in_flight: usize,
+        value: &'v [u8],
+        mut next: impl FnMut() -> Option<(Vec<u8>, bool)>,
+        mut finished: impl FnMut(Instant, Instant, Result<(), String>),
+    ) {
+        let completions = Completions::new(in_flight).expect("a positive share of clients");
+        let mut generator = Generator {
+            batch: client.batch(),
+            value,
+            completions: Arc::new(completions),
+            slots: (0..in_flight).map(|_| None).collect(),
+            active: 0,
+            exhausted: false,
+        };
+        for slot in 0..in_flight {
+            generator.refill(slot, &mut next, &mut finished);
+        }
+        generator.batch.flush();
+        let mut tags = Vec::with_capacity(in_flight);
+        let mut next_sweep = Instant::now() + GENERATOR_SWEEP_INTERVAL;
+        while generator.active > 0 || !generator.exhausted {
+            tags.clear();
+            generator.completions.wait_until(next_sweep, &mut tags);
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + GENERATOR_SWEEP_INTERVAL;
+                // Only the operations whose pause or attempt wait has ended, and empty
+                // slots, whose start failed: polling every answer channel would cost a
+                // cache miss each.
+                let due = generator.slots.iter().enumerate().filter(|(_, slot)| {
+                    slot.as_ref()
+                        .and_then(|operation| operation.pending.poll_at())
+                        .is_none_or(|poll_at| poll_at <= now)
+                });
+                tags.extend(due.map(|(slot, _)| slot as u64));
+            }
+            for &tag in &tags {
+                generator.harvest(tag as usize, &mut next, &mut finished);
+            }
+            generator.batch.flush();
+        }
+    }
+
+    /// Takes the slot's operation when it is done (or fills an empty slot).
+    fn harvest(
+        &mut self,
+        slot: usize,
+        next: &mut impl FnMut() -> Option<(Vec<u8>, bool)>,
+        finished: &mut impl FnMut(Instant, Instant, Result<(), String>),
+    ) {
+        // A slot whose start failed is filled again; a stale tag, or an operation that
+        // went on to a retry, leaves its slot alone.
+        if let Some(operation) = &mut self.slots[slot] {
+            if !operation.pending.is_ready() {
+                return;
+            }
+        }
+        if let Some(operation) = self.slots[slot].take() {
+            self.active -= 1;
+            let result = operation.pending.wait();
+            let done = Instant::now();
+            let checked = check_corekv(&operation.key, operation.put, self.value, result);
+            finished(operation.started, done, checked);
+        }
+        self.refill(slot, next, finished);
+    }
+
+    /// Starts the next operation in an empty slot, unless `next` has none.
+    fn refill(
+        &mut self,
+        slot: usize,
+        next: &mut impl FnMut() -> Option<(Vec<u8>, bool)>,
+        finished: &mut impl FnMut(Instant, Instant, Result<(), String>),
+    ) {
+        debug_assert!(self.slots[slot].is_none());
+        if self.exhausted {
+            return;
+        }
+        let Some((key, put)) = next() else {
+            self.exhausted = true;
+            return;
+        };
+        let op = if put {
+            kv::Op::Put(kv::PutRequest {
+                key: key.clone(),
+                value: self.value.to_vec(),
+                ..kv::PutRequest::default()
+            })
+        } else {
+            kv::Op::Range(RangeRequest::get(&key))
+        };
+        let started = Instant::now();
+        match self
+            .batch
+            .start_tagged(op, false, &self.completions, slot as u64)
+        {
+            Ok(pending) => {
+                self.slots[slot] = Some(InFlight {
+                    pending,
+                    key,
+                    put,
+                    started,
+                });
+                self.active += 1;
+            }
+            // The slot stays empty until the next sweep fills it.
+            Err(error) => finished(started, Instant::now(), Err(error.to_string())),
+        }
+    }
+}
+
+/// Runs one phase: `clients` operations in flight, warm-up, then the measured window.
 fn run_phase(
     system: &dyn System,
     phase: Phase,
@@ -335,16 +545,17 @@ fn run_phase(
     let warmup = Duration::from_secs_f64(arguments.warmup_seconds);
     let window = Duration::from_secs_f64(arguments.seconds);
     let keys = arguments.keys;
-    let barrier = Barrier::new(clients + 1);
-    let tallies = Mutex::new(Vec::with_capacity(clients));
+    let threads = system.threads_for(clients);
+    let barrier = Barrier::new(threads + 1);
+    let tallies = Mutex::new(Vec::with_capacity(threads));
     let started = Mutex::new(None::<Instant>);
     let (cpu_start, cpu_end, measured_start, measured_end) = std::thread::scope(|scope| {
-        for thread in 0..clients {
+        for thread in 0..threads {
             let barrier = &barrier;
             let tallies = &tallies;
             let started = &started;
             scope.spawn(move || {
-                let mut worker = system.worker(thread);
+                let driver = system.driver(thread);
                 let mut chooser = KeyChooser::new(thread as u64 + 1);
                 let mut tally = ThreadTally::new();
                 barrier.wait();
@@ -354,21 +565,9 @@ fn run_phase(
                     .expect("set before release");
                 let window_start = begin + warmup;
                 let window_end = window_start + window;
-                loop {
-                    let key = key_of(chooser.below(keys));
-                    let put = is_put(phase, &mut chooser);
-                    let sent = Instant::now();
-                    if sent >= window_end {
-                        break;
-                    }
-                    let result = if put {
-                        worker.put(&key, value)
-                    } else {
-                        worker.get(&key, value)
-                    };
-                    let done = Instant::now();
+                let mut record = |sent: Instant, done: Instant, result: Result<(), String>| {
                     if done < window_start || done >= window_end {
-                        continue;
+                        return;
                     }
                     match result {
                         Ok(()) => {
@@ -380,6 +579,33 @@ fn run_phase(
                                 .expect("latency fits the histogram");
                         }
                         Err(error) => tally.error(error),
+                    }
+                };
+                match driver {
+                    Driver::Blocking(mut worker) => loop {
+                        let key = key_of(chooser.below(keys));
+                        let put = is_put(phase, &mut chooser);
+                        let sent = Instant::now();
+                        if sent >= window_end {
+                            break;
+                        }
+                        let result = if put {
+                            worker.put(&key, value)
+                        } else {
+                            worker.get(&key, value)
+                        };
+                        record(sent, Instant::now(), result);
+                    },
+                    Driver::Pipelined(client) => {
+                        let next = || {
+                            if Instant::now() >= window_end {
+                                return None;
+                            }
+                            let key = key_of(chooser.below(keys));
+                            Some((key, is_put(phase, &mut chooser)))
+                        };
+                        let in_flight = share(clients, threads, thread);
+                        Generator::run(client, in_flight, value, next, record);
                     }
                 }
                 tallies.lock().expect("tallies").push(tally);
@@ -426,23 +652,45 @@ fn run_phase(
     }
 }
 
-/// Writes every key once with `clients` threads; returns (puts/s, errors).
+/// Writes every key once with `clients` operations in flight; returns (puts/s, errors).
 fn fill(system: &dyn System, clients: usize, keys: u64, value: &[u8]) -> (f64, u64, Vec<String>) {
     let start = Instant::now();
+    let threads = system.threads_for(clients);
     let tallies = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for thread in 0..clients {
+        for thread in 0..threads {
             let tallies = &tallies;
             scope.spawn(move || {
-                let mut worker = system.worker(thread);
                 let mut tally = ThreadTally::new();
+                // This thread writes every key whose index is its own modulo the threads.
                 let mut index = thread as u64;
-                while index < keys {
-                    match worker.put(&key_of(index), value) {
-                        Ok(()) => tally.ok += 1,
-                        Err(error) => tally.error(error),
+                let mut next = || {
+                    if index >= keys {
+                        return None;
                     }
-                    index += clients as u64;
+                    let key = key_of(index);
+                    index += threads as u64;
+                    Some(key)
+                };
+                match system.driver(thread) {
+                    Driver::Blocking(mut worker) => {
+                        while let Some(key) = next() {
+                            match worker.put(&key, value) {
+                                Ok(()) => tally.ok += 1,
+                                Err(error) => tally.error(error),
+                            }
+                        }
+                    }
+                    Driver::Pipelined(client) => {
+                        let in_flight = share(clients, threads, thread);
+                        let next = || next().map(|key| (key, true));
+                        let record =
+                            |_: Instant, _: Instant, result: Result<(), String>| match result {
+                                Ok(()) => tally.ok += 1,
+                                Err(error) => tally.error(error),
+                            };
+                        Generator::run(client, in_flight, value, next, record);
+                    }
                 }
                 tallies.lock().expect("tallies").push(tally);
             });
@@ -672,32 +920,7 @@ struct Corekv {
     processes: Processes,
     clients: Vec<Arc<Client>>,
     threads_per_client: usize,
-}
-
-struct CorekvWorker {
-    client: Arc<Client>,
-}
-
-impl Worker for CorekvWorker {
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        self.client
-            .put(key, value)
-            .map(|_| ())
-            .map_err(|error| error.to_string())
-    }
-
-    fn get(&mut self, key: &[u8], expected: &[u8]) -> Result<(), String> {
-        match self.client.get(key) {
-            Ok(Some(pair)) if pair.value == expected => Ok(()),
-            Ok(Some(pair)) => Err(format!(
-                "{}: read {} bytes that differ from what was written",
-                String::from_utf8_lossy(key),
-                pair.value.len()
-            )),
-            Ok(None) => Err(format!("{}: missing", String::from_utf8_lossy(key))),
-            Err(error) => Err(error.to_string()),
-        }
-    }
+    generator_threads: usize,
 }
 
 impl System for Corekv {
@@ -705,11 +928,13 @@ impl System for Corekv {
         "corekv"
     }
 
-    fn worker(&self, thread: usize) -> Box<dyn Worker + '_> {
+    fn threads_for(&self, clients: usize) -> usize {
+        self.generator_threads.min(clients)
+    }
+
+    fn driver(&self, thread: usize) -> Driver<'_> {
         let client = &self.clients[(thread / self.threads_per_client) % self.clients.len()];
-        Box::new(CorekvWorker {
-            client: Arc::clone(client),
-        })
+        Driver::Pipelined(client)
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -824,23 +1049,31 @@ fn start_corekv(arguments: &Arguments, binary: &Path) -> Result<Corekv, String> 
         "corekv: {} groups, {} shard(s) per node; groups led by node 1/2/3: {}/{}/{}",
         arguments.groups, arguments.shards, leaders[1], leaders[2], leaders[3]
     );
+    drop(first);
+    // Every write in flight holds a session until its result, and at most every client's
+    // operation is in flight on one connection: size both bounds so that neither stalls
+    // the generator.
+    let in_flight_max = arguments.clients.iter().copied().max().unwrap_or(1);
+    let options = ClientOptions {
+        sessions_max: in_flight_max.clamp(SESSIONS_MAX_DEFAULT, SESSIONS_CEILING),
+        in_flight_max: in_flight_max.max(IN_FLIGHT_MAX_DEFAULT),
+        ..ClientOptions::default()
+    };
     let clients_needed = arguments
-        .clients
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(1)
+        .generator_threads
+        .min(in_flight_max)
         .div_ceil(arguments.threads_per_sdk_client);
-    let mut clients = vec![Arc::new(first)];
+    let mut clients = Vec::new();
     while clients.len() < clients_needed {
-        let client = Client::connect(&endpoints, ClientOptions::default())
-            .map_err(|error| format!("corekv: another SDK client: {error}"))?;
+        let client = Client::connect(&endpoints, options.clone())
+            .map_err(|error| format!("corekv: an SDK client: {error}"))?;
         clients.push(Arc::new(client));
     }
     Ok(Corekv {
         processes,
         clients,
         threads_per_client: arguments.threads_per_sdk_client,
+        generator_threads: arguments.generator_threads,
     })
 }
 
@@ -1103,16 +1336,26 @@ impl Worker for EtcdWorker {
     }
 }
 
+impl Etcd {
+    fn worker(&self, thread: usize) -> EtcdWorker {
+        EtcdWorker {
+            connection: HttpConnection::new(self.endpoints[thread % self.endpoints.len()]),
+            body: String::new(),
+        }
+    }
+}
+
 impl System for Etcd {
     fn name(&self) -> &'static str {
         "etcd"
     }
 
-    fn worker(&self, thread: usize) -> Box<dyn Worker + '_> {
-        Box::new(EtcdWorker {
-            connection: HttpConnection::new(self.endpoints[thread % self.endpoints.len()]),
-            body: String::new(),
-        })
+    fn threads_for(&self, clients: usize) -> usize {
+        clients
+    }
+
+    fn driver(&self, thread: usize) -> Driver<'_> {
+        Driver::Blocking(Box::new(self.worker(thread)))
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -1230,8 +1473,15 @@ fn main() {
         eprintln!("--clients, --keys and --seconds must be positive");
         std::process::exit(2);
     }
-    if arguments.threads_per_sdk_client == 0 || arguments.shards == 0 || arguments.groups == 0 {
-        eprintln!("--threads-per-sdk-client, --shards and --groups must be positive");
+    if arguments.threads_per_sdk_client == 0
+        || arguments.generator_threads == 0
+        || arguments.shards == 0
+        || arguments.groups == 0
+    {
+        eprintln!(
+            "--threads-per-sdk-client, --generator-threads, --shards and --groups must be \
+             positive"
+        );
         std::process::exit(2);
     }
     let value: Vec<u8> = (0..arguments.value_bytes)
@@ -1264,7 +1514,9 @@ fn main() {
         match start_corekv(&arguments, &binary) {
             Ok(corekv) => {
                 println!(
-                    "corekv: {} SDK client(s), {} threads each at most",
+                    "corekv: {} generator thread(s) over {} SDK client(s), {} threads each \
+                     at most",
+                    corekv.generator_threads,
                     corekv.clients.len(),
                     corekv.threads_per_client
                 );

@@ -1,26 +1,34 @@
 //! The SDK against in-process fake nodes that speak the real protocol (frames carrying
 //! FlatBuffers requests and responses over std TCP): pipelining, leader hints, retries
-//! with the same session, per-group sessions, the retry bound, and dead nodes.
+//! with the same session, per-group sessions, the retry bound, and dead nodes. Then
+//! operations started without waiting (`Client::start`, `Client::batch`, `Pending`),
+//! against fakes and against real `corekv server` processes: many in flight from one
+//! thread, across a leader change, and a read of what was just written.
 //!
 //! Each fake node answers Status itself and hands every key-value request to the test's
 //! behaviour, which decides per request: answer now, hold it, or close the connection.
 
-use std::collections::HashMap;
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::{wait_for, TestCluster, SMALL_SEGMENT_ARGS};
 use corekv::api::{
     self, ApiError, ApiRequest, ApiResponse, ApiResult, ErrorCode, LeaderHint, Member, RequestKind,
     StatusInfo,
 };
-use corekv::client::{Client, ClientError, ClientOptions};
+use corekv::client::{Client, ClientError, ClientOptions, Completions, Pending};
 use corekv::frame::{self, FRAME_BYTES_MAX};
 use corekv::keyspace::group_of;
 use corekv::kv::{self, KeyValue, OpResponse};
+use corekv::raft::{Role, NO_NODE};
 
 const CLUSTER_ID: u64 = 0xc0de;
 
@@ -755,4 +763,411 @@ fn connect_to_dead_endpoints_is_unavailable() {
         Client::connect(&[], quick_options()),
         Err(ClientError::InvalidArgument(_))
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations started without waiting
+// ---------------------------------------------------------------------------------------
+
+/// How long a test waits for all of its pending operations before it fails.
+const HARVEST_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often every pending operation is moved on, for the retry pauses and attempt
+/// timeouts that raise no completion tag.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
+fn put_op(key: &str, value: &str) -> kv::Op {
+    kv::Op::Put(kv::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..kv::PutRequest::default()
+    })
+}
+
+fn get_op(key: &str) -> kv::Op {
+    kv::Op::Range(kv::RangeRequest::get(key.as_bytes()))
+}
+
+/// Waits for every operation through its completion queue (each is tagged with its
+/// index), and moves all of them on every [`SWEEP_INTERVAL`]; returns the results in
+/// order.
+fn harvest(
+    completions: &Completions,
+    pendings: Vec<Pending<'_>>,
+) -> Vec<Result<kv::Response, ClientError>> {
+    let mut pendings: Vec<Option<Pending<'_>>> = pendings.into_iter().map(Some).collect();
+    let mut results: Vec<Option<Result<kv::Response, ClientError>>> =
+        pendings.iter().map(|_| None).collect();
+    let mut left = pendings.len();
+    let deadline = Instant::now() + HARVEST_WAIT_MAX;
+    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+    let mut tags = Vec::new();
+    while left > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{left} operations still pending after {HARVEST_WAIT_MAX:?}"
+        );
+        tags.clear();
+        completions.wait_until(next_sweep, &mut tags);
+        let candidates: Vec<usize> = if Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + SWEEP_INTERVAL;
+            (0..pendings.len()).collect()
+        } else {
+            tags.iter().map(|&tag| tag as usize).collect()
+        };
+        for index in candidates {
+            let Some(pending) = pendings[index].as_mut() else {
+                continue;
+            };
+            if pending.is_ready() {
+                let pending = pendings[index].take().expect("present");
+                results[index] = Some(pending.wait());
+                left -= 1;
+            }
+        }
+    }
+    assert_eq!(completions.registered(), 0, "every operation unregistered");
+    results
+        .into_iter()
+        .map(|result| result.expect("harvested"))
+        .collect()
+}
+
+fn value_of(response: &kv::Response, key: &str) -> Option<KeyValue> {
+    match &response.op {
+        OpResponse::Range(range) => range
+            .kvs
+            .iter()
+            .find(|pair| pair.key == key.as_bytes())
+            .cloned(),
+        other => panic!("a get answered {other:?}"),
+    }
+}
+
+// Pending writes that each reach a follower first follow its NotLeader hint to the
+// leader and are answered there, each keeping its own (client id, seq) across the
+// redirect.
+#[test]
+fn pending_writes_follow_a_redirect_with_their_sessions() {
+    const WRITES: usize = 9;
+    let cluster = start_with_leader(3, 2, None);
+    let client = connect(&cluster, 0, quick_options());
+    let completions = Arc::new(Completions::new(WRITES).unwrap());
+    // Nothing is answered before the first wait, so no leader is cached yet and the
+    // writes spread over all three nodes.
+    let pendings: Vec<Pending<'_>> = (0..WRITES)
+        .map(|index| {
+            client
+                .start_tagged(
+                    put_op("k", &format!("v{index}")),
+                    false,
+                    &completions,
+                    index as u64,
+                )
+                .unwrap()
+        })
+        .collect();
+    for result in harvest(&completions, pendings) {
+        assert!(matches!(result.unwrap().op, OpResponse::Put(_)));
+    }
+    let requests = cluster.journal.requests();
+    let delivered_at_leader = requests.iter().filter(|(node, _)| *node == 2).count();
+    let at_leader: BTreeSet<(u64, u64)> = requests
+        .iter()
+        .filter(|(node, _)| *node == 2)
+        .map(|(_, request)| session_of(request))
+        .collect();
+    assert_eq!(delivered_at_leader, WRITES);
+    let at_followers: Vec<(u64, u64)> = requests
+        .iter()
+        .filter(|(node, _)| *node != 2)
+        .map(|(_, request)| session_of(request))
+        .collect();
+    assert_eq!(
+        at_leader.len(),
+        WRITES,
+        "one delivery per write at the leader"
+    );
+    assert!(
+        !at_followers.is_empty(),
+        "some writes went to a follower first"
+    );
+    for session in &at_followers {
+        assert!(
+            at_leader.contains(session),
+            "{session:?} was redirected under another session"
+        );
+    }
+    let client_ids: BTreeSet<u64> = at_leader.iter().map(|(client_id, _)| *client_id).collect();
+    assert_eq!(
+        client_ids.len(),
+        WRITES,
+        "each write in flight has its own session"
+    );
+}
+
+// Waiting for an operation of a batch that was not flushed yet sends its request first:
+// the one delivery is answered, with no retry after an attempt timeout.
+#[test]
+fn waiting_on_an_unflushed_batch_sends_the_request() {
+    let cluster = FakeCluster::start(1, 4, None, AlwaysSucceed);
+    let client = connect(&cluster, 0, quick_options());
+    let mut batch = client.batch();
+    let pending = batch.start(get_op("k"), false).unwrap();
+    let response = pending.wait().expect("answered");
+    assert_eq!(
+        value_of(&response, "k").map(|pair| pair.value),
+        Some(b"value-of-k".to_vec())
+    );
+    assert_eq!(cluster.journal.requests().len(), 1);
+    drop(batch);
+}
+
+/// Never answers the first write (as a node whose reply was lost), answers the rest.
+struct HoldFirstWrite {
+    writes: AtomicUsize,
+}
+
+impl Behaviour for HoldFirstWrite {
+    fn on_request(&self, _: usize, held: &mut Vec<ApiRequest>, request: ApiRequest) -> Reaction {
+        if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
+            held.push(request);
+            return Reaction::Send(Vec::new());
+        }
+        Reaction::Send(vec![success(&request)])
+    }
+}
+
+// A pending write dropped before its answer may still apply, so its session is retired:
+// the next write does not reuse its (client id, seq).
+#[test]
+fn a_dropped_pending_write_retires_its_session() {
+    let cluster = FakeCluster::start(
+        1,
+        1,
+        None,
+        HoldFirstWrite {
+            writes: AtomicUsize::new(0),
+        },
+    );
+    let options = ClientOptions {
+        sessions_max: 1,
+        ..quick_options()
+    };
+    let client = connect(&cluster, 0, options);
+    let abandoned = client.start(put_op("k", "first"), false).unwrap();
+    wait_for("the first write to arrive", || {
+        (!cluster.journal.requests().is_empty()).then_some(())
+    });
+    drop(abandoned);
+    client.put("k", "second").unwrap();
+    let sessions: Vec<(u64, u64)> = cluster
+        .journal
+        .requests()
+        .iter()
+        .map(|(_, request)| session_of(request))
+        .collect();
+    assert_eq!(sessions.len(), 2);
+    assert_ne!(sessions[0].0, sessions[1].0, "{sessions:?}");
+    assert_eq!(sessions[1].1, 1);
+}
+
+// A write's session comes back only when its owner takes the result: a thread whose own
+// pending writes hold every session gets a timeout from the next write's start instead of
+// waiting forever.
+#[test]
+fn start_times_out_when_every_session_is_held() {
+    let cluster = FakeCluster::start(1, 1, None, AnswerBatchReversed { batch: 2 });
+    let options = ClientOptions {
+        sessions_max: 1,
+        request_timeout: Duration::from_secs(1),
+        ..quick_options()
+    };
+    let client = connect(&cluster, 0, options);
+    let held = client.start(put_op("a", "1"), false).unwrap();
+    // A read needs no session; with it the fake holds two requests and answers both.
+    let read = client.start(get_op("c"), false).unwrap();
+    assert!(read.wait().is_ok());
+    let error = client.start(put_op("b", "2"), false).unwrap_err();
+    assert!(
+        matches!(error, ClientError::Timeout { attempts: 0, .. }),
+        "{error:?}"
+    );
+    // The held write's answer came long before its deadline passed.
+    assert!(held.wait().is_ok());
+}
+
+/// Options of the real-cluster tests: long deadlines for a busy machine, room for many
+/// writes in flight from one thread, and a short attempt timeout so that a request to a
+/// frozen leader is retried elsewhere soon.
+fn cluster_options(sessions_max: usize) -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(30),
+        attempt_timeout: Duration::from_millis(500),
+        sessions_max,
+        ..ClientOptions::default()
+    }
+}
+
+// Hundreds of puts started from one thread before any answer is taken (half of them
+// written together through a batch) are all answered and applied exactly once: every put
+// has its own log position, and each key's version counts exactly its puts.
+#[test]
+fn many_pending_puts_from_one_thread_apply_once() {
+    const KEYS: usize = 64;
+    const PUTS_PER_KEY: usize = 4;
+    const PUTS: usize = KEYS * PUTS_PER_KEY;
+    let cluster = TestCluster::start_with("pending-many", 3, 1, 4, &SMALL_SEGMENT_ARGS);
+    cluster.wait_for_leaders();
+    let client = Client::connect(&cluster.endpoints(), cluster_options(PUTS)).expect("connect");
+    let completions = Arc::new(Completions::new(PUTS).unwrap());
+    let key = |index: usize| format!("many/{}", index % KEYS);
+    let value = |index: usize| format!("value-{index}");
+    let mut batch = client.batch();
+    let pendings: Vec<Pending<'_>> = (0..PUTS)
+        .map(|index| {
+            let op = put_op(&key(index), &value(index));
+            let tag = index as u64;
+            if index % 2 == 0 {
+                client.start_tagged(op, false, &completions, tag)
+            } else {
+                batch.start_tagged(op, false, &completions, tag)
+            }
+            .expect("start")
+        })
+        .collect();
+    batch.flush();
+    assert_eq!(completions.registered(), PUTS);
+    let mut positions = BTreeSet::new();
+    for (index, result) in harvest(&completions, pendings).into_iter().enumerate() {
+        let response = result.unwrap_or_else(|error| panic!("put {index}: {error}"));
+        assert!(matches!(response.op, OpResponse::Put(_)), "{response:?}");
+        let group = group_of(key(index).as_bytes(), cluster.groups);
+        assert!(
+            positions.insert((group, response.revision)),
+            "put {index} shares log position {} of group {group}",
+            response.revision
+        );
+    }
+    for index in 0..KEYS {
+        let pair = client.get(key(index)).expect("get").expect("present");
+        assert_eq!(pair.version, PUTS_PER_KEY as u64, "{}", key(index));
+        let written: Vec<Vec<u8>> = (0..PUTS_PER_KEY)
+            .map(|round| value(index + round * KEYS).into_bytes())
+            .collect();
+        assert!(
+            written.contains(&pair.value),
+            "{}: {:?}",
+            key(index),
+            pair.value
+        );
+    }
+}
+
+// A pending get started right after a put of the same key was answered returns that put's
+// value, for many keys at once from one thread.
+#[test]
+fn a_pending_get_returns_the_key_just_put() {
+    const KEYS: usize = 32;
+    let cluster = TestCluster::start_with("pending-get", 3, 1, 4, &SMALL_SEGMENT_ARGS);
+    cluster.wait_for_leaders();
+    let client = Client::connect(&cluster.endpoints(), cluster_options(KEYS)).expect("connect");
+    let completions = Arc::new(Completions::new(KEYS).unwrap());
+    let key = |index: usize| format!("just-put/{index}");
+    let value = |index: usize| format!("fresh-{index}");
+    let pendings: Vec<Pending<'_>> = (0..KEYS)
+        .map(|index| {
+            let put = client
+                .start(put_op(&key(index), &value(index)), false)
+                .unwrap();
+            put.wait().expect("put");
+            client
+                .start_tagged(get_op(&key(index)), false, &completions, index as u64)
+                .expect("start")
+        })
+        .collect();
+    for (index, result) in harvest(&completions, pendings).into_iter().enumerate() {
+        let response = result.expect("get");
+        let pair = value_of(&response, &key(index)).expect("the key just put");
+        assert_eq!(pair.value, value(index).into_bytes());
+    }
+}
+
+fn signal(cluster: &TestCluster, id: u64, name: &str) {
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|node| node.id == id)
+        .expect("known node");
+    let pid = node.child.as_ref().expect("running").id();
+    let status = Command::new("kill")
+        .args([name, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+// Pending puts sent to a leader frozen with SIGSTOP are answered after the others elect a
+// new leader (the attempt times out and the retry finds the new one), each applied once
+// even after the frozen node wakes up and reads the first copies.
+#[test]
+fn pending_puts_are_answered_after_a_leader_change() {
+    const PUTS: usize = 16;
+    let cluster = TestCluster::start_with("pending-leader", 3, 1, 4, &SMALL_SEGMENT_ARGS);
+    let leaders = cluster.wait_for_leaders();
+    let client = Client::connect(&cluster.endpoints(), cluster_options(PUTS)).expect("connect");
+    let group = group_of(b"leader-change/warm", cluster.groups);
+    let leader = leaders[&group];
+    // The write teaches the client the group's leader, so the pending puts go there.
+    client.put("leader-change/warm", "x").expect("put");
+    let keys: Vec<String> = (0..)
+        .map(|index| format!("leader-change/{index}"))
+        .filter(|key| group_of(key.as_bytes(), cluster.groups) == group)
+        .take(PUTS)
+        .collect();
+    signal(&cluster, leader, "-STOP");
+    let completions = Arc::new(Completions::new(PUTS).unwrap());
+    let pendings: Vec<Pending<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| {
+            client
+                .start_tagged(put_op(key, "after"), false, &completions, index as u64)
+                .expect("start")
+        })
+        .collect();
+    let results = harvest(&completions, pendings);
+    // Before the frozen node wakes up, the others agree on a new leader of the group.
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let new_leader = wait_for("a new leader among the others", || {
+        let mut seen = BTreeSet::new();
+        for &id in &others {
+            let status = cluster.status(id)?;
+            let state = status.groups.iter().find(|found| found.group_id == group)?;
+            if state.leader == NO_NODE || state.leader == leader {
+                return None;
+            }
+            if state.leader == id && state.role != Some(Role::Leader) {
+                return None;
+            }
+            seen.insert(state.leader);
+        }
+        (seen.len() == 1).then(|| *seen.first().expect("one"))
+    });
+    signal(&cluster, leader, "-CONT");
+    println!("group {group}: froze node {leader}, new leader {new_leader}");
+    for (key, result) in keys.iter().zip(results) {
+        let response = result.unwrap_or_else(|error| panic!("{key}: {error}"));
+        assert!(matches!(response.op, OpResponse::Put(_)), "{response:?}");
+    }
+    // The woken node has read the first copies by the time it caught up: none applied a
+    // second time.
+    cluster.wait_for_catch_up(leader);
+    for key in &keys {
+        let pair = client.get(key).expect("get").expect("present");
+        assert_eq!(
+            (pair.value.as_slice(), pair.version),
+            (b"after".as_slice(), 1),
+            "{key}"
+        );
+    }
 }

@@ -1,23 +1,27 @@
 //! One pipelined TCP connection to one node: many requests in flight at once, each
 //! matched to its response by request id.
 //!
-//! Callers queue whole frames in an outbox and then wait on their own one-slot channel;
-//! a reader thread decodes response frames and hands each to the caller waiting for its
-//! request id. At most `in_flight_max` requests wait at once; a caller past the bound
-//! waits for a slot. When the connection breaks, every waiting caller learns it at once
-//! and the connection stays closed (the [`Node`](super::node::Node) opens a new one).
+//! Callers queue whole frames in an outbox ([`Connection::send`]) and get a [`Call`] with
+//! its own one-answer mailbox; a reader thread decodes response frames and hands each to
+//! the call of its request id (and pushes the call's tag to its completion queue, when it
+//! has one). A call is waited on at once (a blocking call) or later, and may be asked
+//! whether its answer is in without waiting, so one thread can have many calls out. At
+//! most `in_flight_max` requests are out at once; a caller past the bound waits for a
+//! slot. When the connection breaks, every waiting call learns it at once and the
+//! connection stays closed (the [`Node`](super::node::Node) opens a new one).
 //!
 //! The outbox combines writes: the caller that finds nobody writing becomes the writer
 //! and sends everything queued, again and again until the outbox is empty, while other
 //! callers only append their frame and wait. Under load one system call carries many
-//! requests instead of one each. The outbox holds at most one frame per request in
-//! flight, so `in_flight_max` bounds it too.
+//! requests instead of one each. A caller that starts several requests at once may also
+//! queue them without writing ([`WriteWhen::Deferred`]) and [`Connection::flush`] them
+//! together. The outbox holds at most one frame per request in flight, so
+//! `in_flight_max` bounds it too.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 use flatbuffers::FlatBufferBuilder;
 use thiserror::Error;
 
+use super::completions::Notify;
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::frame::{self, FRAME_BYTES_MAX};
 
@@ -32,6 +37,20 @@ use crate::frame::{self, FRAME_BYTES_MAX};
 /// reads; the buffer never holds more than one frame plus one read (the frame decoder
 /// refuses a length over [`FRAME_BYTES_MAX`] before anything waits for it).
 pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes of outbox buffer a connection keeps for its next frames once written.
+const OUTBOX_KEPT_BYTES_MAX: usize = 1 << 20;
+
+/// Bytes of encoding buffer a thread keeps between requests; a larger request gets a
+/// buffer of its own that is dropped after it.
+const ENCODER_KEPT_BYTES_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's request encoder, reused so that a request costs no allocation of
+    /// its own buffer.
+    static ENCODER: std::cell::RefCell<FlatBufferBuilder<'static>> =
+        std::cell::RefCell::new(FlatBufferBuilder::with_capacity(1024));
+}
 
 /// Why a call produced no response.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -72,7 +91,90 @@ impl CallError {
 /// What the reader hands to a waiting caller.
 type Delivery = Result<ApiResponse, CallError>;
 
-/// The callers waiting for responses, shared with the reader thread.
+/// When a request queued by [`Connection::send`] is written to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteWhen {
+    /// At once, by this caller unless another caller is writing already.
+    Now,
+    /// By the next [`Connection::flush`], or by a caller that writes before that.
+    Deferred,
+}
+
+/// The place where the reader leaves one call's answer. It holds at most one: the reader
+/// hands an answer only to a waiter it removed from `State::pending`, which happens once.
+#[derive(Debug, Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    /// Signalled when the answer is left while the call waits for it.
+    filled: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    delivery: Option<Delivery>,
+    /// The call is blocked in [`Mailbox::wait_until`]; nobody is woken otherwise.
+    waiting: bool,
+}
+
+impl Mailbox {
+    fn put(&self, delivery: Delivery) {
+        let wake = {
+            let mut state = lock(&self.state);
+            assert!(state.delivery.is_none(), "a call gets one answer");
+            state.delivery = Some(delivery);
+            state.waiting
+        };
+        if wake {
+            self.filled.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<Delivery> {
+        lock(&self.state).delivery.take()
+    }
+
+    /// The answer, waiting for it until `until`; `None` when none came by then.
+    fn wait_until(&self, until: Instant) -> Option<Delivery> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(delivery) = state.delivery.take() {
+                return Some(delivery);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            state.waiting = true;
+            state = self
+                .filled
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+            state.waiting = false;
+        }
+    }
+}
+
+/// Where a request's answer goes: the call's mailbox, and the completion queue to tell.
+#[derive(Debug)]
+struct Waiter {
+    mailbox: Arc<Mailbox>,
+    notify: Option<Notify>,
+}
+
+impl Waiter {
+    /// Leaves the call its answer (which nobody reads if the call was given up) and tells
+    /// its completion queue.
+    fn hand(self, delivery: Delivery) {
+        self.mailbox.put(delivery);
+        if let Some(notify) = &self.notify {
+            notify.push();
+        }
+    }
+}
+
+/// The callers waiting for responses and the frames queued for the socket, shared with
+/// the reader thread and the calls.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
@@ -80,12 +182,15 @@ struct Shared {
     slot_freed: Condvar,
     /// A handle on the socket to shut it down from any side when the connection closes.
     socket: TcpStream,
+    /// The socket's write side; only the caller that set `Outbox::writing` writes.
+    writer: TcpStream,
+    outbox: Mutex<Outbox>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Request id -> the channel of the caller waiting for it.
-    pending: HashMap<u64, SyncSender<Delivery>>,
+    /// Request id -> where its answer goes.
+    pending: HashMap<u64, Waiter>,
     /// Why the connection closed; once set, it stays set.
     closed: Option<String>,
     /// Responses read so far: a connection that never answered is no proof of health.
@@ -122,8 +227,7 @@ impl Shared {
             return;
         }
         for (_, waiter) in state.pending.drain() {
-            // A full or disconnected channel means the caller already gave up.
-            let _ = waiter.try_send(Err(CallError::Lost(reason.clone())));
+            waiter.hand(Err(CallError::Lost(reason.clone())));
         }
         state.closed = Some(reason);
         drop(state);
@@ -139,7 +243,7 @@ impl Shared {
 
     /// Removes the caller waiting for `request_id` and frees its slot (waking a caller
     /// that waits for one); `answered` counts a response read from the server.
-    fn take_waiter(&self, request_id: u64, answered: bool) -> Option<SyncSender<Delivery>> {
+    fn take_waiter(&self, request_id: u64, answered: bool) -> Option<Waiter> {
         let (waiter, wake) = {
             let mut state = lock(&self.state);
             if answered {
@@ -159,14 +263,14 @@ impl Shared {
     /// timed out) is dropped.
     fn deliver(&self, request_id: u64, delivery: Delivery) {
         if let Some(waiter) = self.take_waiter(request_id, true) {
-            let _ = waiter.try_send(delivery);
+            waiter.hand(delivery);
         }
     }
 
     /// Ends a request that never fully left this process with `NotSent`.
     fn fail_unsent(&self, request_id: u64, reason: &str) {
         if let Some(waiter) = self.take_waiter(request_id, false) {
-            let _ = waiter.try_send(Err(CallError::NotSent(reason.to_string())));
+            waiter.hand(Err(CallError::NotSent(reason.to_string())));
         }
     }
 }
@@ -175,9 +279,6 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Connection {
     address: String,
-    /// The socket's write side; only the caller that set `Outbox::writing` writes.
-    writer: TcpStream,
-    outbox: Mutex<Outbox>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     next_request_id: AtomicU64,
@@ -223,6 +324,8 @@ impl Connection {
             state: Mutex::new(State::default()),
             slot_freed: Condvar::new(),
             socket: stream.try_clone()?,
+            writer: stream,
+            outbox: Mutex::new(Outbox::default()),
         });
         let reader_shared = Arc::clone(&shared);
         let reader = std::thread::Builder::new()
@@ -230,8 +333,6 @@ impl Connection {
             .spawn(move || read_loop(reader_stream, &reader_shared))?;
         Ok(Connection {
             address: address.to_string(),
-            writer: stream,
-            outbox: Mutex::new(Outbox::default()),
             shared,
             reader: Some(reader),
             next_request_id: AtomicU64::new(1),
@@ -260,9 +361,26 @@ impl Connection {
         request: &mut ApiRequest,
         wait_until: Instant,
     ) -> Result<ApiResponse, CallError> {
-        let (sender, receiver) = mpsc::sync_channel(1);
+        self.send(request, wait_until, None, WriteWhen::Now)?
+            .wait(wait_until)
+    }
+
+    /// Sends `request` under a fresh request id (written into it) and returns the call
+    /// that its answer will reach, without waiting for it. Waits only for a free slot
+    /// among the requests in flight, until `wait_until`. `notify` is told when the call
+    /// ends (answered, lost, or not sent after all). `write` says whether this caller
+    /// writes the request now or leaves it for a flush.
+    pub(crate) fn send(
+        &self,
+        request: &mut ApiRequest,
+        wait_until: Instant,
+        notify: Option<&Notify>,
+        write: WriteWhen,
+    ) -> Result<Call, CallError> {
+        let mailbox = Arc::new(Mailbox::default());
         {
             let mut state = lock(&self.shared.state);
+            let mut flushed = false;
             loop {
                 if let Some(reason) = &state.closed {
                     return Err(CallError::NotSent(format!("connection closed: {reason}")));
@@ -274,6 +392,15 @@ impl Connection {
                 if now >= wait_until {
                     return Err(CallError::InFlightFull(self.in_flight_max));
                 }
+                if !flushed {
+                    // Slots free up only as answers come, and deferred requests get no
+                    // answer before they are written.
+                    drop(state);
+                    self.flush();
+                    flushed = true;
+                    state = lock(&self.shared.state);
+                    continue;
+                }
                 state.slot_waiters += 1;
                 state = self
                     .shared
@@ -284,55 +411,149 @@ impl Connection {
                 state.slot_waiters -= 1;
             }
             request.request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-            let previous = state.pending.insert(request.request_id, sender);
+            let waiter = Waiter {
+                mailbox: Arc::clone(&mailbox),
+                notify: notify.cloned(),
+            };
+            let previous = state.pending.insert(request.request_id, waiter);
             assert!(previous.is_none(), "request ids are unique per connection");
         }
-        let request_id = request.request_id;
+        let call = Call {
+            shared: Arc::clone(&self.shared),
+            request_id: request.request_id,
+            mailbox,
+            arrived: None,
+            open: true,
+            deferred: write == WriteWhen::Deferred,
+        };
 
-        let mut builder = FlatBufferBuilder::with_capacity(api::request_capacity_hint(request));
-        let payload = api::encode_request(&mut builder, request);
-        if payload.len() > FRAME_BYTES_MAX {
-            let bytes = payload.len();
-            self.shared.forget(request_id);
-            return Err(CallError::TooLarge { bytes });
+        ENCODER.with_borrow_mut(|builder| self.queue(request, builder, call, write))
+    }
+
+    /// Encodes `request` with `builder` and queues its frame; see [`Connection::send`].
+    fn queue(
+        &self,
+        request: &ApiRequest,
+        builder: &mut FlatBufferBuilder<'static>,
+        call: Call,
+        write: WriteWhen,
+    ) -> Result<Call, CallError> {
+        let payload = api::encode_request(builder, request);
+        let payload_bytes = payload.len();
+        if payload_bytes > FRAME_BYTES_MAX {
+            *builder = FlatBufferBuilder::with_capacity(ENCODER_KEPT_BYTES_MAX);
+            // Dropping the call forgets its request id.
+            return Err(CallError::TooLarge {
+                bytes: payload_bytes,
+            });
         }
-        let mut outbox = lock(&self.outbox);
+        let mut outbox = lock(&self.shared.outbox);
         // A writer that failed closed the connection while holding the outbox, so a frame
         // queued after this check is written or failed as `NotSent` by a writer. (Only
         // when the reader closes the connection in between does a frame that never left
         // end as `Lost`, which is the cautious answer.)
         if let Some(reason) = self.closed_reason() {
             drop(outbox);
-            self.shared.forget(request_id);
             return Err(CallError::NotSent(format!("connection closed: {reason}")));
         }
         frame::encode(&mut outbox.bytes, payload).expect("the length was checked above");
         let end = outbox.bytes.len();
-        outbox.frames.push((request_id, end));
-        if !outbox.writing {
+        outbox.frames.push((call.request_id, end));
+        if write == WriteWhen::Now && !outbox.writing {
             outbox.writing = true;
-            self.write_outbox(outbox);
+            self.shared.write_outbox(outbox);
         } else {
             drop(outbox);
         }
+        if payload_bytes > ENCODER_KEPT_BYTES_MAX {
+            // A large request would otherwise pin its buffer to the thread for good.
+            *builder = FlatBufferBuilder::with_capacity(ENCODER_KEPT_BYTES_MAX);
+        }
+        Ok(call)
+    }
 
-        let wait = wait_until.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(wait) {
-            Ok(delivery) => delivery,
-            Err(RecvTimeoutError::Timeout) => {
-                self.shared.forget(request_id);
+    /// Writes the requests queued with [`WriteWhen::Deferred`], unless a caller is writing
+    /// already (it writes them too).
+    pub(crate) fn flush(&self) {
+        self.shared.flush();
+    }
+}
+
+/// A request sent on a connection, whose answer is awaited. Dropping it before the answer
+/// frees its slot; an answer that arrives later is dropped.
+#[derive(Debug)]
+pub(crate) struct Call {
+    shared: Arc<Shared>,
+    request_id: u64,
+    mailbox: Arc<Mailbox>,
+    /// The answer, once [`Call::poll`] found it.
+    arrived: Option<Delivery>,
+    /// The request still holds its slot: no answer was taken and it was not forgotten.
+    open: bool,
+    /// The request was queued without being written: waiting for its answer flushes it
+    /// first.
+    deferred: bool,
+}
+
+impl Call {
+    /// Takes the answer if it has arrived, without waiting. True when it has, so that
+    /// [`Call::wait`] returns at once.
+    pub(crate) fn poll(&mut self) -> bool {
+        if self.arrived.is_some() {
+            return true;
+        }
+        match self.mailbox.take() {
+            Some(delivery) => {
+                self.open = false;
+                self.arrived = Some(delivery);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The answer, waiting for it until `wait_until` (not at all once that has passed).
+    pub(crate) fn wait(mut self, wait_until: Instant) -> Result<ApiResponse, CallError> {
+        if let Some(delivery) = self.arrived.take() {
+            return delivery;
+        }
+        if self.deferred {
+            // An answer cannot come to a request that never left.
+            self.shared.flush();
+        }
+        let delivery = match self.mailbox.wait_until(wait_until) {
+            Some(delivery) => delivery,
+            None => {
+                self.shared.forget(self.request_id);
                 // The response may have been handed over between the timeout and the
                 // removal.
-                receiver.try_recv().unwrap_or(Err(CallError::TimedOut))
+                self.mailbox.take().unwrap_or(Err(CallError::TimedOut))
             }
-            Err(RecvTimeoutError::Disconnected) => Err(CallError::Lost(
-                "the reader dropped the request without an answer".to_string(),
-            )),
+        };
+        self.open = false;
+        delivery
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.open {
+            self.shared.forget(self.request_id);
         }
     }
 }
 
-impl Connection {
+impl Shared {
+    /// Writes the queued frames, unless a caller is writing already (it writes them too).
+    fn flush(&self) {
+        let mut outbox = lock(&self.outbox);
+        if outbox.writing || outbox.bytes.is_empty() {
+            return;
+        }
+        outbox.writing = true;
+        self.write_outbox(outbox);
+    }
+
     /// Writes the outbox until it is empty; the caller has set `writing`. When a write
     /// fails, the frames that were not wholly written cannot have been decoded by the
     /// server: their callers learn `NotSent`; the frames before them may have arrived, and
@@ -342,6 +563,13 @@ impl Connection {
         let mut frames = Vec::new();
         loop {
             if outbox.bytes.is_empty() {
+                // The buffers just written go back, so the next frames need no
+                // allocation (unless a burst made them larger than worth keeping).
+                debug_assert!(outbox.frames.is_empty() && frames.is_empty());
+                if bytes.capacity() <= OUTBOX_KEPT_BYTES_MAX {
+                    std::mem::swap(&mut bytes, &mut outbox.bytes);
+                    std::mem::swap(&mut frames, &mut outbox.frames);
+                }
                 outbox.writing = false;
                 return;
             }
@@ -353,18 +581,18 @@ impl Connection {
                 let reason = format!("write failed: {error}");
                 for &(request_id, end) in &frames {
                     if end > written {
-                        self.shared.fail_unsent(request_id, &reason);
+                        self.fail_unsent(request_id, &reason);
                     }
                 }
                 let mut outbox = lock(&self.outbox);
                 for (request_id, _) in outbox.frames.drain(..) {
-                    self.shared.fail_unsent(request_id, &reason);
+                    self.fail_unsent(request_id, &reason);
                 }
                 outbox.bytes.clear();
                 // Part of a frame may be out: nothing after it could be parsed, so the
                 // connection is over. It closes before the outbox is released, so no
                 // caller queues a frame behind the broken one.
-                self.shared.close(reason);
+                self.close(reason);
                 outbox.writing = false;
                 return;
             }
@@ -457,5 +685,88 @@ fn dispatch(payload: &[u8], shared: &Shared) -> Result<(), String> {
             }
             None => Err(format!("unreadable response: {error}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApiResult, RequestKind, StatusInfo};
+    use std::net::TcpListener;
+
+    /// Reads request frames from `stream` until `count` are in.
+    fn read_requests(stream: &mut TcpStream, count: usize) -> Vec<ApiRequest> {
+        let mut buffer = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        let mut requests = Vec::new();
+        while requests.len() < count {
+            let read = stream.read(&mut chunk).expect("the client's requests");
+            assert!(read > 0, "the client closed the connection");
+            buffer.extend_from_slice(&chunk[..read]);
+            let mut consumed = 0;
+            while let Some(decoded) = frame::decode(&buffer[consumed..], FRAME_BYTES_MAX).unwrap() {
+                consumed += decoded.consumed_bytes;
+                requests.push(api::decode_request(decoded.payload).expect("a valid request"));
+            }
+            buffer.drain(..consumed);
+        }
+        requests
+    }
+
+    // Deferred requests stay in this process until the flush, then all of them go out,
+    // and each call gets its own answer.
+    #[test]
+    fn deferred_requests_leave_at_the_flush() {
+        const REQUESTS: usize = 3;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let timeout = Duration::from_secs(30);
+        let connection = Connection::open(&address, timeout, timeout, 8).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_read_timeout(Some(timeout)).unwrap();
+        let wait_until = Instant::now() + timeout;
+        let mut calls: Vec<Call> = (0..REQUESTS)
+            .map(|_| {
+                let mut request = ApiRequest {
+                    request_id: 0,
+                    kind: RequestKind::Status,
+                };
+                connection
+                    .send(&mut request, wait_until, None, WriteWhen::Deferred)
+                    .unwrap()
+            })
+            .collect();
+        // On loopback, bytes a send wrote are readable when it returns.
+        server.set_nonblocking(true).unwrap();
+        let mut probe = [0u8; 1];
+        let error = server.read(&mut probe).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        server.set_nonblocking(false).unwrap();
+
+        connection.flush();
+        let requests = read_requests(&mut server, REQUESTS);
+        let mut answers = Vec::new();
+        for request in &requests {
+            let response = ApiResponse {
+                request_id: request.request_id,
+                result: Ok(ApiResult::Status(StatusInfo {
+                    node_id: request.request_id,
+                    ..StatusInfo::default()
+                })),
+            };
+            frame::encode(&mut answers, &api::response_to_bytes(&response)).unwrap();
+        }
+        assert!(
+            calls.iter_mut().all(|call| !call.poll()),
+            "nothing answered yet"
+        );
+        server.write_all(&answers).unwrap();
+        for call in calls {
+            let request_id = call.request_id;
+            match call.wait(wait_until).unwrap().result {
+                Ok(ApiResult::Status(status)) => assert_eq!(status.node_id, request_id),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

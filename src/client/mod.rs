@@ -42,16 +42,76 @@
 //! and a refused first write of a group, retire their client id too (the table in
 //! `client/session.rs` says why).
 //!
+//! # Many operations from one thread
+//!
+//! [`Client::start`] sends an operation and returns a [`Pending`] at once; its
+//! [`Pending::wait`] runs the rest of the attempt loop above, exactly as a blocking call
+//! does (the blocking calls are `start` then `wait`). [`Pending::is_ready`] moves an
+//! operation on without blocking and says whether its result is in. With
+//! [`Client::start_tagged`], each operation reports the end of each of its attempts to a
+//! [`Completions`] queue under a tag, so one thread can keep many operations in flight
+//! and sleep until any of them has news. Operations started through a [`Batch`]
+//! ([`Client::batch`]) are written together when it is flushed: one system call per
+//! connection for all of them. A pending write holds its session until its result:
+//! [`ClientOptions::sessions_max`] bounds the writes in flight from one client, whether
+//! they come from many threads or from one.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use corekv::client::{Client, ClientOptions, Completions, Pending};
+//! use corekv::kv;
+//!
+//! let client = Client::connect(&["127.0.0.1:7379".to_string()], ClientOptions::default())?;
+//! let completions = Arc::new(Completions::new(64)?);
+//! let mut batch = client.batch();
+//! let mut pendings: Vec<Option<Pending<'_>>> = Vec::new();
+//! for index in 0..64u64 {
+//!     let op = kv::Op::Put(kv::PutRequest {
+//!         key: format!("key-{index}").into_bytes(),
+//!         value: b"value".to_vec(),
+//!         ..kv::PutRequest::default()
+//!     });
+//!     pendings.push(Some(batch.start_tagged(op, false, &completions, index)?));
+//! }
+//! batch.flush();
+//! let (mut left, mut tags) = (pendings.len(), Vec::new());
+//! while left > 0 {
+//!     tags.clear();
+//!     completions.wait_until(Instant::now() + Duration::from_millis(5), &mut tags);
+//!     // A retry pause or an attempt timeout raises no tag: look at those too.
+//!     let now = Instant::now();
+//!     for (index, slot) in pendings.iter().enumerate() {
+//!         let due = slot.as_ref().and_then(Pending::poll_at);
+//!         if due.is_some_and(|moment| moment <= now) {
+//!             tags.push(index as u64);
+//!         }
+//!     }
+//!     for &tag in &tags {
+//!         let slot = &mut pendings[tag as usize];
+//!         if slot.as_mut().is_some_and(Pending::is_ready) {
+//!             let response = slot.take().expect("ready").wait()?;
+//!             println!("key-{tag} written at revision {}", response.revision);
+//!             left -= 1;
+//!         }
+//!     }
+//! }
+//! # Ok::<(), corekv::client::ClientError>(())
+//! ```
+//!
 //! # Errors
 //!
 //! See [`ClientError`]: a write that may have been applied always ends in
 //! `OutcomeUnknown` (never `Timeout` or `Unavailable`), so a caller can tell "not
 //! applied" from "maybe applied".
 
+mod completions;
 mod connection;
 mod error;
 mod node;
 mod options;
+mod pending;
 mod session;
 
 use std::collections::HashMap;
@@ -59,6 +119,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+pub use completions::{Completions, COMPLETIONS_PENDING_CEILING};
 pub use error::ClientError;
 pub use options::{
     ClientOptions, ATTEMPT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_DEFAULT, IN_FLIGHT_CEILING,
@@ -66,6 +127,7 @@ pub use options::{
     REQUEST_TIMEOUT_DEFAULT, RETRIES_CEILING, RETRIES_MAX_DEFAULT, RETRY_BACKOFF_INITIAL_DEFAULT,
     RETRY_BACKOFF_MAX_DEFAULT, SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
 };
+pub use pending::{Batch, Pending};
 
 pub use crate::api::{ErrorCode, GroupStatus, Member, StatusInfo};
 pub use crate::kv::{
@@ -73,15 +135,16 @@ pub use crate::kv::{
     RangeRequest, RangeResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 
-use crate::api::{ApiError, ApiRequest, ApiResponse, ApiResult, LeaderHint, RequestKind};
-use crate::frame::FRAME_BYTES_MAX;
+use crate::api::{ApiRequest, ApiResponse, ApiResult, LeaderHint, RequestKind};
 use crate::keyspace::group_of;
-use crate::kv::{self, Command, OpResponse};
+use crate::kv::{self, OpResponse};
 use crate::multiraft::GroupId;
 use crate::raft::{NodeId, NO_NODE};
-use connection::{CallError, Connection};
+use completions::Notify;
+use connection::{Call, CallError, Connection, WriteWhen};
 use node::Node;
-use session::{SessionGuard, SessionPool, WriteEnd};
+use pending::Attempt;
+use session::SessionPool;
 
 /// Most nodes one client knows: the members from the status it connected with, plus nodes
 /// first named by leader hints.
@@ -120,107 +183,6 @@ pub struct Client {
     /// Where the next "any node" choice starts, so that such requests rotate.
     next_node: AtomicUsize,
     sessions: SessionPool,
-}
-
-/// Why the attempt loop stopped without an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GiveUp {
-    RetriesExhausted,
-    DeadlinePassed,
-}
-
-/// The attempts of one operation: how many were made, the last failure, the pauses.
-#[derive(Debug)]
-struct Attempts<'a> {
-    options: &'a ClientOptions,
-    deadline: Instant,
-    made: u32,
-    failures_in_a_row: u32,
-    last_error: String,
-}
-
-impl<'a> Attempts<'a> {
-    fn new(options: &'a ClientOptions, deadline: Instant) -> Attempts<'a> {
-        Attempts {
-            options,
-            deadline,
-            made: 0,
-            failures_in_a_row: 0,
-            last_error: String::from("no attempt was made"),
-        }
-    }
-
-    /// Starts the next attempt and returns when its wait ends, or why there is none.
-    fn begin(&mut self) -> Result<Instant, GiveUp> {
-        if self.made > self.options.retries_max {
-            return Err(GiveUp::RetriesExhausted);
-        }
-        let now = Instant::now();
-        if now >= self.deadline {
-            return Err(GiveUp::DeadlinePassed);
-        }
-        self.made += 1;
-        Ok((now + self.options.attempt_timeout).min(self.deadline))
-    }
-
-    /// Records a failed attempt; with `pause`, sleeps the backoff first (never past the
-    /// deadline, and not at all when no attempt is left).
-    fn failed(&mut self, error: String, pause: bool) {
-        self.last_error = error;
-        if !pause || self.made > self.options.retries_max {
-            return;
-        }
-        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-        let ceiling = options::backoff(
-            self.options.retry_backoff_initial,
-            self.options.retry_backoff_max,
-            self.failures_in_a_row,
-        );
-        // Jitter in [ceiling / 2, ceiling] keeps clients that failed together from
-        // retrying together.
-        let fraction = (session::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let pause = ceiling.mul_f64(0.5 + fraction / 2.0);
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        std::thread::sleep(pause.min(left));
-    }
-
-    fn error(&self, give_up: GiveUp, write_maybe_applied: bool) -> ClientError {
-        let attempts = self.made;
-        let last_error = self.last_error.clone();
-        if write_maybe_applied {
-            return ClientError::OutcomeUnknown {
-                attempts,
-                last_error,
-            };
-        }
-        match give_up {
-            GiveUp::RetriesExhausted => ClientError::Unavailable {
-                attempts,
-                last_error,
-            },
-            GiveUp::DeadlinePassed => ClientError::Timeout {
-                timeout: self.options.request_timeout,
-                attempts,
-                last_error,
-            },
-        }
-    }
-}
-
-/// What one attempt produced.
-#[derive(Debug)]
-enum Attempt {
-    /// A node answered.
-    Answered {
-        node: usize,
-        result: Result<ApiResult, ApiError>,
-    },
-    /// The call to `node` failed.
-    Failed { node: usize, error: CallError },
-    /// No node could take the request.
-    NoNode(String),
-    /// The request can never succeed (it does not fit in a frame).
-    Fatal(ClientError),
 }
 
 /// The group whose leader should see `op`: the group of its key, or of a transaction's
@@ -570,227 +532,44 @@ impl Client {
     /// Runs any key-value op and returns the whole response, revision included.
     /// `serializable` applies to read-only ops only; writes always go through the log.
     pub fn execute(&self, op: kv::Op, serializable: bool) -> Result<kv::Response, ClientError> {
-        let deadline = Instant::now() + self.options.request_timeout;
-        if op.is_read_only() {
-            self.run(op, serializable, deadline, None)
-        } else {
-            let session = self
-                .sessions
-                .checkout(deadline)
-                .ok_or_else(|| ClientError::Timeout {
-                    timeout: self.options.request_timeout,
-                    attempts: 0,
-                    last_error: format!(
-                        "every one of the {} sessions stayed in use",
-                        self.options.sessions_max
-                    ),
-                })?;
-            self.run(op, false, deadline, Some(session))
-        }
+        self.start(op, serializable)?.wait()
     }
 
-    /// The attempt loop of one operation (see the module's documentation). A write comes
-    /// with its session; its (client id, seq) stays the same across retries.
-    fn run(
-        &self,
-        op: kv::Op,
-        serializable: bool,
-        deadline: Instant,
-        mut session: Option<SessionGuard<'_>>,
-    ) -> Result<kv::Response, ClientError> {
-        let is_write = session.is_some();
-        let serializable = serializable && !is_write;
-        let routed = route_group(&op, self.group_count);
-        debug_assert!(!is_write || routed.is_some(), "a write has a key");
-        let group = routed.unwrap_or(0);
-        let (client_id, mut seq) = match &session {
-            Some(session) => (session.client_id(), session.next_seq(group)),
-            None => (0, 0),
-        };
-        let mut request = ApiRequest {
-            request_id: 0,
-            kind: RequestKind::Kv {
-                command: Command { client_id, seq, op },
-                serializable,
-                group: None,
-            },
-        };
-        // The current (client id, seq) may have reached a server: its outcome is open.
-        let mut delivered = false;
-        let mut retired = false;
-        let mut attempts = Attempts::new(&self.options, deadline);
-        let mut redirect: Option<usize> = None;
-        let mut redirects_in_a_row = 0u32;
-        // A read across groups has no group, so it teaches nothing about leaders.
-        let forget_leader = |node: usize| {
-            if routed.is_some() {
-                self.forget_leader(group, node);
-            }
-        };
-        let result = loop {
-            let wait_until = match attempts.begin() {
-                Ok(wait_until) => wait_until,
-                Err(give_up) => break Err(attempts.error(give_up, delivered)),
-            };
-            let preferred = redirect.take().or_else(|| {
-                let by_leader = routed.is_some() && !serializable;
-                by_leader.then(|| self.leader_of(group)).flatten()
-            });
-            let delivered_before = delivered;
-            let attempt = self.attempt(preferred, &mut request, wait_until);
-            let mut redirected = false;
-            match attempt {
-                Attempt::Answered { node, result } => match result {
-                    Ok(ApiResult::Kv(response)) => {
-                        if is_write {
-                            self.set_leader(group, node);
-                        }
-                        break Ok(response);
-                    }
-                    Ok(ApiResult::Status(_)) => {
-                        delivered |= is_write;
-                        break Err(ClientError::Protocol(
-                            "a status result for a key-value request".to_string(),
-                        ));
-                    }
-                    Err(error) => {
-                        let description = format!("{}: {error}", self.address_of(node));
-                        match error.code {
-                            ErrorCode::NotLeader => {
-                                forget_leader(node);
-                                let hinted = error
-                                    .leader
-                                    .as_ref()
-                                    .and_then(|hint| self.node_for_hint(hint))
-                                    .filter(|&hinted| hinted != node);
-                                if let Some(hinted) = hinted {
-                                    if routed.is_some() {
-                                        self.set_leader(group, hinted);
-                                    }
-                                    redirect = Some(hinted);
-                                    redirected = true;
-                                    // One redirect goes at once; a second in a row waits,
-                                    // so stale hints cannot spin through the attempts.
-                                    attempts.failed(description, redirects_in_a_row > 0);
-                                } else {
-                                    attempts.failed(description, true);
-                                }
-                            }
-                            ErrorCode::NoLeader | ErrorCode::Overloaded => {
-                                if error.code == ErrorCode::NoLeader {
-                                    forget_leader(node);
-                                }
-                                attempts.failed(description, true);
-                            }
-                            ErrorCode::ShuttingDown | ErrorCode::Timeout => {
-                                // A node shutting down may have proposed the write first.
-                                delivered |= is_write;
-                                forget_leader(node);
-                                attempts.failed(description, true);
-                            }
-                            ErrorCode::SessionExpired if is_write => {
-                                let session = session.as_mut().expect("a write has a session");
-                                session.retire();
-                                if delivered_before {
-                                    // An earlier delivery may have applied, and the
-                                    // session that could tell is gone.
-                                    retired = true;
-                                    break Err(ClientError::OutcomeUnknown {
-                                        attempts: attempts.made,
-                                        last_error: description,
-                                    });
-                                }
-                                // This seq reached no server before, and the refusal
-                                // applied nothing: the write is sent again, as the
-                                // first write of a fresh client id.
-                                seq = session.next_seq(group);
-                                if let RequestKind::Kv { command, .. } = &mut request.kind {
-                                    command.client_id = session.client_id();
-                                    command.seq = seq;
-                                }
-                                delivered = false;
-                                attempts.failed(description, false);
-                            }
-                            code => {
-                                break Err(ClientError::Rejected {
-                                    code,
-                                    message: error.message,
-                                })
-                            }
-                        }
-                    }
-                },
-                Attempt::Failed { node, error } => {
-                    delivered |= is_write && error.maybe_delivered();
-                    let description = format!("{}: {error}", self.address_of(node));
-                    match error {
-                        CallError::Protocol(_) => break Err(ClientError::Protocol(description)),
-                        // A leader that takes no answer in time may be hung or cut off
-                        // while the others elected a new one: the next attempt asks
-                        // another node, which answers or names the leader it knows.
-                        CallError::NotSent(_) | CallError::Lost(_) | CallError::TimedOut => {
-                            forget_leader(node);
-                        }
-                        CallError::InFlightFull(_) => {}
-                        CallError::TooLarge { bytes } => {
-                            break Err(ClientError::RequestTooLarge {
-                                bytes,
-                                max: FRAME_BYTES_MAX,
-                            })
-                        }
-                    }
-                    attempts.failed(description, true);
-                }
-                Attempt::NoNode(reason) => attempts.failed(reason, true),
-                Attempt::Fatal(error) => break Err(error),
-            }
-            redirects_in_a_row = if redirected {
-                redirects_in_a_row + 1
-            } else {
-                0
-            };
-        };
-        if let Some(session) = &mut session {
-            if !retired {
-                // A refusal does not mark its own delivery: `delivered` says whether an
-                // earlier copy of the write may still be on its way.
-                let end = match &result {
-                    Ok(_) => WriteEnd::Applied,
-                    Err(_) if delivered => WriteEnd::Unknown,
-                    Err(ClientError::Rejected { .. }) => WriteEnd::Refused,
-                    Err(_) => WriteEnd::NotSent,
-                };
-                session.finish(group, seq, end);
-            }
-        }
-        result
-    }
-
-    /// Sends the request once: to `preferred` when it can take it, else to the next
-    /// node in turn that can.
-    fn attempt(
+    /// Sends one attempt: to `preferred` when it can take it, else to the next node in
+    /// turn that can. Returns the node and the call in flight, or the attempt as it ended
+    /// at once. With `deferred`, the request is queued for a flush of its connection,
+    /// which is added to `deferred`.
+    fn send_attempt(
         &self,
         preferred: Option<usize>,
         request: &mut ApiRequest,
         wait_until: Instant,
-    ) -> Attempt {
+        notify: Option<&Notify>,
+        deferred: Option<&mut Vec<Arc<Connection>>>,
+    ) -> Result<(usize, Call), Attempt> {
         let (node, connection) = match self.pick_node(preferred, wait_until) {
             Ok(picked) => picked,
-            Err(reason) => return Attempt::NoNode(reason),
+            Err(reason) => return Err(Attempt::NoNode(reason)),
         };
-        match connection.call(request, wait_until) {
-            Ok(response) => {
-                debug_assert_eq!(response.request_id, request.request_id);
-                Attempt::Answered {
-                    node,
-                    result: response.result,
+        let write = if deferred.is_some() {
+            WriteWhen::Deferred
+        } else {
+            WriteWhen::Now
+        };
+        match connection.send(request, wait_until, notify, write) {
+            Ok(call) => {
+                if let Some(deferred) = deferred {
+                    if !deferred
+                        .iter()
+                        .any(|queued| Arc::ptr_eq(queued, &connection))
+                    {
+                        debug_assert!(deferred.len() < NODES_MAX);
+                        deferred.push(connection);
+                    }
                 }
+                Ok((node, call))
             }
-            Err(CallError::TooLarge { bytes }) => Attempt::Fatal(ClientError::RequestTooLarge {
-                bytes,
-                max: FRAME_BYTES_MAX,
-            }),
-            Err(error) => Attempt::Failed { node, error },
+            Err(error) => Err(Attempt::of_call(node, Err(error))),
         }
     }
 
@@ -814,21 +593,36 @@ impl Client {
         preferred: Option<usize>,
         wait_until: Instant,
     ) -> Result<(usize, Arc<Connection>), String> {
-        let nodes = self.nodes_snapshot();
+        // Nodes are only ever appended, so an index stays valid; each node is taken out
+        // of the lock on its own (this runs for every request, and a connection attempt
+        // must not hold the lock).
+        let node_at = |index: usize| {
+            Arc::clone(
+                &self
+                    .nodes
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)[index],
+            )
+        };
         let mut reasons = Vec::new();
         if let Some(index) = preferred {
-            match nodes[index].connection(&self.options, wait_until) {
+            match node_at(index).connection(&self.options, wait_until) {
                 Ok(connection) => return Ok((index, connection)),
                 Err(unavailable) => reasons.push(unavailable.reason),
             }
         }
+        let count = self
+            .nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
         let start = self.next_node.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..nodes.len() {
-            let index = (start + offset) % nodes.len();
+        for offset in 0..count {
+            let index = (start + offset) % count;
             if Some(index) == preferred {
                 continue;
             }
-            match nodes[index].connection(&self.options, wait_until) {
+            match node_at(index).connection(&self.options, wait_until) {
                 Ok(connection) => return Ok((index, connection)),
                 Err(unavailable) => reasons.push(unavailable.reason),
             }
@@ -1047,10 +841,14 @@ mod tests {
         assert_eq!((some.key, some.range_end), (b"ab".to_vec(), b"ac".to_vec()));
     }
 
-    // The client can be shared between threads.
+    // The client can be shared between threads, and an operation in progress can move
+    // to another thread.
     #[test]
     fn client_is_send_and_sync() {
         fn shareable<T: Send + Sync>() {}
+        fn movable<T: Send>() {}
         shareable::<Client>();
+        shareable::<Completions>();
+        movable::<Pending<'static>>();
     }
 }

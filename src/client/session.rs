@@ -119,11 +119,8 @@ impl Session {
 
     /// Records how the write of `seq` to `group` ended (see the module's table).
     pub(crate) fn finish(&mut self, group: GroupId, seq: u64, end: WriteEnd) {
-        let session = self
-            .groups
-            .get(&group)
-            .copied()
-            .unwrap_or(GroupSession::NEW);
+        // One hash lookup per write: this runs for every write the client makes.
+        let session = self.groups.entry(group).or_insert(GroupSession::NEW);
         assert_eq!(
             session.next_seq, seq,
             "a write carries its session's next seq"
@@ -131,23 +128,12 @@ impl Session {
         match end {
             WriteEnd::NotSent => {}
             WriteEnd::Applied => {
-                self.groups.insert(
-                    group,
-                    GroupSession {
-                        next_seq: seq + 1,
-                        opened: true,
-                    },
-                );
+                *session = GroupSession {
+                    next_seq: seq + 1,
+                    opened: true,
+                };
             }
-            WriteEnd::Refused if session.opened => {
-                self.groups.insert(
-                    group,
-                    GroupSession {
-                        next_seq: seq + 1,
-                        opened: true,
-                    },
-                );
-            }
+            WriteEnd::Refused if session.opened => session.next_seq = seq + 1,
             WriteEnd::Refused | WriteEnd::Unknown => self.retire(),
         }
     }
