@@ -48,6 +48,10 @@ pub enum ClientError {
 /// The reply to one request.
 pub type Reply = Result<kv::Response, ClientError>;
 
+/// Snapshots one `MultiRaft::ready` takes at most (each encodes a group's whole state on
+/// the shard's thread); groups past due wait for the next Ready.
+pub const SNAPSHOTS_PER_READY_MAX: usize = 1;
+
 /// Settings of a shard's groups.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
@@ -56,8 +60,9 @@ pub struct ShardConfig {
     /// Template for every group's replica (its `id` and `seed` are set per group).
     pub raft: raft::Config,
     pub limits: kv::Limits,
-    /// A group snapshots and compacts its log once this many entries are applied past the
-    /// last snapshot.
+    /// A group snapshots and compacts its log once this many entries (plus a per-group
+    /// spread of up to an eighth, see `compact_threshold`) are applied past the last
+    /// snapshot.
     pub compact_entries: u64,
     /// Proposals waiting for their entry to apply, per group.
     pub proposals_pending_max: usize,
@@ -439,8 +444,17 @@ impl MultiRaft {
                 group_ready(id, group, &mut out);
             }
             // After applying (or on request, for an idle group whose old entries pin WAL
-            // segments): a snapshot that lets the log be compacted.
-            if let Some(snapshot) = maybe_compact(group, compact_entries) {
+            // segments): a snapshot that lets the log be compacted. Taking one stops the
+            // loop for the time it takes to encode the group's state, so a Ready takes at
+            // most a few; a group past its due point is asked again for the next one.
+            let threshold = compact_threshold(id, compact_entries);
+            if out.snapshots.len() >= SNAPSHOTS_PER_READY_MAX {
+                if compact_due(group, threshold) {
+                    group.snapshot_requested = true;
+                }
+                continue;
+            }
+            if let Some(snapshot) = maybe_compact(group, threshold) {
                 out.snapshots.push(GroupSnapshot {
                     group: id,
                     snapshot,
@@ -577,11 +591,26 @@ fn serve_reads(group: &mut Group, replies: &mut Vec<(RequestId, Reply)>) {
 }
 
 /// Snapshots the store and compacts the log when enough was applied since the last one.
-fn maybe_compact(group: &mut Group, compact_entries: u64) -> Option<Snapshot> {
+/// The entries a group applies between its snapshots: `compact_entries` plus up to an
+/// eighth more, by group. Groups under the same load would otherwise all reach their
+/// snapshot in the same few milliseconds, and the stalls of taking them would add up.
+fn compact_threshold(group: GroupId, compact_entries: u64) -> u64 {
+    let spread = compact_entries / 8;
+    // A multiplicative hash so that consecutive groups land far apart in the spread.
+    let offset = group.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    compact_entries + offset % spread.max(1)
+}
+
+/// Whether `group` has applied enough entries past its last snapshot to take another.
+fn compact_due(group: &Group, threshold: u64) -> bool {
+    group.raft.log().applied + 1 >= group.raft.log().first_index() + threshold
+}
+
+fn maybe_compact(group: &mut Group, threshold: u64) -> Option<Snapshot> {
     let applied = group.raft.log().applied;
     let first = group.raft.log().first_index();
     let requested = std::mem::take(&mut group.snapshot_requested);
-    let due = applied + 1 >= first + compact_entries;
+    let due = compact_due(group, threshold);
     if !(due || (requested && applied >= first)) {
         return None;
     }

@@ -216,6 +216,53 @@ fn requested_snapshot_compacts_early() {
     );
 }
 
+// Groups due for a snapshot together take them one Ready at a time, and every one of
+// them gets its turn.
+#[test]
+fn snapshots_are_spread_over_readies() {
+    let groups = 4;
+    let mut cluster = Cluster::new(groups, 10_000);
+    cluster.tick(40);
+    for group in 0..groups {
+        let leader = cluster.leader(group);
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.shard.propose(
+            group + 1,
+            group,
+            &put(group + 1, 1, &format!("g{group}"), "v"),
+        );
+        cluster.stabilize();
+    }
+    let node = cluster.nodes.get_mut(&1).unwrap();
+    for group in 0..groups {
+        node.shard.request_snapshot(group);
+    }
+    let mut taken = Vec::new();
+    while node.shard.has_ready() {
+        let ready = node.shard.ready();
+        assert!(ready.snapshots.len() <= SNAPSHOTS_PER_READY_MAX);
+        taken.extend(ready.snapshots.iter().map(|snapshot| snapshot.group));
+        node.shard.on_persisted(ready.token);
+    }
+    taken.sort_unstable();
+    assert_eq!(taken, (0..groups).collect::<Vec<_>>());
+}
+
+// Each group's snapshot point lies in [compact_entries, compact_entries * 9 / 8), and the
+// groups do not all share one.
+#[test]
+fn snapshot_thresholds_spread_by_group() {
+    let compact_entries = 10_000;
+    let thresholds: Vec<u64> = (0..64)
+        .map(|group| compact_threshold(group, compact_entries))
+        .collect();
+    assert!(thresholds
+        .iter()
+        .all(|&threshold| (compact_entries..compact_entries * 9 / 8).contains(&threshold)));
+    let distinct: std::collections::BTreeSet<u64> = thresholds.iter().copied().collect();
+    assert!(distinct.len() > 32, "{thresholds:?}");
+}
+
 // A follower's linearizable read whose read-index request is lost is answered NotLeader
 // (with the leader's id) once the read timeout passes, instead of waiting forever.
 #[test]
