@@ -444,6 +444,58 @@ fn a_hint_to_an_unknown_node_adds_it() {
     assert_eq!(nodes, vec![0, 1]);
 }
 
+/// Node 0 is hung (takes requests, never answers); every other node answers.
+struct FirstNodeHung;
+
+impl Behaviour for FirstNodeHung {
+    fn on_request(&self, node: usize, _: &mut Vec<ApiRequest>, request: ApiRequest) -> Reaction {
+        if node == 0 {
+            Reaction::Send(Vec::new())
+        } else {
+            Reaction::Send(vec![success(&request)])
+        }
+    }
+}
+
+// After an attempt on a hung node times out, the retry asks another node, not the hung
+// one again (however the rotation over nodes stands, with many threads moving it).
+#[test]
+fn a_retry_after_a_timeout_avoids_the_node_that_timed_out() {
+    let cluster = FakeCluster::start(2, 64, None, FirstNodeHung);
+    let options = ClientOptions {
+        attempt_timeout: Duration::from_millis(100),
+        ..quick_options()
+    };
+    let client = connect(&cluster, 1, options);
+    thread::scope(|scope| {
+        for thread in 0..8 {
+            let client = &client;
+            scope.spawn(move || {
+                for write in 0..5 {
+                    client
+                        .put(format!("avoid/{thread}/{write}"), "v")
+                        .expect("put");
+                }
+            });
+        }
+    });
+    // A write is its key (each is written once).
+    let mut sent_to_hung: HashMap<String, usize> = HashMap::new();
+    for (node, request) in cluster.journal.requests() {
+        let kv::Op::Put(put) = &command(&request).op else {
+            panic!("only puts were sent: {request:?}");
+        };
+        if node == 0 {
+            let key = String::from_utf8_lossy(&put.key).into_owned();
+            *sent_to_hung.entry(key).or_default() += 1;
+        }
+    }
+    assert!(
+        sent_to_hung.values().all(|&count| count == 1),
+        "a write went to the hung node again after timing out there: {sent_to_hung:?}"
+    );
+}
+
 /// Loses the answer to the first write: closes the connection (`close`) or stays silent.
 struct LoseFirstWrite {
     close: bool,

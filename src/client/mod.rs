@@ -542,12 +542,13 @@ impl Client {
     fn send_attempt(
         &self,
         preferred: Option<usize>,
+        avoid: Option<usize>,
         request: &mut ApiRequest,
         wait_until: Instant,
         notify: Option<&Notify>,
         deferred: Option<&mut Vec<Arc<Connection>>>,
     ) -> Result<(usize, Call), Attempt> {
-        let (node, connection) = match self.pick_node(preferred, wait_until) {
+        let (node, connection) = match self.pick_node(preferred, avoid, wait_until) {
             Ok(picked) => picked,
             Err(reason) => return Err(Attempt::NoNode(reason)),
         };
@@ -587,10 +588,12 @@ impl Client {
     }
 
     /// A node with an open connection: `preferred` first, then every node in turn from a
-    /// rotating start. Down nodes are skipped without touching the network.
+    /// rotating start, with `avoid` (the node the last attempt failed on: hung, cut off or
+    /// without a leader) last. Down nodes are skipped without touching the network.
     fn pick_node(
         &self,
         preferred: Option<usize>,
+        avoid: Option<usize>,
         wait_until: Instant,
     ) -> Result<(usize, Arc<Connection>), String> {
         // Nodes are only ever appended, so an index stays valid; each node is taken out
@@ -604,24 +607,21 @@ impl Client {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)[index],
             )
         };
-        let mut reasons = Vec::new();
-        if let Some(index) = preferred {
-            match node_at(index).connection(&self.options, wait_until) {
-                Ok(connection) => return Ok((index, connection)),
-                Err(unavailable) => reasons.push(unavailable.reason),
-            }
-        }
         let count = self
             .nodes
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len();
         let start = self.next_node.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..count {
-            let index = (start + offset) % count;
-            if Some(index) == preferred {
-                continue;
-            }
+        let rotation = (0..count)
+            .map(|offset| (start + offset) % count)
+            .filter(|&index| Some(index) != preferred && Some(index) != avoid);
+        let order = preferred
+            .into_iter()
+            .chain(rotation)
+            .chain(avoid.filter(|&index| Some(index) != preferred && index < count));
+        let mut reasons = Vec::new();
+        for index in order {
             match node_at(index).connection(&self.options, wait_until) {
                 Ok(connection) => return Ok((index, connection)),
                 Err(unavailable) => reasons.push(unavailable.reason),

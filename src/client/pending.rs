@@ -198,6 +198,9 @@ pub struct Pending<'client> {
     attempts: Attempts<'client>,
     /// The node a leader hint named, tried next.
     redirect: Option<usize>,
+    /// The node whose attempt timed out, was lost or refused for want of a leader: the
+    /// next attempt without a preferred node asks the others first.
+    avoid: Option<usize>,
     redirects_in_a_row: u32,
     stage: Stage,
     /// Where the end of each attempt is reported, until the result.
@@ -243,6 +246,7 @@ impl<'client> Pending<'client> {
             delivered: false,
             attempts: Attempts::new(&client.options, deadline),
             redirect: None,
+            avoid: None,
             redirects_in_a_row: 0,
             stage: Stage::Ready,
             notify,
@@ -349,6 +353,7 @@ impl<'client> Pending<'client> {
         });
         match self.client.send_attempt(
             preferred,
+            self.avoid,
             &mut self.request,
             wait_until,
             self.notify.as_ref(),
@@ -424,6 +429,7 @@ impl<'client> Pending<'client> {
                         ErrorCode::NoLeader | ErrorCode::Overloaded => {
                             if error.code == ErrorCode::NoLeader {
                                 self.forget_leader(node);
+                                self.avoid = Some(node);
                             }
                             self.attempts.failed(description, true);
                             None
@@ -432,6 +438,7 @@ impl<'client> Pending<'client> {
                             // A node shutting down may have proposed the write first.
                             self.delivered |= is_write;
                             self.forget_leader(node);
+                            self.avoid = Some(node);
                             self.attempts.failed(description, true);
                             None
                         }
@@ -465,6 +472,7 @@ impl<'client> Pending<'client> {
                     // which answers or names the leader it knows.
                     CallError::NotSent(_) | CallError::Lost(_) | CallError::TimedOut => {
                         self.forget_leader(node);
+                        self.avoid = Some(node);
                         self.attempts.failed(description, true);
                         None
                     }
