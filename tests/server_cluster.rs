@@ -180,13 +180,34 @@ fn ranges_merge_every_group(client: &Client) {
     assert_eq!(window.kvs[9].key, b"scan/019");
 }
 
-/// A range delete is scattered over every group and its counts merged.
+/// A range delete reaches every group's leader, whichever nodes lead them: its counts
+/// and previous key-values are merged in key order, and nothing outside the range goes.
 fn range_delete_spans_groups(client: &Client) {
     let deleted = client
-        .delete_range("scan/", kv::prefix_end(b"scan/"))
+        .delete_range("scan/", "scan/010")
+        .expect("delete a window");
+    assert_eq!(deleted.deleted, 10);
+    let (deleted, revision) = client
+        .delete_with(kv::DeleteRequest {
+            key: b"scan/".to_vec(),
+            range_end: kv::prefix_end(b"scan/"),
+            prev_kv: true,
+        })
         .expect("delete range");
-    assert_eq!(deleted.deleted, SCAN_KEYS as u64);
+    assert_eq!(deleted.deleted, SCAN_KEYS as u64 - 10);
+    let keys: Vec<String> = deleted
+        .prev_kvs
+        .iter()
+        .map(|pair| String::from_utf8(pair.key.clone()).unwrap())
+        .collect();
+    let expected: Vec<String> = (10..SCAN_KEYS)
+        .map(|index| format!("scan/{index:03}"))
+        .collect();
+    assert_eq!(keys, expected);
+    assert!(revision > 0);
     assert!(client.scan_prefix("scan/", 0).expect("scan").kvs.is_empty());
+    // Keys next to the range stay.
+    assert!(client.get("cas").expect("get").is_some());
 }
 
 /// Compare-and-swap: the success branch runs when the compare holds, the failure branch
@@ -282,6 +303,7 @@ fn exercise(cluster: &TestCluster) -> Client {
     transactions_compare_and_swap(&client);
     deletes_and_appends(&client);
     revisions_and_versions(&client);
+    range_delete_spans_groups(&client);
     client
 }
 
@@ -402,7 +424,5 @@ fn three_nodes_serve_every_operation() {
 #[test]
 fn one_node_serves_every_operation() {
     let cluster = TestCluster::start_with("serve1", 1, SHARDS, GROUPS, &SMALL_SEGMENT_ARGS);
-    let client = exercise(&cluster);
-    // One node leads every group, so every part of the scattered delete has its leader.
-    range_delete_spans_groups(&client);
+    exercise(&cluster);
 }

@@ -24,11 +24,13 @@
 //!   read of one key prefers its group's cached leader (which answers without asking
 //!   another node); a serializable read, or a range across groups, goes to the next node
 //!   in turn.
-//! - A range with a `range_end` is sent once: the server scatters it over the groups and
-//!   merges the answers. A transaction is routed by its first key; one that spans groups
-//!   is refused by the server (`TxnSpansGroups`). A delete with a `range_end` is routed
-//!   by its `key`'s group, with that group's session; whether a server serves it across
-//!   groups is the server's decision.
+//! - A range read with a `range_end` is sent once: any replica serves it, scattering it
+//!   over the groups and merging the answers. A transaction is routed by its first key;
+//!   one that spans groups is refused by the server (`TxnSpansGroups`). A delete with a
+//!   `range_end` is a write to every group, and no node need lead them all: the client
+//!   sends one part per group, confined to that group (`Request.group`), to that group's
+//!   leader with that group's session, and merges the answers
+//!   ([`Client::delete_with`]).
 //!
 //! # Sessions
 //!
@@ -184,6 +186,9 @@ pub struct Client {
     next_node: AtomicUsize,
     sessions: SessionPool,
 }
+
+/// Groups a range delete writes to at once (each part holds a session until answered).
+pub const DELETE_PARTS_IN_FLIGHT_MAX: usize = 16;
 
 /// The group whose leader should see `op`: the group of its key, or of a transaction's
 /// first key. `None` for a read across groups, which any node serves.
@@ -494,15 +499,52 @@ impl Client {
         key: impl AsRef<[u8]>,
         range_end: impl AsRef<[u8]>,
     ) -> Result<DeleteResponse, ClientError> {
-        let op = kv::Op::Delete(kv::DeleteRequest {
+        let delete = kv::DeleteRequest {
             key: key.as_ref().to_vec(),
             range_end: range_end.as_ref().to_vec(),
             prev_kv: false,
-        });
-        match self.execute(op, false)?.op {
-            OpResponse::Delete(delete) => Ok(delete),
+        };
+        Ok(self.delete_with(delete)?.0)
+    }
+
+    /// Runs a delete and returns its answer and revision. A range delete is sent to
+    /// every group's leader as one write per group (at most
+    /// [`DELETE_PARTS_IN_FLIGHT_MAX`] at once), each exactly once through its own session,
+    /// and the answers are merged: deleted counts add up, previous key-values come in key
+    /// order, the revision is the highest. Unlike etcd's (one Raft group, one entry), it is
+    /// not atomic across groups: a reader may see some groups' keys gone and others not
+    /// yet, and when one part fails, the parts that succeeded stay applied and the error
+    /// is returned (retrying the whole delete is safe).
+    pub fn delete_with(
+        &self,
+        delete: kv::DeleteRequest,
+    ) -> Result<(DeleteResponse, u64), ClientError> {
+        let as_delete = |response: kv::Response| match response.op {
+            OpResponse::Delete(delete) => Ok((delete, response.revision)),
             other => Err(unexpected_result("delete", &other)),
+        };
+        if delete.range_end.is_empty() || self.group_count <= 1 {
+            return as_delete(self.start(kv::Op::Delete(delete), false)?.wait()?);
         }
+        let groups: Vec<GroupId> = (0..self.group_count).collect();
+        let mut merged = DeleteResponse::default();
+        let mut revision = 0;
+        // Each part in flight holds a session: never more than the pool has.
+        let in_flight = DELETE_PARTS_IN_FLIGHT_MAX.min(self.options.sessions_max);
+        for window in groups.chunks(in_flight) {
+            let parts: Vec<Pending<'_>> = window
+                .iter()
+                .map(|&group| self.start_in_group(kv::Op::Delete(delete.clone()), group, false))
+                .collect::<Result<_, _>>()?;
+            for part in parts {
+                let (answer, part_revision) = as_delete(part.wait()?)?;
+                merged.deleted += answer.deleted;
+                merged.prev_kvs.extend(answer.prev_kvs);
+                revision = revision.max(part_revision);
+            }
+        }
+        merged.prev_kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((merged, revision))
     }
 
     /// Appends `value` to the value at `key` (creating the key when absent).
@@ -531,8 +573,18 @@ impl Client {
 
     /// Runs any key-value op and returns the whole response, revision included.
     /// `serializable` applies to read-only ops only; writes always go through the log.
+    /// A range delete goes to every group's leader (see [`Client::delete_with`]).
     pub fn execute(&self, op: kv::Op, serializable: bool) -> Result<kv::Response, ClientError> {
-        self.start(op, serializable)?.wait()
+        match op {
+            kv::Op::Delete(delete) if !delete.range_end.is_empty() && self.group_count > 1 => {
+                let (delete, revision) = self.delete_with(delete)?;
+                Ok(kv::Response {
+                    revision,
+                    op: OpResponse::Delete(delete),
+                })
+            }
+            op => self.start(op, serializable)?.wait(),
+        }
     }
 
     /// Sends one attempt: to `preferred` when it can take it, else to the next node in

@@ -217,9 +217,10 @@ impl<'client> Pending<'client> {
         deadline: Instant,
         session: Option<SessionGuard<'client>>,
         notify: Option<Notify>,
+        scope: Option<GroupId>,
     ) -> Pending<'client> {
         let is_write = session.is_some();
-        let routed = route_group(&op, client.group_count);
+        let routed = scope.or_else(|| route_group(&op, client.group_count));
         debug_assert!(!is_write || routed.is_some(), "a write has a key");
         let group = routed.unwrap_or(0);
         let (client_id, seq) = match &session {
@@ -234,7 +235,7 @@ impl<'client> Pending<'client> {
                 kind: RequestKind::Kv {
                     command: Command { client_id, seq, op },
                     serializable,
-                    group: None,
+                    group: scope,
                 },
             },
             session,
@@ -594,6 +595,19 @@ impl Client {
         self.start_with(op, serializable, None, None)
     }
 
+    /// Like [`Client::start`], confined to one group: ranges in `op` cover that group's
+    /// keys only, and the request goes to the group's leader (a single key of another
+    /// group is refused by the server). This is how an op over the whole keyspace that
+    /// writes, a range delete, reaches every group's leader.
+    pub fn start_in_group(
+        &self,
+        op: kv::Op,
+        group: GroupId,
+        serializable: bool,
+    ) -> Result<Pending<'_>, ClientError> {
+        self.start_scoped(op, serializable, None, None, Some(group))
+    }
+
     /// Like [`Client::start`], and each time an attempt of the operation ends (answered,
     /// lost, not sent) its `tag` is pushed to `completions`, so one thread can wait for
     /// whichever of its operations has news (see [`Completions`]). Fails when
@@ -634,6 +648,17 @@ impl Client {
         notify: Option<Notify>,
         deferred: Option<&mut Vec<Arc<Connection>>>,
     ) -> Result<Pending<'_>, ClientError> {
+        self.start_scoped(op, serializable, notify, deferred, None)
+    }
+
+    fn start_scoped(
+        &self,
+        op: kv::Op,
+        serializable: bool,
+        notify: Option<Notify>,
+        deferred: Option<&mut Vec<Arc<Connection>>>,
+        scope: Option<GroupId>,
+    ) -> Result<Pending<'_>, ClientError> {
         let deadline = Instant::now() + self.options.request_timeout;
         let session = if op.is_read_only() {
             None
@@ -654,7 +679,7 @@ impl Client {
             }
             session
         };
-        let mut pending = Pending::new(self, op, serializable, deadline, session, notify);
+        let mut pending = Pending::new(self, op, serializable, deadline, session, notify, scope);
         pending.advance(false, deferred);
         Ok(pending)
     }
