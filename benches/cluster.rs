@@ -108,7 +108,7 @@ struct Arguments {
     warmup_seconds: f64,
     /// Operations in flight in total, one run per count (corekv: split over the
     /// generator threads; etcd: one thread per client).
-    #[arg(long, value_delimiter = ',', default_values_t = [64, 256])]
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256])]
     clients: Vec<usize>,
     /// corekv generator threads, each keeping its share of the clients' operations in
     /// flight through the SDK's non-blocking calls.
