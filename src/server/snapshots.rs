@@ -9,7 +9,9 @@
 //! file and the entries after it whether or not the record made it.
 //!
 //! An installed snapshot (sent by a leader) is different: its WAL record (a log reset)
-//! is in the same turn as the entries after it, so the turn waits for its file. The
+//! is in the same turn as the entries after it, so the turn waits for its file (and for
+//! a local file being written): installs still stall the loop, but they are rare (a
+//! follower that fell behind the leader's log). The
 //! files of one shard are written one at a time, so an installed snapshot never races a
 //! local one of the same group for the temporary file or the rename, and a local
 //! snapshot still queued for a group that installs one is dropped (it is older).
@@ -80,13 +82,20 @@ impl SnapshotFiles {
         let writer = self.writer.clone();
         let shard_dir = self.shard_dir.clone();
         let events = events.clone();
+        // glommio runs a spawned task at once, up to its first wait: this one queues for
+        // the writer before any later turn can, so an installed snapshot taken after this
+        // local one is written after it too.
         glommio::spawn_local(async move {
             let (index, term) = (snapshot.meta.index, snapshot.meta.term);
-            let _permit = writer
-                .acquire_static_permit(1)
-                .await
-                .expect("the snapshot writer is never closed");
-            write_off_loop(shard_dir, group, snapshot).await;
+            {
+                let _permit = writer
+                    .acquire_static_permit(1)
+                    .await
+                    .expect("the snapshot writer is never closed");
+                write_off_loop(shard_dir, group, snapshot).await;
+            }
+            // The writer is free before the loop hears of it: a turn waiting to install a
+            // snapshot must not wait on a full event queue that only the loop empties.
             let _ = events
                 .send(Event::SnapshotWritten { group, index, term })
                 .await;
@@ -178,5 +187,89 @@ async fn write_off_loop(shard_dir: PathBuf, group: GroupId, snapshot: Snapshot) 
         wal::fatal_storage(&format!(
             "writing the snapshot file of group {group}: {error}"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use glommio::channels::local_channel;
+    use glommio::LocalExecutorBuilder;
+
+    use super::*;
+    use crate::raft::{ConfState, SnapshotMeta};
+    use crate::wal::snapshot_file;
+
+    /// Bound on a step that must not hang.
+    const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+    fn snapshot(index: u64) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: 1,
+                conf: ConfState::with_voters(&[1]),
+            },
+            data: Arc::from(vec![7u8; 4096]),
+        }
+    }
+
+    // An install waiting for the writer gets it although the loop's event queue is full:
+    // the local write being done frees the writer before it reports to the loop. Then
+    // both files are on disk and the local write's report arrives.
+    #[test]
+    fn an_install_does_not_wait_on_a_full_event_queue() {
+        let shard_dir =
+            std::env::temp_dir().join(format!("corekv-snapshots-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&shard_dir);
+        std::fs::create_dir_all(&shard_dir).unwrap();
+        let directory = shard_dir.clone();
+        LocalExecutorBuilder::default()
+            .preempt_timer(crate::server::EXECUTOR_PREEMPT_TIMER)
+            .spawn(move || async move {
+                let (sender, receiver) = local_channel::new_bounded(1);
+                let events = Rc::new(sender);
+                events.try_send(Event::Tick).expect("room for one event");
+                let mut files = SnapshotFiles::new(directory.clone());
+                files.queue(0, snapshot(10));
+                files.start_next(&events);
+                assert!(files.is_pending(0));
+                let writer = files.prepare_install(&[1]);
+                let install = writer.write_installed(vec![(1, snapshot(20))]);
+                let timeout = glommio::timer::Timer::new(STEP_TIMEOUT);
+                let finished = futures_lite::future::or(
+                    async {
+                        install.await;
+                        true
+                    },
+                    async {
+                        timeout.await;
+                        false
+                    },
+                )
+                .await;
+                assert!(finished, "the install never got the writer");
+                for (group, index) in [(0, 10), (1, 20)] {
+                    let file = snapshot_file::read_snapshot(&directory, group)
+                        .unwrap()
+                        .expect("written");
+                    assert_eq!(file.index, index, "group {group}");
+                }
+                assert!(matches!(receiver.recv().await, Some(Event::Tick)));
+                assert!(matches!(
+                    receiver.recv().await,
+                    Some(Event::SnapshotWritten {
+                        group: 0,
+                        index: 10,
+                        term: 1
+                    })
+                ));
+            })
+            .expect("executor starts")
+            .join()
+            .expect("executor runs");
+        let _ = std::fs::remove_dir_all(&shard_dir);
     }
 }
