@@ -45,6 +45,12 @@ pub const CONNECTION_FRAMES_QUEUED_MAX: usize = 2048;
 /// not at all hold gigabytes of the node's memory. (Requests already taken still add
 /// their answers, at most `CONNECTION_REQUESTS_IN_FLIGHT_MAX` of them.)
 pub const CONNECTION_QUEUED_BYTES_MAX: usize = 64 << 20;
+/// Bytes of queued replies at which the connection is dropped outright: requests taken
+/// while the queue was still under [`CONNECTION_QUEUED_BYTES_MAX`] may each answer up to
+/// the response budget, and a thousand of them must not add up to gigabytes. A client
+/// that pipelines many large scans reads its answers, and the writer drains them long
+/// before this.
+pub const CONNECTION_QUEUED_BYTES_HARD_MAX: usize = 2 * CONNECTION_QUEUED_BYTES_MAX;
 /// A reply write that makes no progress for this long closes the connection: the client
 /// stopped reading.
 pub const CONNECTION_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -580,7 +586,9 @@ impl Requests {
             return;
         }
         let queued_bytes = state.queued_bytes.get() + frame_bytes.len();
-        if state.frames.try_send(frame_bytes).is_err() {
+        if queued_bytes > CONNECTION_QUEUED_BYTES_HARD_MAX
+            || state.frames.try_send(frame_bytes).is_err()
+        {
             // A client that does not read its replies loses its connection: dropping it
             // stops its tasks, which close the socket.
             self.connections.remove(&connection);
