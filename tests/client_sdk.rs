@@ -496,6 +496,61 @@ fn a_retry_after_a_timeout_avoids_the_node_that_timed_out() {
     );
 }
 
+/// Answers every part of a range delete with success, except group 2's with NoLeader.
+struct GroupTwoHasNoLeader;
+
+impl Behaviour for GroupTwoHasNoLeader {
+    fn on_request(&self, _: usize, _: &mut Vec<ApiRequest>, request: ApiRequest) -> Reaction {
+        match request.kind {
+            RequestKind::Kv { group: Some(2), .. } => {
+                Reaction::Send(vec![failure(&request, ErrorCode::NoLeader, None)])
+            }
+            _ => Reaction::Send(vec![success(&request)]),
+        }
+    }
+}
+
+// A range delete goes to every group as its own part; when one group cannot take it
+// while others applied theirs, the caller learns the outcome is unknown (not
+// "unavailable", which promises nothing was applied), and every part was waited for.
+// Starting a range delete without a group is refused, pointing to delete_with.
+#[test]
+fn a_range_delete_that_fails_part_way_is_an_unknown_outcome() {
+    let groups = 4;
+    let cluster = FakeCluster::start(1, groups, None, GroupTwoHasNoLeader);
+    let options = ClientOptions {
+        retries_max: 2,
+        ..quick_options()
+    };
+    let client = connect(&cluster, 0, options);
+    let error = client.delete_range("a", "z").unwrap_err();
+    assert!(
+        matches!(error, ClientError::OutcomeUnknown { .. }),
+        "{error:?}"
+    );
+    let mut scoped: Vec<u64> = cluster
+        .journal
+        .requests()
+        .iter()
+        .map(|(_, request)| match &request.kind {
+            RequestKind::Kv { group, .. } => group.expect("every part names its group"),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    scoped.sort_unstable();
+    scoped.dedup();
+    assert_eq!(scoped, (0..groups).collect::<Vec<_>>());
+    let ranged = kv::Op::Delete(kv::DeleteRequest {
+        key: b"a".to_vec(),
+        range_end: b"z".to_vec(),
+        prev_kv: false,
+    });
+    assert!(matches!(
+        client.start(ranged, false),
+        Err(ClientError::InvalidArgument(_))
+    ));
+}
+
 /// Loses the answer to the first write: closes the connection (`close`) or stays silent.
 struct LoseFirstWrite {
     close: bool,

@@ -531,20 +531,53 @@ impl Client {
         let mut revision = 0;
         // Each part in flight holds a session: never more than the pool has.
         let in_flight = DELETE_PARTS_IN_FLIGHT_MAX.min(self.options.sessions_max);
+        // Once a part may have applied, a later failure leaves the delete half done: the
+        // caller must not read it as "not applied".
+        let mut applied_parts = 0;
+        let mut first_error: Option<ClientError> = None;
         for window in groups.chunks(in_flight) {
-            let parts: Vec<Pending<'_>> = window
-                .iter()
-                .map(|&group| self.start_in_group(kv::Op::Delete(delete.clone()), group, false))
-                .collect::<Result<_, _>>()?;
+            let mut parts = Vec::with_capacity(window.len());
+            for &group in window {
+                match self.start_in_group(kv::Op::Delete(delete.clone()), group, false) {
+                    Ok(part) => parts.push(part),
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        break;
+                    }
+                }
+            }
+            // Every part started is waited for, so none applies after the caller is told.
             for part in parts {
-                let (answer, part_revision) = as_delete(part.wait()?)?;
-                merged.deleted += answer.deleted;
-                merged.prev_kvs.extend(answer.prev_kvs);
-                revision = revision.max(part_revision);
+                match part.wait().and_then(as_delete) {
+                    Ok((answer, part_revision)) => {
+                        applied_parts += 1;
+                        merged.deleted += answer.deleted;
+                        merged.prev_kvs.extend(answer.prev_kvs);
+                        revision = revision.max(part_revision);
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            if first_error.is_some() {
+                break;
             }
         }
-        merged.prev_kvs.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok((merged, revision))
+        match first_error {
+            None => {
+                merged.prev_kvs.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok((merged, revision))
+            }
+            Some(error) if applied_parts == 0 => Err(error),
+            Some(error) => Err(ClientError::OutcomeUnknown {
+                attempts: 1,
+                last_error: format!(
+                    "the range delete applied in {applied_parts} of {} groups, then: {error}",
+                    self.group_count
+                ),
+            }),
+        }
     }
 
     /// Appends `value` to the value at `key` (creating the key when absent).

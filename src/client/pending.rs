@@ -659,6 +659,22 @@ impl Client {
         deferred: Option<&mut Vec<Arc<Connection>>>,
         scope: Option<GroupId>,
     ) -> Result<Pending<'_>, ClientError> {
+        if scope.is_none() && self.group_count > 1 {
+            if let kv::Op::Delete(delete) = &op {
+                if !delete.range_end.is_empty() {
+                    if let Some(notify) = &notify {
+                        notify.completions.unregister();
+                    }
+                    // No node need lead every group: each group's part goes to its
+                    // own leader (see `Client::delete_with`).
+                    return Err(ClientError::InvalidArgument(
+                        "a range delete spans groups: use Client::delete_with, or start one \
+                         part per group with Client::start_in_group"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
         let deadline = Instant::now() + self.options.request_timeout;
         let session = if op.is_read_only() {
             None
