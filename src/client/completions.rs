@@ -39,7 +39,9 @@ struct State {
 ///
 /// The queue is bounded through its operations: each attempt of an operation pushes at
 /// most one tag, an operation makes at most `retries_max + 1` attempts, and at most
-/// `pending_max` operations report at once.
+/// `pending_max` operations report at once. Tags stay until the owner drains them
+/// ([`Completions::take`], [`Completions::wait_until`]); while more than
+/// [`Completions::tags_max`] wait undrained, no new operation may report here.
 #[derive(Debug)]
 pub struct Completions {
     state: Mutex<State>,
@@ -115,6 +117,12 @@ impl Completions {
     /// Counts one more operation reporting here, or refuses it past `pending_max`.
     pub(crate) fn register(&self) -> Result<(), ClientError> {
         let mut state = lock(&self.state);
+        if state.tags.len() >= self.tags_max() {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} tags wait undrained on this completion queue (take them first)",
+                state.tags.len()
+            )));
+        }
         if state.registered >= self.pending_max {
             return Err(ClientError::InvalidArgument(format!(
                 "{} operations already report to this completion queue (its pending_max)",
@@ -123,6 +131,12 @@ impl Completions {
         }
         state.registered += 1;
         Ok(())
+    }
+
+    /// Most tags the queue holds undrained before it refuses new operations: what its
+    /// `pending_max` operations can raise with every attempt.
+    pub fn tags_max(&self) -> usize {
+        self.pending_max * (RETRIES_CEILING as usize + 1)
     }
 
     /// Counts one operation less: it finished or was dropped.
@@ -138,7 +152,7 @@ impl Completions {
             let mut state = lock(&self.state);
             state.tags.push(tag);
             debug_assert!(
-                state.tags.len() <= self.pending_max * (RETRIES_CEILING as usize + 1),
+                state.tags.len() <= 2 * self.tags_max(),
                 "more tags than the operations' attempts can raise"
             );
             state.waiters > 0
@@ -167,6 +181,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    // Tags left undrained stop new operations from reporting once they reach the bound,
+    // and draining them lets operations in again.
+    #[test]
+    fn undrained_tags_are_bounded() {
+        let completions = Completions::new(1).unwrap();
+        for tag in 0..completions.tags_max() as u64 {
+            completions.register().unwrap();
+            completions.push(tag);
+            completions.unregister();
+        }
+        assert!(completions.register().is_err());
+        let mut tags = Vec::new();
+        assert_eq!(completions.take(&mut tags), completions.tags_max());
+        completions.register().unwrap();
+    }
 
     // A waiter wakes with the tags pushed from another thread; without tags, it returns
     // empty at its deadline.

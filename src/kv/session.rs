@@ -118,9 +118,10 @@ struct Slot {
 ///
 /// Sessions live in a dense slot array, found by client id through a hash map (never
 /// iterated: snapshots sort the sessions by client id), and are linked in a list ordered
-/// by last index, oldest first: the eviction order. A session's last index only ever moves to the index being
-/// applied, which is above every other session's, so touching a session moves it to the
-/// newest end of the list in O(1), and the oldest session is always at the other end.
+/// by last index, oldest first: the eviction order. A session's last index only ever
+/// moves to the index being applied, which is above every other session's, so touching a
+/// session moves it to the newest end of the list in O(1), and the oldest session is
+/// always at the other end.
 /// Which session is evicted is therefore exactly the one with the lowest last index, the
 /// same on every replica and after any snapshot and restore.
 #[derive(Clone, Debug)]

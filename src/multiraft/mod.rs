@@ -446,7 +446,7 @@ impl MultiRaft {
             // After applying (or on request, for an idle group whose old entries pin WAL
             // segments): a snapshot that lets the log be compacted. Taking one stops the
             // loop for the time it takes to encode the group's state, so a Ready takes at
-            // most a few; a group past its due point is asked again for the next one.
+            // most SNAPSHOTS_PER_READY_MAX; a group past due is asked again for the next.
             let threshold = compact_threshold(id, compact_entries);
             if out.snapshots.len() >= SNAPSHOTS_PER_READY_MAX {
                 if compact_due(group, threshold) {
@@ -590,7 +590,6 @@ fn serve_reads(group: &mut Group, replies: &mut Vec<(RequestId, Reply)>) {
     }
 }
 
-/// Snapshots the store and compacts the log when enough was applied since the last one.
 /// The entries a group applies between its snapshots: `compact_entries` plus up to an
 /// eighth more, by group. Groups under the same load would otherwise all reach their
 /// snapshot in the same few milliseconds, and the stalls of taking them would add up.
@@ -606,6 +605,8 @@ fn compact_due(group: &Group, threshold: u64) -> bool {
     group.raft.log().applied + 1 >= group.raft.log().first_index() + threshold
 }
 
+/// Snapshots the store and compacts the log when `threshold` entries were applied since
+/// the last snapshot, or on request when anything was.
 fn maybe_compact(group: &mut Group, threshold: u64) -> Option<Snapshot> {
     let applied = group.raft.log().applied;
     let first = group.raft.log().first_index();
