@@ -27,59 +27,22 @@
 //!
 //! Run: `cargo bench --bench kv`, or e.g. `cargo bench --bench kv -- --ops 200000 --only put`.
 
-// Counting allocations needs a `GlobalAlloc` implementation, which is an `unsafe impl`.
-// This file is a measurement tool, not shipped code; the unsafe is confined to forwarding
-// every call unchanged to `std::alloc::System`.
+// The counting allocator (benches/support) is an `unsafe impl GlobalAlloc` that forwards
+// every call unchanged to `std::alloc::System`; these files are measurement tools.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/counting_allocator.rs"]
+mod counting_allocator;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use corekv::kv::{
     AppendRequest, Command, DeleteRequest, Limits, Op, PutRequest, RangeRequest, Store,
 };
-
-/// The system allocator, counting every call that hands out memory.
-struct CountingAllocator;
-
-/// Calls to `alloc`, `alloc_zeroed` and `realloc` since the start of the process.
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `pointer` came from this allocator, which is `System` underneath.
-        unsafe { System.realloc(pointer, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        // SAFETY: `pointer` came from this allocator, which is `System` underneath.
-        unsafe { System.dealloc(pointer, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
+use counting_allocator::allocations;
 
 /// Bytes of every value the bench writes with a Put.
 const VALUE_BYTES: usize = 256;

@@ -34,14 +34,14 @@
 //! for a fixed number of entries, e.g. for a profiler:
 //! `cargo bench --bench raft -- --driver lean --batch 256 --entries 300000`.
 
-// Counting allocations needs a `GlobalAlloc` implementation, which is an `unsafe impl`.
-// This file is a measurement tool, not shipped code; the unsafe is confined to forwarding
-// every call unchanged to `std::alloc::System`.
+// The counting allocator (benches/support) is an `unsafe impl GlobalAlloc` that forwards
+// every call unchanged to `std::alloc::System`; these files are measurement tools.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/counting_allocator.rs"]
+mod counting_allocator;
+
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,45 +51,7 @@ use corekv::raft::{
     ConfState, Config, Entry, EntryKind, HardState, InitialState, Message, NodeId, Payload,
     RaftNode, Ready,
 };
-
-/// The system allocator, counting every call that hands out memory.
-struct CountingAllocator;
-
-/// Calls to `alloc`, `alloc_zeroed` and `realloc` since the start of the process. A
-/// `realloc` counts because it may move the block, which costs what an allocation costs.
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `pointer` came from this allocator, which is `System` underneath.
-        unsafe { System.realloc(pointer, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        // SAFETY: `pointer` came from this allocator, which is `System` underneath.
-        unsafe { System.dealloc(pointer, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
+use counting_allocator::allocations;
 
 /// Replicas in the cluster, with ids `1..=NODE_COUNT`.
 const NODE_COUNT: usize = 3;
