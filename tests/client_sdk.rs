@@ -13,7 +13,6 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -28,7 +27,6 @@ use corekv::client::{Client, ClientError, ClientOptions, Completions, Pending};
 use corekv::frame::{self, FRAME_BYTES_MAX};
 use corekv::keyspace::group_of;
 use corekv::kv::{self, KeyValue, OpResponse};
-use corekv::raft::{Role, NO_NODE};
 
 const CLUSTER_ID: u64 = 0xc0de;
 
@@ -1199,20 +1197,6 @@ fn a_pending_get_returns_the_key_just_put() {
     }
 }
 
-fn signal(cluster: &TestCluster, id: u64, name: &str) {
-    let node = cluster
-        .nodes
-        .iter()
-        .find(|node| node.id == id)
-        .expect("known node");
-    let pid = node.child.as_ref().expect("running").id();
-    let status = Command::new("kill")
-        .args([name, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 // Pending puts sent to a leader frozen with SIGSTOP are answered after the others elect a
 // new leader (the attempt times out and the retry finds the new one), each applied once
 // even after the frozen node wakes up and reads the first copies.
@@ -1231,7 +1215,7 @@ fn pending_puts_are_answered_after_a_leader_change() {
         .filter(|key| group_of(key.as_bytes(), cluster.groups) == group)
         .take(PUTS)
         .collect();
-    signal(&cluster, leader, "-STOP");
+    cluster.signal(leader, "-STOP");
     let completions = Arc::new(Completions::new(PUTS).unwrap());
     let pendings: Vec<Pending<'_>> = keys
         .iter()
@@ -1244,23 +1228,8 @@ fn pending_puts_are_answered_after_a_leader_change() {
         .collect();
     let results = harvest(&completions, pendings);
     // Before the frozen node wakes up, the others agree on a new leader of the group.
-    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
-    let new_leader = wait_for("a new leader among the others", || {
-        let mut seen = BTreeSet::new();
-        for &id in &others {
-            let status = cluster.status(id)?;
-            let state = status.groups.iter().find(|found| found.group_id == group)?;
-            if state.leader == NO_NODE || state.leader == leader {
-                return None;
-            }
-            if state.leader == id && state.role != Some(Role::Leader) {
-                return None;
-            }
-            seen.insert(state.leader);
-        }
-        (seen.len() == 1).then(|| *seen.first().expect("one"))
-    });
-    signal(&cluster, leader, "-CONT");
+    let new_leader = cluster.wait_for_new_leader(group, leader);
+    cluster.signal(leader, "-CONT");
     println!("group {group}: froze node {leader}, new leader {new_leader}");
     for (key, result) in keys.iter().zip(results) {
         let response = result.unwrap_or_else(|error| panic!("{key}: {error}"));

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,7 +18,6 @@ use corekv::api::{ApiRequest, ApiResult, RequestKind};
 use corekv::client::{Client, ClientError, ClientOptions};
 use corekv::keyspace::group_of;
 use corekv::kv::{self, Command as KvCommand, OpResponse, RangeRequest};
-use corekv::raft::{Role, NO_NODE};
 
 /// Writer threads of the crash test; each owns its own keys.
 const WRITERS: u64 = 3;
@@ -185,20 +183,6 @@ fn repeated_crashes_under_load_lose_nothing() {
     }
 }
 
-fn signal(cluster: &TestCluster, id: u64, name: &str) {
-    let node = cluster
-        .nodes
-        .iter()
-        .find(|node| node.id == id)
-        .expect("known node");
-    let pid = node.child.as_ref().expect("running").id();
-    let status = Command::new("kill")
-        .args([name, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// A linearizable read of `key` served by node `id`: the value, or `Err` with the
 /// node's refusal.
 fn linearizable_read_on(
@@ -257,23 +241,8 @@ fn paused_leader_serves_no_stale_read() {
                 (pair.value == b"old").then_some(())
             });
         }
-        signal(&cluster, leader, "-STOP");
-        let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
-        let new_leader = wait_for("a new leader among the others", || {
-            let mut seen = BTreeSet::new();
-            for &id in &others {
-                let status = cluster.status(id)?;
-                let state = status.groups.iter().find(|found| found.group_id == group)?;
-                if state.leader == NO_NODE || state.leader == leader {
-                    return None;
-                }
-                if state.leader == id && state.role != Some(Role::Leader) {
-                    return None;
-                }
-                seen.insert(state.leader);
-            }
-            (seen.len() == 1).then(|| *seen.first().expect("one"))
-        });
+        cluster.signal(leader, "-STOP");
+        let new_leader = cluster.wait_for_new_leader(group, leader);
         println!("round {round}: group {group}: froze {leader}, new leader {new_leader}");
         // The client's cached leader is the frozen node: the put must find the new one
         // well before its deadline.
@@ -282,7 +251,7 @@ fn paused_leader_serves_no_stale_read() {
             .put(&key, "new")
             .expect("put while the old leader is frozen");
         println!("round {round}: the put took {:?}", started.elapsed());
-        signal(&cluster, leader, "-CONT");
+        cluster.signal(leader, "-CONT");
         match linearizable_read_on(&cluster, leader, key.as_bytes()) {
             Ok(value) => assert_eq!(
                 value.as_deref(),

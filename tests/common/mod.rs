@@ -400,6 +400,47 @@ impl TestCluster {
         );
     }
 
+    /// Sends signal `name` (as `kill` spells it: `-STOP`, `-CONT`) to node `id`.
+    pub fn signal(&self, id: u64, name: &str) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.id == id)
+            .expect("known node");
+        let pid = node.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits until every node but `old_leader` names one and the same new leader of
+    /// `group` (which says so itself), and returns it.
+    pub fn wait_for_new_leader(&self, group: u64, old_leader: NodeId) -> NodeId {
+        let others: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|node| node.id)
+            .filter(|&id| id != old_leader)
+            .collect();
+        wait_for("a new leader among the others", || {
+            let mut seen = std::collections::BTreeSet::new();
+            for &id in &others {
+                let status = self.status(id)?;
+                let state = status.groups.iter().find(|found| found.group_id == group)?;
+                if state.leader == NO_NODE || state.leader == old_leader {
+                    return None;
+                }
+                if state.leader == id && state.role != Some(Role::Leader) {
+                    return None;
+                }
+                seen.insert(state.leader);
+            }
+            (seen.len() == 1).then(|| *seen.first().expect("one"))
+        })
+    }
+
     /// A serializable read of `key` served by node `id`'s own replica.
     pub fn local_get(&self, id: u64, key: &[u8]) -> Option<KeyValue> {
         let request = ApiRequest {
