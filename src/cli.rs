@@ -132,7 +132,8 @@ pub struct PutArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     pub key: String,
-    /// Read from any node's local replica: faster, possibly stale.
+    /// Read the local replica of the first endpoint that answers (another member's only
+    /// when it cannot be reached): faster, possibly stale.
     #[arg(long)]
     pub serializable: bool,
     #[command(flatten)]
@@ -720,6 +721,8 @@ fn connect(connection: &ConnectionArgs) -> Result<Client, ClientError> {
         request_timeout: connection.timeout,
         attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT.min(connection.timeout),
         connect_timeout: CONNECT_TIMEOUT_DEFAULT.min(connection.timeout),
+        // A serializable read asks the node named, as etcdctl does.
+        serializable_reads_at_endpoint: true,
         ..ClientOptions::default()
     };
     let endpoints: Vec<String> = connection

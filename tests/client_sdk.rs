@@ -442,6 +442,37 @@ fn a_hint_to_an_unknown_node_adds_it() {
     assert_eq!(nodes, vec![0, 1]);
 }
 
+// Serializable reads spread over the members by default; with
+// serializable_reads_at_endpoint they all go to the node the client connected through.
+#[test]
+fn serializable_reads_can_stay_at_the_endpoint() {
+    const READS: usize = 12;
+    for at_endpoint in [false, true] {
+        let cluster = FakeCluster::start(3, 4, None, AlwaysSucceed);
+        let options = ClientOptions {
+            serializable_reads_at_endpoint: at_endpoint,
+            ..quick_options()
+        };
+        let client = connect(&cluster, 1, options);
+        for read in 0..READS {
+            client
+                .get_serializable(format!("k{read}"))
+                .expect("serializable get");
+        }
+        let nodes: BTreeSet<usize> = cluster
+            .journal
+            .requests()
+            .iter()
+            .map(|(node, _)| *node)
+            .collect();
+        if at_endpoint {
+            assert_eq!(nodes, BTreeSet::from([1]));
+        } else {
+            assert!(nodes.len() > 1, "reads went only to {nodes:?}");
+        }
+    }
+}
+
 /// Node 0 is hung (takes requests, never answers); every other node answers.
 struct FirstNodeHung;
 

@@ -184,6 +184,8 @@ pub struct Client {
     leaders: Mutex<HashMap<GroupId, usize>>,
     /// Where the next "any node" choice starts, so that such requests rotate.
     next_node: AtomicUsize,
+    /// The node that answered `connect`, when it is among `nodes`.
+    endpoint_node: Option<usize>,
     sessions: SessionPool,
 }
 
@@ -367,6 +369,7 @@ impl Client {
             }
         }
         assert!(!nodes.is_empty(), "a status names at least one address");
+        let endpoint_node = nodes.iter().position(|node| Arc::ptr_eq(node, &answered));
         Ok(Client {
             sessions: SessionPool::new(options.sessions_max),
             options,
@@ -376,6 +379,7 @@ impl Client {
             nodes: RwLock::new(nodes),
             leaders: Mutex::new(HashMap::new()),
             next_node: AtomicUsize::new(0),
+            endpoint_node,
         })
     }
 

@@ -62,6 +62,11 @@ pub struct ClientOptions {
     pub reconnect_backoff_initial: Duration,
     /// Longest time a down node is skipped.
     pub reconnect_backoff_max: Duration,
+    /// Serve serializable reads from the replica of the node that first answered
+    /// `connect` (one of the endpoints given) instead of spreading them over every
+    /// member; for looking at one replica, as `corekv get --serializable` does. Another
+    /// node is asked only when that one cannot be reached.
+    pub serializable_reads_at_endpoint: bool,
 }
 
 impl Default for ClientOptions {
@@ -77,6 +82,7 @@ impl Default for ClientOptions {
             retry_backoff_max: RETRY_BACKOFF_MAX_DEFAULT,
             reconnect_backoff_initial: RECONNECT_BACKOFF_INITIAL_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
+            serializable_reads_at_endpoint: false,
         }
     }
 }

@@ -347,8 +347,12 @@ impl<'client> Pending<'client> {
             }
         };
         let preferred = self.redirect.take().or_else(|| {
-            let by_leader = self.routed.is_some() && !self.serializable;
-            by_leader
+            if self.serializable {
+                let at_endpoint = self.client.options.serializable_reads_at_endpoint;
+                return at_endpoint.then_some(self.client.endpoint_node).flatten();
+            }
+            self.routed
+                .is_some()
                 .then(|| self.client.leader_of(self.group))
                 .flatten()
         });
