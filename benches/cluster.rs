@@ -44,6 +44,9 @@
 //! `cargo bench --bench cluster -- --clients 64 --seconds 5 --systems corekv`.
 //! Without an `etcd` executable the bench says so and reports corekv alone.
 
+#[path = "support/latency.rs"]
+mod latency;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -60,12 +63,10 @@ use corekv::client::{
 };
 use corekv::kv::{self, OpResponse, RangeRequest};
 use histogram::Histogram;
+use latency::{new_histogram, quantiles};
 
 /// Members of each cluster.
 const NODES: usize = 3;
-/// Latency histogram buckets (see the `histogram` crate): ~1% relative error up to 2^64.
-const HISTOGRAM_GROUPING_POWER: u8 = 7;
-const HISTOGRAM_MAX_VALUE_POWER: u8 = 64;
 /// How long a cluster may take to elect its leaders and take a first write.
 const STARTUP_WAIT_MAX: Duration = Duration::from_secs(60);
 /// How often startup re-checks the cluster.
@@ -246,10 +247,6 @@ impl KeyChooser {
 // Phases and their measurement
 // ---------------------------------------------------------------------------------------
 
-fn new_histogram() -> Histogram {
-    Histogram::new(HISTOGRAM_GROUPING_POWER, HISTOGRAM_MAX_VALUE_POWER).expect("valid histogram")
-}
-
 /// What one thread saw inside the measured window.
 #[derive(Debug)]
 struct ThreadTally {
@@ -293,21 +290,6 @@ struct PhaseResult {
     server_cores: f64,
     /// Cores this load generator used on average during the window.
     generator_cores: f64,
-}
-
-/// (p50, p99, p999) of a histogram, the upper end of each bucket.
-fn quantiles(histogram: &Histogram) -> (u64, u64, u64) {
-    match histogram.quantiles(&[0.5, 0.99, 0.999]) {
-        Ok(Some(result)) => {
-            let ends: Vec<u64> = result
-                .entries()
-                .values()
-                .map(|bucket| bucket.end())
-                .collect();
-            (ends[0], ends[1], ends[2])
-        }
-        _ => (0, 0, 0),
-    }
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.

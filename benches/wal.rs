@@ -13,6 +13,9 @@
 //! 64x65536` runs only the WAL configurations whose label (`<groups>x<bytes>`,
 //! `closed-<groups>`) contains the argument.
 
+#[path = "support/latency.rs"]
+mod latency;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs;
@@ -25,6 +28,7 @@ use corekv::wal::{Entry, Record, RecordKind, Ticket, Wal, WalConfig};
 use glommio::io::OpenOptions;
 use glommio::LocalExecutorBuilder;
 use histogram::Histogram;
+use latency::{new_histogram, quantiles};
 
 const GROUP_COUNTS: [u64; 3] = [1, 8, 64];
 const RECORD_SIZES: [usize; 4] = [64, 256, 4096, 64 * 1024];
@@ -35,9 +39,6 @@ const INFLIGHT_BYTES_MAX: usize = 32 * 1024 * 1024;
 const RAW_FILE_BYTES: u64 = 256 * 1024 * 1024;
 const RAW_BLOCK_BYTES: usize = 4096;
 const SEQUENTIAL_WRITE_BYTES: [usize; 2] = [64 * 1024, 1024 * 1024];
-/// Latency histogram buckets (see the `histogram` crate): ~1% relative error up to 2^64.
-const HISTOGRAM_GROUPING_POWER: u8 = 7;
-const HISTOGRAM_MAX_VALUE_POWER: u8 = 64;
 
 fn phase() -> Duration {
     let seconds: f64 = std::env::var("COREKV_WAL_BENCH_SECONDS")
@@ -54,25 +55,6 @@ fn batch_bytes() -> usize {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(WalConfig::default().batch_bytes_max)
-}
-
-fn new_histogram() -> Histogram {
-    Histogram::new(HISTOGRAM_GROUPING_POWER, HISTOGRAM_MAX_VALUE_POWER).expect("valid histogram")
-}
-
-/// (p50, p99, p999) in microseconds.
-fn quantiles(histogram: &Histogram) -> (u64, u64, u64) {
-    match histogram.quantiles(&[0.5, 0.99, 0.999]) {
-        Ok(Some(result)) => {
-            let ends: Vec<u64> = result
-                .entries()
-                .values()
-                .map(|bucket| bucket.end())
-                .collect();
-            (ends[0], ends[1], ends[2])
-        }
-        _ => (0, 0, 0),
-    }
 }
 
 struct RawDevice {
