@@ -172,19 +172,6 @@ impl Random {
     }
 }
 
-fn seed() -> u64 {
-    match std::env::var("COREKV_TEST_SEED") {
-        Ok(text) => text.parse().expect("COREKV_TEST_SEED is a number"),
-        Err(_) => {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-                | 1
-        }
-    }
-}
-
 // Oversized, corrupt and garbage frames close the connection and leave the node serving.
 #[test]
 fn broken_frames_close_the_connection() {
@@ -216,7 +203,7 @@ fn broken_frames_close_the_connection() {
         b"GET / HTTP/1.1\r\nHost: corekv\r\n\r\n",
     );
 
-    let seed = seed();
+    let seed = common::test_seed();
     let mut random = Random(seed);
     let mut garbage = random.bytes(GARBAGE_BYTES);
     let announced = u32::from_le_bytes(garbage[..4].try_into().expect("4 bytes")) as usize;

@@ -50,19 +50,6 @@ impl History {
     }
 }
 
-fn seed() -> u64 {
-    match std::env::var("COREKV_TEST_SEED") {
-        Ok(text) => text.parse().expect("COREKV_TEST_SEED is a number"),
-        Err(_) => {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-                | 1
-        }
-    }
-}
-
 /// xorshift64*: small, seedable, replayable.
 struct Random(u64);
 
@@ -86,7 +73,7 @@ fn wait_for_puts(history: &Mutex<History>, more: u64, what: &str) {
 // every acknowledged write survives and every replica ends with the same data.
 #[test]
 fn repeated_crashes_under_load_lose_nothing() {
-    let seed = seed();
+    let seed = common::test_seed();
     println!("crash schedule seed: {seed} (replay with COREKV_TEST_SEED={seed})");
     let mut random = Random(seed);
     let mut args = SMALL_SEGMENT_ARGS.to_vec();

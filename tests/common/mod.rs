@@ -466,6 +466,21 @@ impl TestCluster {
     }
 }
 
+/// The seed of a randomized test: `COREKV_TEST_SEED` when set (to replay a failure),
+/// else taken from the clock. Tests print it.
+pub fn test_seed() -> u64 {
+    match std::env::var("COREKV_TEST_SEED") {
+        Ok(text) => text.parse().expect("COREKV_TEST_SEED is a number"),
+        Err(_) => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_nanos() as u64
+                | 1
+        }
+    }
+}
+
 /// Client options for tests: the default retries, a deadline long enough for an election
 /// on a busy machine.
 pub fn client_options() -> ClientOptions {
