@@ -42,6 +42,7 @@ use clap::Parser;
 use corekv::kv::{
     AppendRequest, Command, DeleteRequest, Limits, Op, PutRequest, RangeRequest, Store,
 };
+use corekv::raft::rng::SeededRng;
 use counting_allocator::allocations;
 
 /// Bytes of every value the bench writes with a Put.
@@ -73,19 +74,15 @@ struct Arguments {
     bench: bool,
 }
 
-/// splitmix64, so the bench needs no extra crate.
+/// The crate's SplitMix64 generator with the draws the bench needs.
 #[derive(Debug)]
 struct Rng {
-    state: u64,
+    inner: SeededRng,
 }
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = self.state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^ (mixed >> 31)
+        self.inner.next_u64()
     }
 
     fn below(&mut self, bound: u64) -> u64 {
@@ -162,7 +159,9 @@ impl Workload {
             value: vec![b'v'; VALUE_BYTES],
             seqs: vec![0; CLIENTS as usize + 1],
             index: 0,
-            rng: Rng { state: SEED },
+            rng: Rng {
+                inner: SeededRng::new(SEED),
+            },
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use corekv::codec::{self, PeerBatch};
 use corekv::frame::{self, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 use corekv::proto;
+use corekv::raft::rng::SeededRng;
 use corekv::raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, Message, MessageKind, SnapshotChunk,
     SnapshotMeta,
@@ -42,23 +43,21 @@ const BYTES_MAX: usize = 48;
 /// Most items in a random list (transaction ops, key-value pairs, events, groups).
 const LIST_MAX: usize = 6;
 
-/// SplitMix64: tiny, fast, and good enough to drive a fuzzer; no dependency needed.
+/// The crate's SplitMix64 generator with the draws the fuzzer needs.
 #[derive(Debug)]
-struct Rng(u64);
+struct Rng(SeededRng);
 
 impl Rng {
     fn for_case(seed: u64, case: u64) -> Rng {
-        let mut rng = Rng(seed ^ case.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Rng(SeededRng::new(
+            seed ^ case.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        ));
         rng.next();
         rng
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..bound` (bound > 0); the modulo bias is irrelevant here.

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use super::response::outcome_encoded_len;
 use super::*;
+use crate::raft::rng::SeededRng;
 
 /// Default number of cases of each test; small enough for a debug build.
 const CASES_DEFAULT: u64 = 200;
@@ -20,23 +21,21 @@ const COMMANDS_PER_CASE_MAX: u64 = 160;
 /// Client ids that carry sessions in generated commands (1..=this).
 const CLIENTS: u64 = 5;
 
-/// splitmix64: a tiny, well-mixed generator so the tests need no extra crate.
+/// The crate's SplitMix64 generator with the draws these tests need.
 #[derive(Debug)]
 struct Rng {
-    state: u64,
+    inner: SeededRng,
 }
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng { state: seed }
+        Rng {
+            inner: SeededRng::new(seed),
+        }
     }
 
     fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = self.state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^ (mixed >> 31)
+        self.inner.next_u64()
     }
 
     fn below(&mut self, bound: u64) -> u64 {

@@ -1,24 +1,24 @@
 //! The simulator's one source of randomness: SplitMix64 seeded from the run's seed, so the
 //! same seed replays the same run, draw for draw.
 
-/// A SplitMix64 generator (Steele, Lea and Flood): tiny, fast, and good enough to drive
-/// fault injection; every decision of a run is drawn from one of these.
+use corekv::raft::rng::SeededRng;
+
+/// The crate's SplitMix64 generator with the draws the simulator needs; every decision
+/// of a run is drawn from one of these.
 #[derive(Clone, Debug)]
 pub struct SimRng {
-    state: u64,
+    inner: SeededRng,
 }
 
 impl SimRng {
     pub fn new(seed: u64) -> SimRng {
-        SimRng { state: seed }
+        SimRng {
+            inner: SeededRng::new(seed),
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut mixed = self.state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        mixed ^ (mixed >> 31)
+        self.inner.next_u64()
     }
 
     /// A number in `[0, bound)`; `bound` must not be 0. The multiply-high reduction has a
