@@ -394,20 +394,7 @@ impl Store {
                 Ok(PutResponse { prev_kv })
             }
             None => {
-                if let Some(undo) = undo {
-                    undo.push(UndoRecord::Restore {
-                        key: key.to_vec(),
-                        entry: None,
-                    });
-                }
-                let created = Entry {
-                    value,
-                    create_revision: index,
-                    mod_revision: index,
-                    version: 1,
-                    lease,
-                };
-                self.keys.insert_new(key.into_owned(), created);
+                self.create(index, key.into_owned(), value, lease, undo);
                 Ok(PutResponse { prev_kv: None })
             }
         }
@@ -541,23 +528,36 @@ impl Store {
                     Cow::Borrowed(append) => (append.key.clone(), append.value.clone()),
                     Cow::Owned(append) => (append.key, append.value),
                 };
-                if let Some(undo) = undo {
-                    undo.push(UndoRecord::Restore {
-                        key: key.clone(),
-                        entry: None,
-                    });
-                }
-                let created = Entry {
-                    value,
-                    create_revision: index,
-                    mod_revision: index,
-                    version: 1,
-                    lease: 0,
-                };
-                self.keys.insert_new(key, created);
+                self.create(index, key, value, 0, undo);
                 Ok(AppendResponse { value_bytes })
             }
         }
+    }
+
+    /// Stores a key that is absent at version 1, created at `index`; `undo`, present
+    /// inside a Txn, learns to remove it again.
+    fn create(
+        &mut self,
+        index: u64,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+        undo: Option<&mut Vec<UndoRecord>>,
+    ) {
+        if let Some(undo) = undo {
+            undo.push(UndoRecord::Restore {
+                key: key.clone(),
+                entry: None,
+            });
+        }
+        let created = Entry {
+            value,
+            create_revision: index,
+            mod_revision: index,
+            version: 1,
+            lease,
+        };
+        self.keys.insert_new(key, created);
     }
 
     /// Takes back a Txn's changes, newest first.
