@@ -402,8 +402,26 @@ impl World {
     }
 
     fn give_up_all(&mut self) -> Result<(), Violation> {
+        let now = self.now;
+        self.with_clients(now, |clients, shared| {
+            for client in clients {
+                if client.is_busy() {
+                    client.give_up(shared)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `run` with the clients and the world state they share (one borrow of each
+    /// field, so the clients can be iterated while the shared state changes).
+    fn with_clients<T>(
+        &mut self,
+        now: u64,
+        run: impl FnOnce(&mut [Client], &mut Shared<'_>) -> T,
+    ) -> T {
         let mut shared = Shared {
-            now: self.now,
+            now,
             rng: &mut self.rng,
             history: &mut self.history,
             trace: &mut self.trace,
@@ -413,12 +431,7 @@ impl World {
             next_request_id: &mut self.next_request_id,
             next_client_id: &mut self.next_client_id,
         };
-        for client in &mut self.clients {
-            if client.is_busy() {
-                client.give_up(&mut shared)?;
-            }
-        }
-        Ok(())
+        run(&mut self.clients, &mut shared)
     }
 
     /// Waits until every replica of every group holds and applied the same log, then
@@ -676,20 +689,9 @@ impl World {
                 client,
                 request,
                 reply,
-            } => {
-                let mut shared = Shared {
-                    now,
-                    rng: &mut self.rng,
-                    history: &mut self.history,
-                    trace: &mut self.trace,
-                    keys: &self.keys,
-                    key_groups: &self.key_groups,
-                    members: &self.members,
-                    next_request_id: &mut self.next_request_id,
-                    next_client_id: &mut self.next_client_id,
-                };
-                self.clients[client].on_reply(&mut shared, from, request, reply)
-            }
+            } => self.with_clients(now, |clients, shared| {
+                clients[client].on_reply(shared, from, request, reply)
+            }),
         }
     }
 
@@ -875,24 +877,15 @@ impl World {
     fn run_clients(&mut self, phase: Phase) -> Result<(), Violation> {
         let issue_new = phase == Phase::Main;
         let mut outgoing: Vec<(usize, Outgoing)> = Vec::new();
-        {
-            let mut shared = Shared {
-                now: self.now,
-                rng: &mut self.rng,
-                history: &mut self.history,
-                trace: &mut self.trace,
-                keys: &self.keys,
-                key_groups: &self.key_groups,
-                members: &self.members,
-                next_request_id: &mut self.next_request_id,
-                next_client_id: &mut self.next_client_id,
-            };
-            for (index, client) in self.clients.iter_mut().enumerate() {
-                if let Some(request) = client.poll(&mut shared, issue_new)? {
+        let now = self.now;
+        self.with_clients(now, |clients, shared| {
+            for (index, client) in clients.iter_mut().enumerate() {
+                if let Some(request) = client.poll(shared, issue_new)? {
                     outgoing.push((index, request));
                 }
             }
-        }
+            Ok::<(), Violation>(())
+        })?;
         for (client, request) in outgoing {
             let envelope = Envelope::Request {
                 client,
