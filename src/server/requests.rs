@@ -464,20 +464,22 @@ impl Requests {
                 connection,
                 request_id,
             } => {
-                let mut bytes = encode_reply(&mut self.builder, request_id, reply).to_vec();
-                if bytes.len() > frame::FRAME_BYTES_MAX {
+                let answer_bytes = encode_reply(&mut self.builder, request_id, reply).len();
+                if answer_bytes > frame::FRAME_BYTES_MAX {
                     // Dropping the answer would leave the client waiting for it; say why
                     // there is none instead.
                     let error = ApiError::new(
                         ErrorCode::RequestTooLarge,
-                        format!(
-                            "the answer of {} bytes exceeds the frame maximum",
-                            bytes.len()
-                        ),
+                        format!("the answer of {answer_bytes} bytes exceeds the frame maximum"),
                     );
-                    bytes = encode_reply(&mut self.builder, request_id, Err(error)).to_vec();
+                    encode_reply(&mut self.builder, request_id, Err(error));
                 }
-                self.write_frame(connection, bytes, true);
+                queue_reply(
+                    &mut self.connections,
+                    connection,
+                    self.builder.finished_data(),
+                    true,
+                );
             }
             Origin::Mesh { shard, token } => {
                 let bytes = encode_reply(&mut self.builder, token, reply).to_vec();
@@ -567,34 +569,9 @@ impl Requests {
                 request_id,
                 result: Ok(ApiResult::Status(info)),
             };
-            let bytes = api::encode_response(&mut self.builder, &response).to_vec();
-            self.write_frame(connection, bytes, true);
+            let bytes = api::encode_response(&mut self.builder, &response);
+            queue_reply(&mut self.connections, connection, bytes, true);
         }
-    }
-
-    /// Queues an encoded response frame for a connection; `releases` gives back the
-    /// request's in-flight permit.
-    fn write_frame(&mut self, connection: ConnectionId, payload: Vec<u8>, releases: bool) {
-        let Some(state) = self.connections.get(&connection) else {
-            return;
-        };
-        if releases {
-            state.permits.signal(1);
-        }
-        let mut frame_bytes = Vec::with_capacity(payload.len() + frame::FRAME_HEADER_BYTES);
-        if frame::encode(&mut frame_bytes, &payload).is_err() {
-            return;
-        }
-        let queued_bytes = state.queued_bytes.get() + frame_bytes.len();
-        if queued_bytes > CONNECTION_QUEUED_BYTES_HARD_MAX
-            || state.frames.try_send(frame_bytes).is_err()
-        {
-            // A client that does not read its replies loses its connection: dropping it
-            // stops its tasks, which close the socket.
-            self.connections.remove(&connection);
-            return;
-        }
-        state.queued_bytes.set(queued_bytes);
     }
 
     /// Times out requests forwarded to a shard that never answered.
@@ -836,6 +813,37 @@ fn merge_ranges(
     out
 }
 
+/// Frames an encoded response straight from the encoder's buffer and queues it for a
+/// connection; `releases` gives back the request's in-flight permit. A free function over
+/// the connection table so that the payload can stay borrowed from the shard's builder.
+fn queue_reply(
+    connections: &mut BTreeMap<ConnectionId, Connection>,
+    connection: ConnectionId,
+    payload: &[u8],
+    releases: bool,
+) {
+    let Some(state) = connections.get(&connection) else {
+        return;
+    };
+    if releases {
+        state.permits.signal(1);
+    }
+    let mut frame_bytes = Vec::with_capacity(payload.len() + frame::FRAME_HEADER_BYTES);
+    if frame::encode(&mut frame_bytes, payload).is_err() {
+        return;
+    }
+    let queued_bytes = state.queued_bytes.get() + frame_bytes.len();
+    if queued_bytes > CONNECTION_QUEUED_BYTES_HARD_MAX
+        || state.frames.try_send(frame_bytes).is_err()
+    {
+        // A client that does not read its replies loses its connection: dropping it
+        // stops its tasks, which close the socket.
+        connections.remove(&connection);
+        return;
+    }
+    state.queued_bytes.set(queued_bytes);
+}
+
 /// Binds this shard's client listener (SO_REUSEPORT: every shard binds the same address
 /// and the kernel spreads connections) and accepts until shutdown.
 pub fn start_client_listener(shard: Rc<RefCell<Shard>>) -> std::io::Result<JoinHandle<()>> {
@@ -1011,8 +1019,8 @@ async fn read_requests(
                         let mut this = shard.borrow_mut();
                         let requests = &mut this.requests;
                         let reply = Err(ApiError::new(error.code, &error.message));
-                        let bytes = encode_reply(&mut requests.builder, request_id, reply).to_vec();
-                        requests.write_frame(connection, bytes, false);
+                        let bytes = encode_reply(&mut requests.builder, request_id, reply);
+                        queue_reply(&mut requests.connections, connection, bytes, false);
                     }
                     // Not even a request: close.
                     None => return,
