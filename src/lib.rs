@@ -17,15 +17,17 @@
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
+//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, gathers, storage decisions | no |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //!
-//! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
-//! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
-//! as data handed in and out. That is what lets one process simulate a whole cluster
-//! deterministically; `tests/tidy.rs` keeps it true.
+//! `raft`, `kv`, `multiraft`, `shard`, `api`, `proto`, `frame` and `check` never touch
+//! the clock, the filesystem, sockets or glommio: time arrives as ticks (carrying `now`),
+//! randomness as a seeded generator, and I/O as data handed in and out. That is what lets
+//! one process simulate a whole cluster, shard cores included, deterministically;
+//! `tests/tidy.rs` keeps it true. `server` is the glommio driver of `shard`.
 
 pub mod api;
 pub mod check;
@@ -39,5 +41,6 @@ pub mod multiraft;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod shard;
 pub mod transport;
 pub mod wal;

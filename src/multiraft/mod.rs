@@ -140,6 +140,29 @@ pub struct PersistToken {
     numbers: Vec<(GroupId, u64)>,
 }
 
+impl PersistToken {
+    /// Adds a later Ready's token: both are reported durable together, in order.
+    pub fn extend(&mut self, later: PersistToken) {
+        self.numbers.extend(later.numbers);
+    }
+}
+
+/// Why a shard's groups cannot be opened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MultiRaftError {
+    #[error(transparent)]
+    Limits(#[from] kv::LimitsError),
+    #[error("group {0} exists already")]
+    DuplicateGroup(GroupId),
+    #[error("group {group}: the snapshot does not restore: {error}")]
+    Restore {
+        group: GroupId,
+        error: kv::SnapshotError,
+    },
+    #[error("group {group}: {reason}")]
+    Replica { group: GroupId, reason: String },
+}
+
 /// Status of one group on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -191,8 +214,8 @@ pub struct MultiRaft {
 
 impl MultiRaft {
     /// Opens the shard's groups from what storage holds.
-    pub fn new(config: ShardConfig, groups: Vec<GroupStart>) -> Result<MultiRaft, String> {
-        config.limits.check().map_err(|error| error.to_string())?;
+    pub fn new(config: ShardConfig, groups: Vec<GroupStart>) -> Result<MultiRaft, MultiRaftError> {
+        config.limits.check()?;
         let mut shard = MultiRaft {
             config,
             groups: BTreeMap::new(),
@@ -205,9 +228,9 @@ impl MultiRaft {
     }
 
     /// Adds a group (from storage, or new).
-    pub fn add_group(&mut self, start: GroupStart) -> Result<(), String> {
+    pub fn add_group(&mut self, start: GroupStart) -> Result<(), MultiRaftError> {
         if self.groups.contains_key(&start.id) {
-            return Err(format!("group {} exists already", start.id));
+            return Err(MultiRaftError::DuplicateGroup(start.id));
         }
         let mut raft_config = self.config.raft.clone();
         raft_config.id = self.config.node_id;
@@ -217,16 +240,23 @@ impl MultiRaft {
             ^ start.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ self.config.node_id.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         let store = match &start.raft.snapshot {
-            Some(snapshot) => Store::restore(&snapshot.data)
-                .map_err(|error| format!("group {}: snapshot: {error}", start.id))?,
-            None => Store::new(self.config.limits).map_err(|error| error.to_string())?,
+            Some(snapshot) => {
+                Store::restore(&snapshot.data).map_err(|error| MultiRaftError::Restore {
+                    group: start.id,
+                    error,
+                })?
+            }
+            None => Store::new(self.config.limits)?,
         };
         let mut initial = start.raft;
         if initial.snapshot.is_none() {
             initial.conf = start.conf;
         }
-        let raft = RaftNode::new(raft_config, initial)
-            .map_err(|error| format!("group {}: {error}", start.id))?;
+        let raft =
+            RaftNode::new(raft_config, initial).map_err(|reason| MultiRaftError::Replica {
+                group: start.id,
+                reason,
+            })?;
         let group = Group {
             raft,
             store,
@@ -243,6 +273,11 @@ impl MultiRaft {
 
     pub fn node_id(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// Whether this shard holds a replica of `group`.
+    pub fn has_group(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
     }
 
     pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use super::error::ConfigError;
 use crate::raft::NodeId;
 
 /// Default port clients connect to.
@@ -80,14 +81,18 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     /// Fills unset flags from the `--config` file, if one is given.
-    pub fn merged_with_file(self) -> Result<ServerArgs, String> {
+    pub fn merged_with_file(self) -> Result<ServerArgs, ConfigError> {
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        let file: ServerArgs =
-            toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::ReadFile {
+            path: path.clone(),
+            error,
+        })?;
+        let file: ServerArgs = toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
+            path: path.clone(),
+            error: Box::new(error),
+        })?;
         Ok(ServerArgs {
             config: self.config,
             node_id: self.node_id.or(file.node_id),
@@ -163,12 +168,14 @@ const WAL_BLOCK_BYTES: u64 = crate::wal::record::BLOCK_BYTES as u64;
 pub const SHARDS_MAX: u32 = 256;
 
 impl ServerConfig {
-    pub fn from_args(args: ServerArgs) -> Result<ServerConfig, String> {
+    pub fn from_args(args: ServerArgs) -> Result<ServerConfig, ConfigError> {
         let args = args.merged_with_file()?;
-        let node_id = args.node_id.ok_or("--node-id is required")?;
-        let cluster_text = args
-            .initial_cluster
-            .ok_or("--initial-cluster is required")?;
+        let node_id = args
+            .node_id
+            .ok_or(ConfigError::Missing { flag: "--node-id" })?;
+        let cluster_text = args.initial_cluster.ok_or(ConfigError::Missing {
+            flag: "--initial-cluster",
+        })?;
         let peers = parse_members(&cluster_text)?;
         let clients = match &args.initial_cluster_clients {
             Some(text) => parse_members(text)?,
@@ -179,36 +186,44 @@ impl ServerConfig {
         };
         let mut members = BTreeMap::new();
         for (&id, &peer) in &peers {
-            let client = *clients.get(&id).ok_or(format!(
-                "member {id} has no client address in --initial-cluster-clients"
-            ))?;
+            let client = *clients.get(&id).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "member {id} has no client address in --initial-cluster-clients"
+                ))
+            })?;
             members.insert(id, Member { id, peer, client });
         }
         let me = members
             .get(&node_id)
-            .ok_or(format!("--node-id {node_id} is not in --initial-cluster"))?
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!("--node-id {node_id} is not in --initial-cluster"))
+            })?
             .clone();
         let shards = args
             .shards
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         if shards == 0 || shards > SHARDS_MAX {
-            return Err(format!("--shards must be 1..={SHARDS_MAX}"));
+            return Err(ConfigError::Invalid(format!(
+                "--shards must be 1..={SHARDS_MAX}"
+            )));
         }
         let groups = args.groups.unwrap_or(GROUPS_DEFAULT);
         if groups == 0 {
-            return Err("--groups must be at least 1".into());
+            return Err(ConfigError::Invalid("--groups must be at least 1".into()));
         }
         let election_ticks = args.election_ticks.unwrap_or(10);
         let heartbeat_ticks = args.heartbeat_ticks.unwrap_or(2);
         if election_ticks <= heartbeat_ticks || heartbeat_ticks == 0 {
-            return Err("--election-ticks must exceed --heartbeat-ticks (>= 1)".into());
+            return Err(ConfigError::Invalid(
+                "--election-ticks must exceed --heartbeat-ticks (>= 1)".into(),
+            ));
         }
         let wal_segment_bytes = args.wal_segment_bytes.unwrap_or(64 << 20);
         if wal_segment_bytes < WAL_SEGMENT_BYTES_MIN || wal_segment_bytes % WAL_BLOCK_BYTES != 0 {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "--wal-segment-bytes must be a multiple of {WAL_BLOCK_BYTES} and at least \
                  {WAL_SEGMENT_BYTES_MIN} (one largest batch)"
-            ));
+            )));
         }
         let token = args
             .initial_cluster_token
@@ -248,7 +263,11 @@ pub fn shard_dir(data_dir: &Path, shard: u32) -> PathBuf {
 }
 
 /// Parses `1=host:port,2=host:port`.
-pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+    let refuse = |text: &str, reason: String| ConfigError::Member {
+        text: text.to_string(),
+        reason,
+    };
     let mut out = BTreeMap::new();
     for part in text
         .split(',')
@@ -257,24 +276,24 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String>
     {
         let (id, address) = part
             .split_once('=')
-            .ok_or(format!("`{part}`: expected ID=HOST:PORT"))?;
+            .ok_or_else(|| refuse(part, "expected ID=HOST:PORT".into()))?;
         let id: NodeId = id
             .trim()
             .parse()
-            .map_err(|_| format!("`{id}`: not a node id"))?;
+            .map_err(|_| refuse(id, "not a node id".into()))?;
         if id == 0 {
-            return Err("node id 0 is reserved".into());
+            return Err(refuse(part, "node id 0 is reserved".into()));
         }
         let address: SocketAddr = address
             .trim()
             .parse()
-            .map_err(|error| format!("`{address}`: {error}"))?;
+            .map_err(|error| refuse(address, format!("{error}")))?;
         if out.insert(id, address).is_some() {
-            return Err(format!("node {id} is listed twice"));
+            return Err(refuse(part, format!("node {id} is listed twice")));
         }
     }
     if out.is_empty() {
-        return Err("the cluster has no members".into());
+        return Err(ConfigError::Invalid("the cluster has no members".into()));
     }
     Ok(out)
 }

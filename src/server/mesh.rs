@@ -1,40 +1,13 @@
-//! The channels between the shards of one node and the messages they carry. Payloads are
-//! FlatBuffers client requests and responses (the same bytes a client sends), so a shard
-//! never touches another shard's memory.
+//! The channels between the shards of one node. The messages are the shard core's
+//! ([`crate::shard::MeshMessage`]); this file only builds and connects the channels.
 //!
 //! The mesh is one bounded `shared_channel` per ordered pair of shards, created before the
 //! executors start, so that shard `i` always reaches shard `j` through the same channel.
 
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::{GlommioError, ResourceType};
 
-use crate::multiraft::GroupId;
-
-/// A message between two shards of one node.
-#[derive(Debug)]
-pub struct MeshMessage {
-    pub from_shard: u32,
-    /// The sender's id for this exchange; a reply carries it back.
-    pub token: u64,
-    pub body: MeshBody,
-}
-
-/// What a mesh message asks or answers.
-#[derive(Debug)]
-pub enum MeshBody {
-    /// Serve this client request (FlatBuffers `Request`) on `group`, which the receiving
-    /// shard owns; answer with a `Reply` carrying the same token.
-    Request { group: GroupId, request: Vec<u8> },
-    /// The answer (FlatBuffers `Response`) to the request with this token.
-    Reply { response: Vec<u8> },
-    /// Report the status of every group of the receiving shard.
-    Status,
-    /// The answer to `Status` (FlatBuffers `Response` with a status result).
-    StatusReply { response: Vec<u8> },
-}
-
-/// A mesh channel had no room (or the other shard is gone).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MeshFull;
+use crate::shard::MeshMessage;
 
 /// One shard's ends of the mesh, before the executor connects them.
 #[derive(Debug)]
@@ -52,12 +25,18 @@ pub struct MeshSenders {
 }
 
 impl MeshSenders {
-    /// Queues `message` for `shard` without waiting; fails when the channel is full or
-    /// closed (the caller answers "busy" rather than blocking the loop).
-    pub fn try_send(&self, shard: u32, message: MeshMessage) -> Result<(), MeshFull> {
-        match self.senders.get(shard as usize) {
-            Some(Some(sender)) => sender.try_send(message).map_err(|_| MeshFull),
-            _ => Err(MeshFull),
+    /// Queues `message` for its shard without waiting; gives it back when the channel is
+    /// full or closed (the loop never blocks on another shard). `Err(None)`: the channel
+    /// failed in a way that does not give the message back, which glommio's channels do
+    /// not do today; whoever waits on it then ends at its deadline.
+    pub fn try_send(&self, message: MeshMessage) -> Result<(), Option<MeshMessage>> {
+        match self.senders.get(message.to_shard as usize) {
+            Some(Some(sender)) => sender.try_send(message).map_err(|error| match error {
+                GlommioError::WouldBlock(ResourceType::Channel(message))
+                | GlommioError::Closed(ResourceType::Channel(message)) => Some(message),
+                _ => None,
+            }),
+            _ => Err(Some(message)),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::config::ServerConfig;
+use super::error::{DataDirError, IdentityFileError};
 
 const META_FILE: &str = "corekv.meta";
 const META_FORMAT_VERSION: u64 = 1;
@@ -39,33 +40,36 @@ impl DataIdentity {
         format!("{body}crc32={crc}\n")
     }
 
-    fn decode(text: &str) -> Result<DataIdentity, String> {
+    /// Reads an identity file back.
+    fn decode(text: &str) -> Result<DataIdentity, IdentityFileError> {
         let (body, crc_line) = text
             .trim_end_matches('\n')
             .rsplit_once('\n')
-            .ok_or("truncated identity file")?;
+            .ok_or(IdentityFileError::Truncated)?;
         let body = format!("{body}\n");
         let crc: u32 = crc_line
             .strip_prefix("crc32=")
             .and_then(|value| value.parse().ok())
-            .ok_or("missing checksum")?;
+            .ok_or(IdentityFileError::MissingChecksum)?;
         if crc32fast::hash(body.as_bytes()) != crc {
-            return Err("checksum mismatch".into());
+            return Err(IdentityFileError::ChecksumMismatch);
         }
-        let field = |name: &str| -> Result<u64, String> {
+        let field = |name: &'static str| -> Result<u64, IdentityFileError> {
             body.lines()
                 .find_map(|line| line.strip_prefix(&format!("{name}=")))
                 .and_then(|value| value.parse().ok())
-                .ok_or(format!("missing field {name}"))
+                .ok_or(IdentityFileError::MissingField(name))
         };
-        if field("format")? != META_FORMAT_VERSION {
-            return Err(format!("unknown format {}", field("format")?));
+        let format = field("format")?;
+        if format != META_FORMAT_VERSION {
+            return Err(IdentityFileError::UnknownFormat(format));
         }
         Ok(DataIdentity {
             cluster_id: field("cluster_id")?,
             node_id: field("node_id")?,
             groups: field("groups")?,
-            shards: u32::try_from(field("shards")?).map_err(|_| "shards out of range")?,
+            shards: u32::try_from(field("shards")?)
+                .map_err(|_| IdentityFileError::MissingField("shards"))?,
         })
     }
 }
@@ -78,16 +82,23 @@ pub enum Startup {
 }
 
 /// Checks the data directory against `expected`, creating it on first start.
-pub fn open_data_dir(data_dir: &Path, expected: DataIdentity) -> Result<Startup, String> {
-    fs::create_dir_all(data_dir)
-        .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
+pub fn open_data_dir(data_dir: &Path, expected: DataIdentity) -> Result<Startup, DataDirError> {
+    let io_error = |action, path: &Path, error: std::io::Error| DataDirError::Io {
+        action,
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    };
+    fs::create_dir_all(data_dir).map_err(|error| io_error("create", data_dir, error))?;
     let path = data_dir.join(META_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => {
-            let found = DataIdentity::decode(&text)
-                .map_err(|error| format!("{}: {error}", path.display()))?;
+            let found = DataIdentity::decode(&text).map_err(|reason| DataDirError::Corrupt {
+                path: path.clone(),
+                reason,
+            })?;
+            let mismatch = |text: String| Err(DataDirError::Mismatch(text));
             if found.cluster_id != expected.cluster_id {
-                return Err(format!(
+                return mismatch(format!(
                     "{} belongs to cluster {:#x}, not {:#x} (check --initial-cluster and \
                      --initial-cluster-token)",
                     data_dir.display(),
@@ -96,7 +107,7 @@ pub fn open_data_dir(data_dir: &Path, expected: DataIdentity) -> Result<Startup,
                 ));
             }
             if found.node_id != expected.node_id {
-                return Err(format!(
+                return mismatch(format!(
                     "{} belongs to node {}, not {}",
                     data_dir.display(),
                     found.node_id,
@@ -104,13 +115,13 @@ pub fn open_data_dir(data_dir: &Path, expected: DataIdentity) -> Result<Startup,
                 ));
             }
             if found.groups != expected.groups {
-                return Err(format!(
+                return mismatch(format!(
                     "the cluster was created with {} groups; --groups {} cannot change that",
                     found.groups, expected.groups
                 ));
             }
             if found.shards != expected.shards {
-                return Err(format!(
+                return mismatch(format!(
                     "the data was written by {} shards; restart with --shards {}",
                     found.shards, found.shards
                 ));
@@ -119,10 +130,10 @@ pub fn open_data_dir(data_dir: &Path, expected: DataIdentity) -> Result<Startup,
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             write_atomically(&path, expected.encode().as_bytes())
-                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+                .map_err(|error| io_error("write", &path, error))?;
             Ok(Startup::Bootstrap)
         }
-        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+        Err(error) => Err(io_error("read", &path, error)),
     }
 }
 
@@ -164,6 +175,7 @@ mod tests {
         };
         assert!(open_data_dir(&dir, other_cluster)
             .unwrap_err()
+            .to_string()
             .contains("belongs to cluster"));
         let other_groups = DataIdentity {
             groups: 8,
@@ -171,6 +183,7 @@ mod tests {
         };
         assert!(open_data_dir(&dir, other_groups)
             .unwrap_err()
+            .to_string()
             .contains("groups"));
         fs::write(dir.join(META_FILE), "format=1\ngarbage\n").unwrap();
         assert!(open_data_dir(&dir, identity()).is_err());

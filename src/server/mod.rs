@@ -1,20 +1,24 @@
 //! The corekv node: one glommio executor per shard, a channel mesh between them, and a
-//! graceful shutdown on SIGINT/SIGTERM.
+//! graceful shutdown on SIGINT/SIGTERM. This is the driver of the pure shard core
+//! ([`crate::shard`]): it owns sockets, files, timers and threads, and every decision
+//! about requests and storage is the core's.
 //!
-//! | file          | owns                                                              |
-//! |---------------|-------------------------------------------------------------------|
-//! | [`config`]    | flags, the optional TOML file, checks                             |
-//! | [`meta`]      | the data directory's identity (cluster, node, groups, shards)     |
-//! | [`storage`]   | Raft writes to WAL records, recovery to group start states        |
-//! | [`shard`]     | a shard's event loop and turn                                     |
-//! | [`snapshots`] | snapshot files written off the loop, then their WAL compactions   |
-//! | [`requests`]  | client connections, routing, forwarding across shards, replies    |
-//! | [`mesh`]      | the messages shards exchange                                      |
+//! | file            | owns                                                            |
+//! |-----------------|-----------------------------------------------------------------|
+//! | [`config`]      | flags, the optional TOML file, checks                           |
+//! | [`error`]       | the server's error type                                         |
+//! | [`meta`]        | the data directory's identity (cluster, node, groups, shards)   |
+//! | [`shard`]       | a shard's event loop: events into the core, its output to I/O   |
+//! | [`connections`] | client sockets: framing, back-pressure, reply writes            |
+//! | [`storage`]     | the core's records to WAL batches, recovery from the WAL        |
+//! | [`snapshots`]   | snapshot files written off the loop                             |
+//! | [`mesh`]        | the channels between the shards of the node                     |
 
 pub mod config;
+pub mod connections;
+pub mod error;
 pub mod mesh;
 pub mod meta;
-pub mod requests;
 pub mod shard;
 pub mod snapshots;
 pub mod storage;
@@ -26,6 +30,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 pub use config::{ServerArgs, ServerConfig};
+pub use error::ServerError;
 
 /// Locked memory for each executor's registered I/O buffers. Small enough that several
 /// nodes fit on one machine under a default `ulimit -l` for root; the systemd unit sets
@@ -40,7 +45,7 @@ pub const EXECUTOR_IO_MEMORY_BYTES: usize = 2 << 20;
 pub const EXECUTOR_PREEMPT_TIMER: Duration = Duration::from_secs(60);
 
 /// Runs a node until SIGINT/SIGTERM; returns once every shard stopped cleanly.
-pub fn run(config: ServerConfig) -> Result<(), String> {
+pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let startup = meta::open_data_dir(&config.data_dir, meta::DataIdentity::of(&config))?;
     eprintln!(
         "corekv: node {} ({:?}) cluster {:#x}: {} shards, {} groups, clients on {}, peers on {}",
@@ -55,8 +60,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     let shutdown = Arc::new(AtomicBool::new(false));
     {
         let shutdown = shutdown.clone();
-        ctrlc::set_handler(move || shutdown.store(true, Ordering::Relaxed))
-            .map_err(|error| format!("cannot install the signal handler: {error}"))?;
+        ctrlc::set_handler(move || shutdown.store(true, Ordering::Relaxed))?;
     }
     let config = Arc::new(config);
     let mesh_ends = mesh::build(config.shards, shard::MESH_CHANNEL_MESSAGES_MAX);
@@ -84,7 +88,10 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
                 }
                 result
             })
-            .map_err(|error| format!("cannot start shard {index}: {error}"))?;
+            .map_err(|error| ServerError::Executor {
+                shard: index,
+                reason: error.to_string(),
+            })?;
         handles.push((index, handle));
     }
     let mut failure = None;
@@ -98,7 +105,10 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             }
             Err(error) => {
                 shutdown.store(true, Ordering::Relaxed);
-                failure.get_or_insert(format!("shard {index} stopped abnormally: {error}"));
+                failure.get_or_insert(ServerError::ShardPanicked {
+                    shard: index,
+                    reason: error.to_string(),
+                });
             }
         }
     }

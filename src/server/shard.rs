@@ -1,27 +1,31 @@
-//! One shard's event loop: everything that happened since the last turn is stepped into
-//! the shard's Raft groups, then one turn collects every group's Ready, writes one WAL
-//! batch, sends one frame per peer, applies, and answers. Single-threaded (one glommio
-//! executor); state is shared between the shard's tasks through `Rc<RefCell<..>>`.
+//! One shard's event loop on its glommio executor: a thin driver around the pure shard
+//! core ([`crate::shard::ShardCore`]). Tasks for the peer transport, the mesh, the
+//! ticker and the client connections feed one bounded event queue; the loop hands every
+//! event to the core, then runs one turn and carries out its output: snapshot files,
+//! the WAL batch (one write, one fsync), frames to peers, mesh messages and replies.
+//! Single-threaded; the driver's state is shared between its tasks through
+//! `Rc<RefCell<..>>`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::timer::Timer;
 
 use super::config::ServerConfig;
-use super::mesh::{MeshEnds, MeshMessage, MeshSenders};
-use super::requests::Requests;
+use super::connections::{self, ClientRequest, Connections};
+use super::error::ServerError;
+use super::mesh::{MeshEnds, MeshSenders};
 use super::snapshots::SnapshotFiles;
 use super::storage;
+use crate::api::Member;
 use crate::codec::PeerBatch;
-use crate::keyspace::shard_of;
-use crate::multiraft::{GroupId, MultiRaft, PersistToken, ShardConfig};
-use crate::raft::{self, ConfState, Message};
+use crate::multiraft::{GroupId, ShardConfig};
+use crate::shard::{CoreConfig, MeshMessage, Output, Placement, ShardCore, StorageBatch};
 use crate::transport::{Transport, TransportConfig};
 use crate::wal::{self, Ticket, Wal, WalConfig};
 
@@ -33,8 +37,6 @@ pub const EVENTS_PER_TURN_MAX: usize = 1024;
 pub const MESH_CHANNEL_MESSAGES_MAX: usize = 4096;
 /// Ticks between checks for groups that pin old WAL segments.
 pub const SNAPSHOT_CHECK_TICKS: u64 = 20;
-/// Ticks a shutting-down shard waits for its leaderships to move away.
-pub const SHUTDOWN_TRANSFER_TICKS_MAX: u64 = 40;
 
 /// Something the loop must handle.
 #[derive(Debug)]
@@ -42,13 +44,12 @@ pub enum Event {
     /// Raft messages from a peer shard of another node.
     Peer(PeerBatch),
     /// A client request decoded by a connection task.
-    Client(super::requests::ClientRequest),
+    Client(ClientRequest),
     /// A message from another shard of this node.
     Mesh(MeshMessage),
-    /// A WAL batch is durable: these messages may leave, and Raft learns it.
+    /// Every WAL batch through this sequence is durable.
     Persisted {
-        token: PersistToken,
-        messages: Vec<(GroupId, Message)>,
+        sequence: u64,
     },
     /// The snapshot file of a local snapshot is durable (see [`super::snapshots`]).
     SnapshotWritten {
@@ -59,36 +60,52 @@ pub enum Event {
     Tick,
 }
 
-/// The shard's state, shared by its tasks.
-pub struct Shard {
-    pub index: u32,
-    pub config: Arc<ServerConfig>,
-    pub raft: MultiRaft,
-    pub wal: Wal,
-    pub transport: Transport,
-    pub requests: Requests,
-    pub mesh: MeshSenders,
-    pub events: Rc<LocalSender<Event>>,
-    pub snapshots: SnapshotFiles,
+/// The driver's state, shared by its tasks.
+struct Shard {
+    core: ShardCore,
+    wal: Wal,
+    wal_config: WalConfig,
+    transport: Transport,
+    connections: Rc<RefCell<Connections>>,
+    mesh: MeshSenders,
+    events: Rc<LocalSender<Event>>,
+    files: SnapshotFiles,
     last_ticket: Option<Ticket>,
     ticks: u64,
-    shutdown_started_tick: Option<u64>,
-}
-
-impl std::fmt::Debug for Shard {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Shard")
-            .field("index", &self.index)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The groups a shard runs.
 pub fn groups_of_shard(config: &ServerConfig, shard: u32) -> Vec<GroupId> {
-    (0..config.groups)
-        .filter(|&group| shard_of(group, config.shards) == shard)
-        .collect()
+    core_config(config, shard).groups_here()
+}
+
+/// The shard core's settings for shard `shard` of this node.
+fn core_config(config: &ServerConfig, shard: u32) -> CoreConfig {
+    let voters = config.members.keys().copied().collect();
+    let mut core = CoreConfig::new(
+        config.node_id,
+        shard,
+        config.shards,
+        config.groups,
+        Placement::Everywhere(voters),
+    );
+    core.cluster_id = config.cluster_id;
+    core.members = config
+        .members
+        .values()
+        .map(|member| Member {
+            node_id: member.id,
+            client_address: member.client.to_string(),
+            peer_address: member.peer.to_string(),
+        })
+        .collect();
+    let mut raft = ShardConfig::new(config.node_id);
+    raft.raft.election_timeout_ticks = config.election_ticks;
+    raft.raft.heartbeat_timeout_ticks = config.heartbeat_ticks;
+    raft.raft.seed = config.node_id ^ (u64::from(shard) << 32) ^ config.cluster_id;
+    raft.compact_entries = config.snapshot_entries;
+    core.raft = raft;
+    core
 }
 
 /// Runs shard `index` until shutdown: opens its WAL, recovers its groups, starts its
@@ -98,26 +115,30 @@ pub async fn run_shard(
     config: Arc<ServerConfig>,
     mesh: MeshEnds,
     shutdown: Arc<AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), ServerError> {
     let (mesh_senders, mesh_receivers) = mesh.connect().await;
     let shard_dir = config.shard_dir(index);
     let wal_config = wal_config(&config);
-    let (wal, recovery) = Wal::open(&shard_dir, wal_config)
+    let (wal, recovery) = Wal::open(&shard_dir, wal_config.clone())
         .await
-        .map_err(|error| format!("shard {index}: opening the WAL: {error}"))?;
+        .map_err(|error| ServerError::Wal {
+            shard: index,
+            error,
+        })?;
     if let Some(torn) = &recovery.torn_tail {
         eprintln!("corekv: shard {index}: truncated a torn WAL tail: {torn:?}");
     }
-    let groups = groups_of_shard(&config, index);
-    let voters: Vec<raft::NodeId> = config.members.keys().copied().collect();
-    let conf = ConfState::with_voters(&voters);
-    let starts = storage::recover_groups(&wal, &recovery, &groups, &conf).await?;
-    let mut shard_config = ShardConfig::new(config.node_id);
-    shard_config.raft.election_timeout_ticks = config.election_ticks;
-    shard_config.raft.heartbeat_timeout_ticks = config.heartbeat_ticks;
-    shard_config.raft.seed = config.node_id ^ (u64::from(index) << 32) ^ config.cluster_id;
-    shard_config.compact_entries = config.snapshot_entries;
-    let raft = MultiRaft::new(shard_config, starts)?;
+    let core_config = core_config(&config, index);
+    let recovered = storage::recover_groups(&wal, &recovery, &core_config.groups_here())
+        .await
+        .map_err(|error| ServerError::Recovery {
+            shard: index,
+            error,
+        })?;
+    let core = ShardCore::open(core_config, recovered).map_err(|error| ServerError::Core {
+        shard: index,
+        error,
+    })?;
 
     let peers = config
         .members
@@ -132,38 +153,40 @@ pub async fn run_shard(
         shard_address(config.listen_peer, index),
         peers,
     );
-    let (transport, inbound) = Transport::start(transport_config)
-        .map_err(|error| format!("shard {index}: peer listener: {error}"))?;
+    let (transport, inbound) =
+        Transport::start(transport_config).map_err(|error| ServerError::Transport {
+            shard: index,
+            error,
+        })?;
 
     let (events, receiver) = local_channel::new_bounded(EVENTS_QUEUED_MAX);
     let events = Rc::new(events);
-    let requests = Requests::new(index, config.clone());
+    let connections = Rc::new(RefCell::new(Connections::default()));
     let shard = Rc::new(RefCell::new(Shard {
-        index,
-        config: config.clone(),
-        raft,
+        core,
         wal,
+        wal_config,
         transport,
-        requests,
+        connections: connections.clone(),
         mesh: mesh_senders,
         events: events.clone(),
-        snapshots: SnapshotFiles::new(shard_dir),
+        files: SnapshotFiles::new(shard_dir),
         last_ticket: None,
         ticks: 0,
-        shutdown_started_tick: None,
     }));
 
     spawn_pump_peer(inbound, events.clone());
     spawn_pump_mesh(mesh_receivers, events.clone());
     spawn_ticker(config.tick, events.clone());
-    let listener = super::requests::start_client_listener(shard.clone()).map_err(|error| {
-        format!(
-            "shard {index}: client listener on {}: {error}",
-            config.listen_client
-        )
-    })?;
+    let listener = connections::start_listener(config.listen_client, connections, events).map_err(
+        |error| ServerError::ClientListener {
+            shard: index,
+            address: config.listen_client,
+            error,
+        },
+    )?;
 
-    let result = run_loop(shard.clone(), receiver, shutdown).await;
+    run_loop(&shard, receiver, shutdown).await;
     drop(listener);
     let shard = Rc::try_unwrap(shard).map(RefCell::into_inner);
     if let Ok(shard) = shard {
@@ -172,7 +195,7 @@ pub async fn run_shard(
             wal::fatal(&error);
         }
     }
-    result
+    Ok(())
 }
 
 /// The WAL settings of every shard of the node.
@@ -189,16 +212,27 @@ pub fn shard_address(first: std::net::SocketAddr, shard: u32) -> std::net::Socke
     std::net::SocketAddr::new(first.ip(), first.port() + shard as u16)
 }
 
+/// The physical clock the core's ticks carry, in Unix milliseconds.
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 async fn run_loop(
-    shard: Rc<RefCell<Shard>>,
+    shard: &Rc<RefCell<Shard>>,
     receiver: LocalReceiver<Event>,
     shutdown: Arc<AtomicBool>,
-) -> Result<(), String> {
+) {
     loop {
-        let Some(event) = receiver.recv().await else {
-            return Ok(());
-        };
-        shard.borrow_mut().handle(event);
+        // Wait for news unless the core still has output to hand out (a mesh message it
+        // learned was undeliverable, say).
+        if !shard.borrow().core.has_work() {
+            let Some(event) = receiver.recv().await else {
+                return;
+            };
+            shard.borrow_mut().handle(event);
+        }
         for _ in 1..EVENTS_PER_TURN_MAX {
             match futures_lite::future::poll_once(receiver.recv()).await {
                 Some(Some(event)) => shard.borrow_mut().handle(event),
@@ -206,11 +240,11 @@ async fn run_loop(
             }
         }
         if shutdown.load(Ordering::Relaxed) && shard.borrow_mut().shutdown_step() {
-            Shard::turn(&shard).await;
-            Shard::drain_wal(&shard).await;
-            return Ok(());
+            turn(shard).await;
+            drain(shard).await;
+            return;
         }
-        Shard::turn(&shard).await;
+        turn(shard).await;
     }
 }
 
@@ -257,174 +291,127 @@ fn spawn_ticker(tick: Duration, events: Rc<LocalSender<Event>>) {
 impl Shard {
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Peer(batch) => {
-                for (group, message) in batch.messages {
-                    self.raft.step(group, message);
-                }
-            }
-            Event::Client(request) => {
-                let Shard {
-                    requests,
-                    raft,
-                    mesh,
-                    ..
-                } = self;
-                requests.on_client_request(request, raft, mesh);
-            }
-            Event::Mesh(message) => {
-                let Shard {
-                    requests,
-                    raft,
-                    mesh,
-                    ..
-                } = self;
-                requests.on_mesh_message(message, raft, mesh);
-            }
-            Event::Persisted { token, messages } => {
-                for (group, message) in messages {
-                    self.transport.send(group, message);
-                }
-                self.transport.flush();
-                self.raft.on_persisted(token);
-            }
+            Event::Peer(batch) => self.core.on_peer_messages(batch.messages),
+            Event::Client(ClientRequest {
+                connection,
+                request,
+            }) => self.core.on_client_request(connection, request),
+            Event::Mesh(message) => self.core.on_mesh(message),
+            Event::Persisted { sequence } => self.core.on_persisted(sequence),
             Event::Tick => {
                 self.ticks += 1;
-                self.raft.tick();
+                self.core.on_tick(unix_millis());
                 if self.ticks % SNAPSHOT_CHECK_TICKS == 0 {
                     // The WAL deletes a segment only once no group needs it; a group
                     // whose old entries keep segments alive snapshots now.
-                    for group in self.wal.groups_to_snapshot() {
-                        if !self.snapshots.is_pending(group) {
-                            self.raft.request_snapshot(group);
-                        }
-                    }
+                    let pinned = self.wal.groups_to_snapshot();
+                    self.core.request_snapshots(&pinned);
                 }
-                self.requests.on_tick(self.ticks, &self.mesh);
             }
             Event::SnapshotWritten { group, index, term } => {
-                self.snapshots.on_written(group, index, term, &self.wal);
-                self.snapshots.start_next(&self.events);
+                self.core.on_snapshot_written(group, index, term);
             }
         }
-    }
-
-    /// One turn: persist, send, apply, answer.
-    async fn turn(shard: &Rc<RefCell<Shard>>) {
-        let (ready, installs) = {
-            let mut this = shard.borrow_mut();
-            if !this.raft.has_ready() && !this.snapshots.has_compactions() {
-                return;
-            }
-            let ready = this.raft.ready();
-            let installs: Vec<(GroupId, raft::Snapshot)> = ready
-                .writes
-                .iter()
-                .filter_map(|write| Some((write.group, write.snapshot.clone()?)))
-                .collect();
-            (ready, installs)
-        };
-        // Installed snapshots' files first: the WAL records written below point at them.
-        if !installs.is_empty() {
-            let groups: Vec<GroupId> = installs.iter().map(|(group, _)| *group).collect();
-            let writer = shard.borrow_mut().snapshots.prepare_install(&groups);
-            writer.write_installed(installs).await;
-        }
-        let (records, token, persisted_messages) = {
-            let mut this = shard.borrow_mut();
-            // Compactions whose snapshot files became durable go first: they are older
-            // than anything this turn resets.
-            let mut records = this.snapshots.take_compactions();
-            records.extend(storage::records_for(&ready.writes));
-            for taken in ready.snapshots {
-                this.snapshots.queue(taken.group, taken.snapshot);
-            }
-            let events = this.events.clone();
-            this.snapshots.start_next(&events);
-            for (group, message) in ready.messages {
-                this.transport.send(group, message);
-            }
-            this.transport.flush();
-            let Shard { requests, mesh, .. } = &mut *this;
-            for (request, reply) in ready.replies {
-                requests.on_reply(request, reply, mesh);
-            }
-            (records, ready.token, ready.persisted_messages)
-        };
-        let wal = shard.borrow().wal.clone();
-        let mut ticket = shard.borrow().last_ticket;
-        // A turn may hold more than one batch (many groups, big entries): its records go
-        // in order, and the last batch's ticket covers the ones before it.
-        let limits = wal_config(&shard.borrow().config);
-        let batch_records_max = limits.batch_records_max as usize;
-        for submission in storage::submissions(records, limits.batch_bytes_max, batch_records_max) {
-            match wal.submit(submission).await {
-                Ok(submitted) => {
-                    shard.borrow_mut().last_ticket = Some(submitted);
-                    ticket = Some(submitted);
-                }
-                Err(error) => wal::fatal(&error),
-            }
-        }
-        wal.flush();
-        let events = shard.borrow().events.clone();
-        glommio::spawn_local(async move {
-            if let Some(ticket) = ticket {
-                if let Err(error) = wal.wait(ticket).await {
-                    wal::fatal(&error);
-                }
-            }
-            let _ = events
-                .send(Event::Persisted {
-                    token,
-                    messages: persisted_messages,
-                })
-                .await;
-        })
-        .detach();
     }
 
     /// Advances a graceful shutdown; true once the shard may stop.
     fn shutdown_step(&mut self) -> bool {
-        let started = *self.shutdown_started_tick.get_or_insert_with(|| {
-            self.requests.stop_accepting();
-            self.ticks
-        });
-        let led = self.raft.led_groups();
-        if !led.is_empty() && self.ticks < started + SHUTDOWN_TRANSFER_TICKS_MAX {
-            // Hand each group to another member so clients see a short leader change
-            // instead of an election timeout.
-            let others: Vec<raft::NodeId> = self
-                .config
-                .members
-                .keys()
-                .copied()
-                .filter(|&id| id != self.config.node_id)
-                .collect();
-            for (k, group) in led.iter().enumerate() {
-                if let Some(&target) = others.get(k % others.len().max(1)) {
-                    let _ = self.raft.transfer_leader(*group, target);
-                }
-            }
-            return false;
-        }
-        self.requests.fail_all_shutting_down(&self.mesh);
-        true
+        self.connections.borrow_mut().stop_accepting();
+        self.core.shutdown_step()
     }
 
-    async fn drain_wal(shard: &Rc<RefCell<Shard>>) {
-        let (wal, ticket, snapshot_writer) = {
-            let this = shard.borrow();
-            (
-                this.wal.clone(),
-                this.last_ticket,
-                this.snapshots.file_writer(),
-            )
-        };
-        snapshot_writer.idle().await;
-        if let Some(ticket) = ticket {
-            if let Err(error) = wal.wait(ticket).await {
-                wal::fatal(&error);
+    /// Sends what needs no disk: Raft messages, mesh messages, replies.
+    fn send(&mut self, output: &mut Output) {
+        for (group, message) in output.messages.drain(..) {
+            self.transport.send(group, message);
+        }
+        self.transport.flush();
+        for message in output.mesh.drain(..) {
+            if let Err(Some(message)) = self.mesh.try_send(message) {
+                self.core.on_mesh_undeliverable(message);
             }
+        }
+        let mut connections = self.connections.borrow_mut();
+        for reply in &output.replies {
+            connections.reply(reply);
+        }
+    }
+}
+
+/// One turn: the core decides, then the driver writes installed snapshot files, sends
+/// messages and replies, submits the WAL batch, and starts a local snapshot file.
+async fn turn(shard: &Rc<RefCell<Shard>>) {
+    let (mut output, files) = {
+        let mut this = shard.borrow_mut();
+        if !this.core.has_work() {
+            return;
+        }
+        (this.core.turn(), this.files.clone())
+    };
+    // Installed snapshots' files first: the WAL records written below point at them.
+    files
+        .write_installed(std::mem::take(&mut output.installs))
+        .await;
+    // Messages never depend on this turn's batch (those that do wait in the core until
+    // it is durable), so followers get their appends while this node's fsync runs.
+    shard.borrow_mut().send(&mut output);
+    if let Some(batch) = output.batch.take() {
+        submit(shard, batch).await;
+    }
+    if let Some(job) = output.snapshot_job.take() {
+        let events = shard.borrow().events.clone();
+        files.start(job, &events);
+    }
+}
+
+/// Writes one turn's records to the WAL (a large turn in several batches, in order) and
+/// reports the core's batch durable once the last of them is.
+async fn submit(shard: &Rc<RefCell<Shard>>, batch: StorageBatch) {
+    let (wal, limits, events) = {
+        let this = shard.borrow();
+        (
+            this.wal.clone(),
+            this.wal_config.clone(),
+            this.events.clone(),
+        )
+    };
+    let records = storage::wal_records(batch.records);
+    let mut ticket = None;
+    for submission in storage::submissions(
+        records,
+        limits.batch_bytes_max,
+        limits.batch_records_max as usize,
+    ) {
+        match wal.submit(submission).await {
+            Ok(submitted) => ticket = Some(submitted),
+            Err(error) => wal::fatal(&error),
+        }
+    }
+    wal.flush();
+    let ticket = ticket.expect("a batch has records, so at least one submission");
+    shard.borrow_mut().last_ticket = Some(ticket);
+    let sequence = batch.sequence;
+    glommio::spawn_local(async move {
+        if let Err(error) = wal.wait(ticket).await {
+            wal::fatal(&error);
+        }
+        // A loop that is gone needs no report.
+        let _ = events.send(Event::Persisted { sequence }).await;
+    })
+    .detach();
+}
+
+/// Waits for the snapshot file being written and the last WAL batch before the shard
+/// stops.
+async fn drain(shard: &Rc<RefCell<Shard>>) {
+    let (wal, ticket, files) = {
+        let this = shard.borrow();
+        (this.wal.clone(), this.last_ticket, this.files.clone())
+    };
+    files.idle().await;
+    if let Some(ticket) = ticket {
+        if let Err(error) = wal.wait(ticket).await {
+            wal::fatal(&error);
         }
     }
 }

@@ -1,22 +1,15 @@
 //! A shard's snapshot files, written off the event loop: a group's snapshot is megabytes
 //! and its file takes two fsyncs (file, then directory), which on the loop stalled every
 //! client of the shard for milliseconds. Files are written on glommio's blocking thread,
-//! one at a time, and the WAL's Compaction record for a local snapshot follows only once
-//! its file is durable.
+//! one at a time; which file comes next, and the WAL Compaction record that follows it,
+//! are the shard core's decisions (`shard/snapshots.rs`).
 //!
-//! Crash safety does not depend on the Compaction record: until it is durable the WAL
-//! keeps the entries the snapshot covers, and recovery starts from the newest snapshot
-//! file and the entries after it whether or not the record made it.
-//!
-//! An installed snapshot (sent by a leader) is different: its WAL record (a log reset)
-//! is in the same turn as the entries after it, so the turn waits for its file (and for
-//! a local file being written): installs still stall the loop, but they are rare (a
-//! follower that fell behind the leader's log). The
-//! files of one shard are written one at a time, so an installed snapshot never races a
-//! local one of the same group for the temporary file or the rename, and a local
-//! snapshot still queued for a group that installs one is dropped (it is older).
+//! An installed snapshot (sent by a leader) is written by the turn itself, before the WAL
+//! batch whose log reset points at it, after the local file being written (if any): so
+//! installs still stall the loop, but they are rare (a follower that fell behind the
+//! leader's log), and an installed snapshot never races a local one of the same group for
+//! the temporary file or the rename.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -27,58 +20,28 @@ use super::shard::Event;
 use super::storage;
 use crate::multiraft::GroupId;
 use crate::raft::Snapshot;
-use crate::wal::{self, Record, RecordKind, Wal};
+use crate::shard::SnapshotJob;
+use crate::wal;
 
-/// The snapshot files of one shard: the queue of local snapshots, the one being written,
-/// and the Compaction records that wait for the next WAL batch.
-///
-/// The queue holds at most one snapshot per group of the shard (a newer one replaces the
-/// older), so the shard's group count bounds it.
-#[derive(Debug)]
+/// The shard's snapshot file writer, usable without holding the shard.
+#[derive(Clone, Debug)]
 pub struct SnapshotFiles {
-    shard_dir: PathBuf,
     /// One permit: held by whoever writes a file.
     writer: Rc<Semaphore>,
-    queued: VecDeque<(GroupId, Snapshot)>,
-    writing: Option<GroupId>,
-    compactions: Vec<Record>,
+    shard_dir: PathBuf,
 }
 
 impl SnapshotFiles {
     pub fn new(shard_dir: PathBuf) -> SnapshotFiles {
         SnapshotFiles {
-            shard_dir,
             writer: Rc::new(Semaphore::new(1)),
-            queued: VecDeque::new(),
-            writing: None,
-            compactions: Vec::new(),
+            shard_dir,
         }
     }
 
-    /// Queues a snapshot this shard took of `group`, replacing an older one still queued.
-    pub fn queue(&mut self, group: GroupId, snapshot: Snapshot) {
-        match self.queued.iter_mut().find(|(queued, _)| *queued == group) {
-            Some(slot) => slot.1 = snapshot,
-            None => self.queued.push_back((group, snapshot)),
-        }
-    }
-
-    /// Whether a snapshot of `group` is queued or being written (asking for another one
-    /// would only repeat the work).
-    pub fn is_pending(&self, group: GroupId) -> bool {
-        self.writing == Some(group) || self.queued.iter().any(|(queued, _)| *queued == group)
-    }
-
-    /// Starts writing the next queued snapshot unless a file is being written; its task
-    /// reports [`Event::SnapshotWritten`] when the file is durable.
-    pub fn start_next(&mut self, events: &Rc<LocalSender<Event>>) {
-        if self.writing.is_some() {
-            return;
-        }
-        let Some((group, snapshot)) = self.queued.pop_front() else {
-            return;
-        };
-        self.writing = Some(group);
+    /// Writes a local snapshot's file in the background; [`Event::SnapshotWritten`]
+    /// follows once it is durable.
+    pub fn start(&self, job: SnapshotJob, events: &Rc<LocalSender<Event>>) {
         let writer = self.writer.clone();
         let shard_dir = self.shard_dir.clone();
         let events = events.clone();
@@ -86,6 +49,7 @@ impl SnapshotFiles {
         // the writer before any later turn can, so an installed snapshot taken after this
         // local one is written after it too.
         glommio::spawn_local(async move {
+            let SnapshotJob { group, snapshot } = job;
             let (index, term) = (snapshot.meta.index, snapshot.meta.term);
             {
                 let _permit = writer
@@ -95,7 +59,8 @@ impl SnapshotFiles {
                 write_off_loop(shard_dir, group, snapshot).await;
             }
             // The writer is free before the loop hears of it: a turn waiting to install a
-            // snapshot must not wait on a full event queue that only the loop empties.
+            // snapshot must not wait on a full event queue that only the loop empties. A
+            // loop that is gone needs no report.
             let _ = events
                 .send(Event::SnapshotWritten { group, index, term })
                 .await;
@@ -103,57 +68,6 @@ impl SnapshotFiles {
         .detach();
     }
 
-    /// The file of a local snapshot of `group` at (`index`, `term`) is durable: its
-    /// Compaction record goes in the next WAL batch, unless the log of the group was reset
-    /// past it meanwhile (an installed snapshot; the WAL refuses a compaction that goes
-    /// back).
-    pub fn on_written(&mut self, group: GroupId, index: u64, term: u64, wal: &Wal) {
-        debug_assert_eq!(self.writing, Some(group));
-        self.writing = None;
-        let compacted = wal
-            .group(group)
-            .and_then(|summary| summary.compaction)
-            .map_or(0, |position| position.index);
-        if index > compacted {
-            self.compactions.push(Record {
-                group_id: group,
-                kind: RecordKind::Compaction { index, term },
-            });
-        }
-    }
-
-    /// The Compaction records ready for the WAL; they go before the turn's own records.
-    pub fn take_compactions(&mut self) -> Vec<Record> {
-        std::mem::take(&mut self.compactions)
-    }
-
-    pub fn has_compactions(&self) -> bool {
-        !self.compactions.is_empty()
-    }
-
-    /// Drops the queued local snapshots of `groups`, which are installing newer ones,
-    /// and hands out the writer for those.
-    pub fn prepare_install(&mut self, groups: &[GroupId]) -> FileWriter {
-        self.queued.retain(|(queued, _)| !groups.contains(queued));
-        self.file_writer()
-    }
-
-    pub fn file_writer(&self) -> FileWriter {
-        FileWriter {
-            writer: self.writer.clone(),
-            shard_dir: self.shard_dir.clone(),
-        }
-    }
-}
-
-/// The shard's snapshot file writer, usable without holding the shard.
-#[derive(Debug)]
-pub struct FileWriter {
-    writer: Rc<Semaphore>,
-    shard_dir: PathBuf,
-}
-
-impl FileWriter {
     /// Writes the snapshots a leader sent (their WAL records follow in this turn) after
     /// the file being written, if any; returns once every file is durable.
     pub async fn write_installed(&self, snapshots: Vec<(GroupId, Snapshot)>) {
@@ -173,7 +87,7 @@ impl FileWriter {
     /// Waits for the file being written, if any (a stopping shard leaves no temporary
     /// file behind).
     pub async fn idle(&self) {
-        let _ = self.writer.acquire_permit(1).await;
+        let _permit = self.writer.acquire_permit(1).await;
     }
 }
 
@@ -232,12 +146,13 @@ mod tests {
                 let (sender, receiver) = local_channel::new_bounded(1);
                 let events = Rc::new(sender);
                 events.try_send(Event::Tick).expect("room for one event");
-                let mut files = SnapshotFiles::new(directory.clone());
-                files.queue(0, snapshot(10));
-                files.start_next(&events);
-                assert!(files.is_pending(0));
-                let writer = files.prepare_install(&[1]);
-                let install = writer.write_installed(vec![(1, snapshot(20))]);
+                let files = SnapshotFiles::new(directory.clone());
+                let job = SnapshotJob {
+                    group: 0,
+                    snapshot: snapshot(10),
+                };
+                files.start(job, &events);
+                let install = files.write_installed(vec![(1, snapshot(20))]);
                 let timeout = glommio::timer::Timer::new(STEP_TIMEOUT);
                 let finished = futures_lite::future::or(
                     async {

@@ -1,0 +1,29 @@
+//! The messages one shard sends another shard of the same node. Payloads are FlatBuffers
+//! client requests and responses (the same bytes a client sends), so a shard never reads
+//! another shard's memory: the driver moves these values over bounded channels.
+
+use crate::multiraft::GroupId;
+
+/// A message between two shards of one node.
+#[derive(Debug)]
+pub struct MeshMessage {
+    pub from_shard: u32,
+    pub to_shard: u32,
+    /// The sender's id for this exchange; a reply carries it back.
+    pub token: u64,
+    pub body: MeshBody,
+}
+
+/// What a mesh message asks or answers.
+#[derive(Debug)]
+pub enum MeshBody {
+    /// Serve this client request (FlatBuffers `Request`) on `group`, which the receiving
+    /// shard owns; answer with a `Reply` carrying the same token.
+    Request { group: GroupId, request: Vec<u8> },
+    /// The answer (FlatBuffers `Response`) to the request with this token.
+    Reply { response: Vec<u8> },
+    /// Report the status of every group of the receiving shard.
+    Status,
+    /// The answer to `Status` (FlatBuffers `Response` with a status result).
+    StatusReply { response: Vec<u8> },
+}
