@@ -1,14 +1,18 @@
 //! The deterministic cluster simulator: thousands of seeded runs of a whole corekv cluster
-//! (3 or 5 nodes, each one `MultiRaft` with several groups and their KV stores) under
-//! network loss, duplication, delay, partitions, and crashes that lose unsynced writes,
-//! with Raft's safety properties checked as it runs and every client history checked for
-//! linearizability at the end.
+//! (3 or 5 nodes of 1 to 3 shards, each shard the server's own `shard::ShardCore` with its
+//! Raft groups and KV stores, the mesh between a node's shards, and a disk per shard
+//! holding the core's log records and snapshot files) under network loss, duplication,
+//! delay, partitions, full mesh channels, and crashes that lose unsynced writes and
+//! half-written snapshot files. Raft's safety properties are checked as it runs, every
+//! restart recovers through the server's recovery, every request a core takes must get
+//! exactly one answer, and every client history is checked for linearizability at the end.
 //!
 //! - `cargo test --release --test sim` runs the CI budget (`SIM_SEEDS`, default 4,000
 //!   seeds from `SIM_SEED_START`, default 1; `SIM_STEPS` main-phase steps, default 6,000).
 //! - `SIM_SEED=123 cargo test --release --test sim -- replay --nocapture` replays one seed
-//!   (`SIM_ECHO=1` prints every event; `SIM_BROKEN=commit_old_terms|ack_before_fsync`
-//!   replays a broken build's run).
+//!   (`SIM_ECHO=1` prints every event;
+//!   `SIM_BROKEN=commit_old_terms|ack_before_fsync|forward_reads_serializable` replays a
+//!   broken build's run).
 //! - `tools/sim.sh --seeds N --steps M` explores more seeds and reports seeds per second.
 //!
 //! The support modules live in `tests/sim/`: `rng` (the one generator), `faults` (mixes,
@@ -67,7 +71,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn env_broken() -> Broken {
     let name = std::env::var("SIM_BROKEN").unwrap_or_default();
     Broken::from_name(name.trim()).unwrap_or_else(|| {
-        panic!("SIM_BROKEN must be none, commit_old_terms or ack_before_fsync, got {name:?}")
+        panic!("SIM_BROKEN must be none, commit_old_terms, ack_before_fsync or forward_reads_serializable, got {name:?}")
     })
 }
 
@@ -96,11 +100,12 @@ fn failure_report(report: &RunReport, steps: u64) -> String {
         return String::new();
     };
     let mut out = format!(
-        "=== simulation failure: seed {} ({:?} faults, {} nodes, {} groups, broken build: {}) \
-         ===\ncheck failed: {}\nat step {}: {}\nreplay: {}\nlast {} events:\n",
+        "=== simulation failure: seed {} ({:?} faults, {} nodes x {} shards, {} groups, broken \
+         build: {}) ===\ncheck failed: {}\nat step {}: {}\nreplay: {}\nlast {} events:\n",
         report.seed,
         report.mix,
         report.nodes,
+        report.shards,
         report.groups,
         report.broken.name(),
         failure.check,
@@ -186,8 +191,8 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
          sim: per fault mix: {}\n\
          sim: faults: {} messages dropped, {} duplicated, {} partitions, {} leadership \
          transfers, {} crashes, {} \
-         restarts, {} WAL batches lost, {} snapshots installed, {} compactions; {} leaders \
-         elected, {} entries applied, {} steps, {} events\n\
+         restarts, {} WAL batches lost, {} snapshots installed, {} compactions, {} mesh \
+         messages ({} refused); {} leaders elected, {} entries applied, {} steps, {} events\n\
          sim: {} operations checked ({} completed, {} failed, {} pending), checker verdict \
          unknown on {} runs",
         reports.len(),
@@ -203,6 +208,8 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
         total.batches_lost,
         total.snapshots_installed,
         total.compactions,
+        total.mesh_messages,
+        total.mesh_refused,
         total.leaders_elected,
         total.entries_applied,
         total.steps,
@@ -350,11 +357,13 @@ fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Optio
     })?;
     let failure = caught.failure.as_ref().expect("a failed run");
     println!(
-        "broken build ({}) caught by seed {} ({:?}, {} nodes), {} check: {}\nreplay: {}",
+        "broken build ({}) caught by seed {} ({:?}, {} nodes x {} shards), {} check: {}\n\
+         replay: {}",
         broken.name(),
         caught.seed,
         caught.mix,
         caught.nodes,
+        caught.shards,
         failure.check,
         failure.message,
         replay_command(&caught, steps)
@@ -363,15 +372,21 @@ fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Optio
 }
 
 // Deliberately broken builds fail a safety check within the CI seed budget: votes and
-// append acknowledgements sent before the fsync (exposed by crashes), and a leader that
+// append acknowledgements sent before the fsync (exposed by crashes), a leader that
 // commits entries of older terms by counting replicas (figure 8 of the Raft paper,
-// exposed by leader changes).
+// exposed by leader changes), and a shard core that serves a linearizable read forwarded
+// from another shard from its local replica (exposed by any lag, so by every mix).
 #[test]
 fn broken_build_is_caught() {
     let acks = catch_broken_build(Broken::AckBeforeFsync, FaultMix::has_crashes);
     let figure_8 = catch_broken_build(Broken::CommitOldTerms, |mix| {
         mix.has_crashes() || mix.has_partitions()
     });
+    let stale_forwarded_reads = catch_broken_build(Broken::ForwardReadsSerializable, |_| true);
+    assert!(
+        stale_forwarded_reads.is_some(),
+        "serving forwarded linearizable reads from the local replica passed every check"
+    );
     assert!(
         acks.is_some(),
         "acknowledging before the fsync passed every safety check"

@@ -7,8 +7,8 @@
 # every exploration covers new ground; it is printed) with M main-phase steps per run
 # (default 6000), and prints the simulator's summary: seeds per second, runs per fault
 # mix, faults injected, operations checked. Every failing seed is reported with the
-# command that replays it. KNOB runs a deliberately broken build (commit_old_terms or
-# ack_before_fsync) to see how often the checks catch it.
+# command that replays it. KNOB runs a deliberately broken build (commit_old_terms,
+# ack_before_fsync or forward_reads_serializable) to see how often the checks catch it.
 set -euo pipefail
 
 usage() {

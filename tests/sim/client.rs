@@ -13,16 +13,16 @@
 
 use std::collections::BTreeMap;
 
+use corekv::api::{ApiRequest, ApiResponse, ApiResult, ErrorCode, RequestKind};
 use corekv::check::{ClientId, History, Input, OperationId, Output};
 use corekv::kv::{
-    AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, KvError, Op,
-    OpResponse, PutRequest, RangeRequest, Response, TxnOp, TxnRequest,
+    AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, Op, OpResponse,
+    PutRequest, RangeRequest, Response, TxnOp, TxnRequest,
 };
-use corekv::multiraft::{ClientError, GroupId, Reply, RequestId};
+use corekv::multiraft::{GroupId, RequestId};
 use corekv::raft::{NodeId, NO_NODE};
 
 use crate::invariants::Violation;
-use crate::network::RequestBody;
 use crate::rng::SimRng;
 use crate::trace::{Event, OpKind, ReplyKind, Trace};
 
@@ -57,9 +57,7 @@ pub struct Shared<'a> {
 #[derive(Debug)]
 pub struct Outgoing {
     pub to: NodeId,
-    pub request: RequestId,
-    pub group: GroupId,
-    pub body: RequestBody,
+    pub request: ApiRequest,
 }
 
 /// What a client does.
@@ -78,7 +76,8 @@ struct InFlight {
     kind: OpKind,
     key: usize,
     group: GroupId,
-    body: RequestBody,
+    /// Every attempt carries the same command: a write's (client id, seq) stay the same.
+    command: Command,
     /// The session seq of a write (0 for a read).
     seq: u64,
     /// The value the key holds if the operation applies (put, compare-and-set).
@@ -111,15 +110,13 @@ pub struct Client {
     pub gave_up: bool,
 }
 
-fn reply_kind(reply: &Reply) -> ReplyKind {
-    match reply {
+fn reply_kind(response: &ApiResponse) -> ReplyKind {
+    match &response.result {
         Ok(_) => ReplyKind::Ok,
-        Err(ClientError::NotLeader { leader, .. }) => ReplyKind::NotLeader { leader: *leader },
-        Err(ClientError::GroupNotFound(_)) => ReplyKind::GroupNotFound,
-        Err(ClientError::Busy(_)) => ReplyKind::Busy,
-        Err(ClientError::OutcomeUnknown) => ReplyKind::OutcomeUnknown,
-        Err(ClientError::Dropped) => ReplyKind::Dropped,
-        Err(ClientError::Kv(_)) => ReplyKind::KvError,
+        Err(error) if error.code == ErrorCode::NotLeader => ReplyKind::NotLeader {
+            leader: error.leader.as_ref().map_or(NO_NODE, |hint| hint.node_id),
+        },
+        Err(error) => ReplyKind::Refused(error.code),
     }
 }
 
@@ -311,8 +308,13 @@ impl Client {
                 )
             }
         };
-        let (body, seq) = if kind == OpKind::Get {
-            (RequestBody::Read(op), 0)
+        let (command, seq) = if kind == OpKind::Get {
+            let command = Command {
+                client_id: 0,
+                seq: 0,
+                op,
+            };
+            (command, 0)
         } else {
             let seq = *self.seqs.entry(group).or_insert(1);
             let command = Command {
@@ -320,7 +322,7 @@ impl Client {
                 seq,
                 op,
             };
-            (RequestBody::Write(command), seq)
+            (command, seq)
         };
         let operation = shared
             .history
@@ -335,7 +337,7 @@ impl Client {
             kind,
             key,
             group,
-            body,
+            command,
             seq,
             written,
             requests: Vec::new(),
@@ -367,27 +369,32 @@ impl Client {
         );
         Outgoing {
             to: op.target,
-            request,
-            group: op.group,
-            body: op.body.clone(),
+            request: ApiRequest {
+                request_id: request,
+                kind: RequestKind::Kv {
+                    command: op.command.clone(),
+                    serializable: false,
+                    group: None,
+                },
+            },
         }
     }
 
-    /// Handles a node's reply to request `request`.
+    /// Handles a node's answer to one of this client's requests.
     pub fn on_reply(
         &mut self,
         shared: &mut Shared<'_>,
         node: NodeId,
-        request: RequestId,
-        reply: Reply,
+        response: ApiResponse,
     ) -> Result<(), Violation> {
         let now = shared.now;
+        let request = response.request_id;
         shared.trace.record(
             now,
             Event::Reply {
                 request,
                 node,
-                reply: reply_kind(&reply),
+                reply: reply_kind(&response),
             },
         );
         let Some(op) = self.current.as_mut() else {
@@ -398,9 +405,19 @@ impl Client {
             return Ok(());
         }
         let backoff = shared.rng.between(BACKOFF_STEPS_MIN, BACKOFF_STEPS_MAX);
-        match reply {
-            Ok(response) => return self.complete(shared, response),
-            Err(ClientError::NotLeader { leader, .. }) => {
+        let error = match response.result {
+            Ok(ApiResult::Kv(response)) => return self.complete(shared, response),
+            Ok(ApiResult::Status(_)) => {
+                return Err(Violation::new(
+                    "client protocol",
+                    format!("request {request} was answered with a node status"),
+                ));
+            }
+            Err(error) => error,
+        };
+        match error.code {
+            ErrorCode::NotLeader => {
+                let leader = error.leader.as_ref().map_or(NO_NODE, |hint| hint.node_id);
                 let members = &shared.members[&op.group];
                 if leader != NO_NODE && members.contains(&leader) {
                     self.leader_guess.insert(op.group, leader);
@@ -411,39 +428,33 @@ impl Client {
                     op.retry_at = Some(now + backoff);
                 }
             }
-            Err(ClientError::GroupNotFound(group)) => {
-                return Err(Violation::new(
-                    "routing",
-                    format!("n{node} says it lacks group {group}, but it is a member"),
-                ));
+            ErrorCode::NoLeader => {
+                op.target = next_member(&shared.members[&op.group], op.target);
+                op.retry_at = Some(now + backoff);
             }
-            Err(ClientError::Busy(_)) => op.retry_at = Some(now + backoff),
-            Err(ClientError::OutcomeUnknown) => op.retry_at = Some(now + backoff),
-            Err(ClientError::Dropped) => {
-                if op.requests.len() == 1 {
-                    // The only attempt ever sent was not applied: nothing else can apply.
-                    return self.fail(shared);
-                }
-                op.retry_at = Some(now);
-            }
-            Err(ClientError::Kv(KvError::Session(error))) => {
+            // Busy, or the outcome is unknown: the same (client id, seq) again is safe.
+            ErrorCode::Overloaded | ErrorCode::Timeout => op.retry_at = Some(now + backoff),
+            ErrorCode::SessionExpired => {
                 return Err(Violation::new(
                     "exactly-once sessions",
                     format!(
                         "request {request} (client {} seq {} in group {}) was refused by its \
-                         session although every earlier seq of this session was applied: {error}",
-                        self.client_id, op.seq, op.group
+                         session although every earlier seq of this session was applied: {}",
+                        self.client_id, op.seq, op.group, error.message
                     ),
                 ));
             }
-            Err(ClientError::Kv(error)) => {
-                if op.kind == OpKind::InvalidPut {
-                    // Validation is deterministic: every attempt is refused alike.
-                    return self.fail(shared);
-                }
+            ErrorCode::EmptyKey if op.kind == OpKind::InvalidPut => {
+                // Validation is deterministic: every attempt is refused alike.
+                return self.fail(shared);
+            }
+            code => {
                 return Err(Violation::new(
                     "client protocol",
-                    format!("a valid {:?} was refused: {error}", op.kind),
+                    format!(
+                        "a valid {:?} to n{node} was refused with {code:?}: {}",
+                        op.kind, error.message
+                    ),
                 ));
             }
         }

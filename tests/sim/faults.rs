@@ -22,6 +22,9 @@ pub enum Broken {
     CommitOldTerms,
     /// Send `persisted_messages` (votes, append acks) before the fsync.
     AckBeforeFsync,
+    /// The shard core serves a linearizable read forwarded to another shard as a
+    /// serializable one (from the local replica, possibly stale).
+    ForwardReadsSerializable,
 }
 
 impl Broken {
@@ -30,6 +33,7 @@ impl Broken {
             "" | "none" => Some(Broken::Nothing),
             "commit_old_terms" => Some(Broken::CommitOldTerms),
             "ack_before_fsync" => Some(Broken::AckBeforeFsync),
+            "forward_reads_serializable" => Some(Broken::ForwardReadsSerializable),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl Broken {
             Broken::Nothing => "none",
             Broken::CommitOldTerms => "commit_old_terms",
             Broken::AckBeforeFsync => "ack_before_fsync",
+            Broken::ForwardReadsSerializable => "forward_reads_serializable",
         }
     }
 }
@@ -98,6 +103,15 @@ pub fn nodes_of_seed(seed: u64) -> usize {
 #[derive(Clone, Debug)]
 pub struct Params {
     pub groups: usize,
+    /// Shards (cores) of every node; group `g` lives on shard `g % shards`.
+    pub shards: u32,
+    /// Messages a mesh channel between two shards holds; past it the sender gets the
+    /// message back (the server answers `Overloaded`).
+    pub mesh_channel_messages_max: usize,
+    /// Steps a mesh message takes between the shards of one node.
+    pub mesh_delay_steps_max: u64,
+    /// Ticks a request forwarded to another shard waits for its answer.
+    pub forward_timeout_ticks: u64,
     pub clients: usize,
     pub keys: usize,
     pub fsync_steps_max: u64,
@@ -149,6 +163,10 @@ pub fn draw_params(rng: &mut SimRng, mix: FaultMix) -> (Params, NetworkFaults) {
     }
     let params = Params {
         groups: rng.between(3, 4) as usize,
+        shards: rng.between(1, 3) as u32,
+        mesh_channel_messages_max: rng.between(2, 64) as usize,
+        mesh_delay_steps_max: rng.between(0, 3),
+        forward_timeout_ticks: rng.between(40, 120),
         clients: rng.between(3, 6) as usize,
         keys: rng.between(4, 10) as usize,
         fsync_steps_max: rng.between(1, 20),

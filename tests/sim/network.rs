@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use corekv::kv::{Command, Op};
-use corekv::multiraft::{GroupId, Reply, RequestId};
+use corekv::api::{ApiRequest, ApiResponse};
+use corekv::multiraft::GroupId;
 use corekv::raft::{Message, NodeId};
 
 use crate::rng::SimRng;
@@ -17,15 +17,6 @@ pub const NODES_MAX: usize = 8;
 /// crosses it, and the run fails instead of exhausting memory.
 pub const IN_FLIGHT_MESSAGES_MAX: usize = 200_000;
 
-/// What a client asks a node to do.
-#[derive(Clone, Debug)]
-pub enum RequestBody {
-    /// Propose a command through the log.
-    Write(Command),
-    /// A linearizable read through a read index.
-    Read(Op),
-}
-
 /// Something in flight.
 #[derive(Debug)]
 pub enum Envelope {
@@ -35,18 +26,17 @@ pub enum Envelope {
         group: GroupId,
         message: Message,
     },
+    /// A client request on the client's connection to `to`.
     Request {
         client: usize,
         to: NodeId,
-        request: RequestId,
-        group: GroupId,
-        body: RequestBody,
+        request: ApiRequest,
     },
+    /// A node's answer on the connection it came from.
     Reply {
         from: NodeId,
         client: usize,
-        request: RequestId,
-        reply: Reply,
+        response: ApiResponse,
     },
 }
 

@@ -29,6 +29,9 @@ pub struct Stats {
     pub batches_lost: u64,
     pub snapshots_installed: u64,
     pub compactions: u64,
+    /// Messages between the shards of one node, and those refused by a full channel.
+    pub mesh_messages: u64,
+    pub mesh_refused: u64,
     pub leaders_elected: u64,
     pub entries_applied: u64,
     pub operations: u64,
@@ -51,6 +54,8 @@ impl Stats {
         self.batches_lost += other.batches_lost;
         self.snapshots_installed += other.snapshots_installed;
         self.compactions += other.compactions;
+        self.mesh_messages += other.mesh_messages;
+        self.mesh_refused += other.mesh_refused;
         self.leaders_elected += other.leaders_elected;
         self.entries_applied += other.entries_applied;
         self.operations += other.operations;
@@ -96,6 +101,7 @@ pub struct RunReport {
     pub seed: u64,
     pub mix: FaultMix,
     pub nodes: usize,
+    pub shards: u32,
     pub groups: usize,
     pub broken: Broken,
     pub stats: Stats,

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use corekv::api::ErrorCode;
 use corekv::multiraft::GroupId;
 use corekv::raft::{Index, MessageKind, NodeId, Term};
 
@@ -38,12 +39,11 @@ pub enum OpKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReplyKind {
     Ok,
-    NotLeader { leader: NodeId },
-    GroupNotFound,
-    Busy,
-    OutcomeUnknown,
-    Dropped,
-    KvError,
+    NotLeader {
+        leader: NodeId,
+    },
+    /// Refused with this code.
+    Refused(ErrorCode),
 }
 
 /// How a partition cuts the cluster.
@@ -88,13 +88,20 @@ pub enum Event {
     },
     BatchQueued {
         node: NodeId,
-        writes: u32,
-        entries: u32,
+        shard: u32,
+        records: u32,
         durable_at: u64,
     },
     BatchDurable {
         node: NodeId,
-        writes: u32,
+        shard: u32,
+        records: u32,
+    },
+    /// A mesh channel was full: the message went back to its sender.
+    MeshRefused {
+        node: NodeId,
+        from_shard: u32,
+        to_shard: u32,
     },
     Crash {
         node: NodeId,
@@ -205,17 +212,32 @@ impl fmt::Display for Event {
             } => write!(formatter, "n{from} -> n{to} g{group} {kind:?} duplicated"),
             Event::BatchQueued {
                 node,
-                writes,
-                entries,
+                shard,
+                records,
                 durable_at,
             } => write!(
                 formatter,
-                "n{node} queues a WAL batch: {writes} group writes, {entries} entries, \
-                 durable at step {durable_at}"
+                "n{node}/s{shard} queues a WAL batch of {records} records, durable at step \
+                 {durable_at}"
             ),
-            Event::BatchDurable { node, writes } => {
-                write!(formatter, "n{node} batch durable ({writes} group writes)")
+            Event::BatchDurable {
+                node,
+                shard,
+                records,
+            } => {
+                write!(
+                    formatter,
+                    "n{node}/s{shard} batch durable ({records} records)"
+                )
             }
+            Event::MeshRefused {
+                node,
+                from_shard,
+                to_shard,
+            } => write!(
+                formatter,
+                "n{node}: mesh s{from_shard} -> s{to_shard} full, message refused"
+            ),
             Event::Crash {
                 node,
                 batches_kept,

@@ -1,26 +1,31 @@
-//! One simulated run: a cluster of nodes (each one `MultiRaft` with several groups, its
-//! KV stores, and a disk), the network, the clients, the fault schedule, and the checks,
-//! all advanced one discrete step at a time from one seeded generator.
+//! One simulated run: a cluster of nodes, each running the real shard cores
+//! (`corekv::shard::ShardCore`, one per shard, with their Raft groups and KV stores), the
+//! mesh between a node's shards, a disk per shard, the network, the clients, the fault
+//! schedule, and the checks, all advanced one discrete step at a time from one seeded
+//! generator. The world plays the part of the server's driver: it carries each core's
+//! output to the simulated disk, network and mesh, in the order the core's contract asks.
 
 use std::collections::BTreeMap;
 
+use corekv::api::Member;
 use corekv::check::{self, CheckOptions, CheckResult, History};
-use corekv::multiraft::{GroupId, MultiRaft, RequestId, ShardConfig};
+use corekv::keyspace::{group_of, shard_of};
+use corekv::kv::Store;
+use corekv::multiraft::{GroupId, ShardConfig};
 use corekv::raft::log::RaftLog;
-use corekv::raft::{ConfState, Entry, Message, NodeId};
+use corekv::raft::{Entry, Message, NodeId, RaftNode};
+use corekv::shard::{ConnectionId, CoreConfig, MeshMessage, Placement, ShardCore};
 
 use crate::client::{Client, Outgoing, Role, Shared};
-use crate::disk::{Disk, PendingBatch};
+use crate::disk::{PendingBatch, ShardDisk};
 use crate::faults::{draw_params, members_of, nodes_of_seed, Broken, FaultMix, Params};
 use crate::invariants::{Invariants, Violation};
-use crate::network::{
-    Envelope, Network, NetworkFaults, RequestBody, SendOutcome, IN_FLIGHT_MESSAGES_MAX,
-};
+use crate::network::{Envelope, Network, NetworkFaults, SendOutcome, IN_FLIGHT_MESSAGES_MAX};
 use crate::report::{Failure, RunConfig, RunReport, Stats, Verdict};
 use crate::rng::SimRng;
-use crate::trace::{hash_bytes, Event, LossReason, PartitionKind, Trace};
+use crate::trace::{Event, LossReason, PartitionKind, Trace};
 
-/// Readies one node may produce in one step (it continues in the next step).
+/// Turns one shard may run in one step (it continues in the next step).
 const READY_ROUNDS_MAX: usize = 16;
 /// A new leader planned to crash goes down within this many steps of its election.
 const NEW_LEADER_CRASH_STEPS_MAX: u64 = 8;
@@ -32,20 +37,104 @@ const DRAIN_STEPS_MAX: u64 = 3_000;
 const FINAL_READ_STEPS_MAX: u64 = 12_000;
 /// Steps for every replica to apply everything after the final reads.
 const CONVERGE_STEPS_MAX: u64 = 3_000;
+/// Milliseconds of a node's physical clock per step, and where the clocks start.
+const STEP_MS: u64 = 2;
+const CLOCK_START_MS: u64 = 1_700_000_000_000;
+/// Steps a local snapshot file takes to write, at most.
+const SNAPSHOT_FILE_STEPS_MAX: u64 = 30;
 
-/// One node: its Raft groups (when up), its disk, and the client requests it holds.
+/// The mesh of one node: messages between its shards, each channel first in first out.
+#[derive(Debug, Default)]
+struct Mesh {
+    /// By (delivery step, send order).
+    queue: BTreeMap<(u64, u64), MeshMessage>,
+    sent: u64,
+    /// Per (from, to) channel: messages queued, and the latest delivery step (so that a
+    /// channel stays in order).
+    channels: BTreeMap<(u32, u32), (usize, u64)>,
+}
+
+impl Mesh {
+    /// Queues `message`, or gives it back when its channel holds `channel_max` already.
+    fn send(
+        &mut self,
+        message: MeshMessage,
+        at: u64,
+        channel_max: usize,
+    ) -> Result<(), MeshMessage> {
+        let channel = self
+            .channels
+            .entry((message.from_shard, message.to_shard))
+            .or_default();
+        if channel.0 >= channel_max {
+            return Err(message);
+        }
+        channel.0 += 1;
+        channel.1 = channel.1.max(at);
+        self.sent += 1;
+        self.queue.insert((channel.1, self.sent), message);
+        Ok(())
+    }
+
+    fn pop_due(&mut self, now: u64) -> Option<MeshMessage> {
+        let entry = self.queue.first_entry()?;
+        if entry.key().0 > now {
+            return None;
+        }
+        let message = entry.remove();
+        let channel = self
+            .channels
+            .get_mut(&(message.from_shard, message.to_shard))
+            .expect("a queued message has its channel");
+        channel.0 -= 1;
+        Some(message)
+    }
+}
+
+/// One node: its shard cores (when up), a disk per shard, its mesh, and the client
+/// connections it holds.
 #[derive(Debug)]
 struct NodeSlot {
     id: NodeId,
-    groups: Vec<GroupId>,
-    shard: Option<MultiRaft>,
-    disk: Disk,
-    /// Requests handed to the shard and not yet answered, with the client that sent them.
-    requests: BTreeMap<RequestId, usize>,
+    cores: Option<Vec<ShardCore>>,
+    disks: Vec<ShardDisk>,
+    mesh: Mesh,
+    /// Each client's connection to this node: its id and the shard that accepted it.
+    connections: BTreeMap<usize, (ConnectionId, u32)>,
+    /// The client of each connection.
+    connection_clients: BTreeMap<ConnectionId, usize>,
+    next_connection: ConnectionId,
+    /// Requests handed to a core and not yet answered: (connection, request id).
+    outstanding: BTreeMap<(ConnectionId, u64), usize>,
     restart_at: u64,
     /// This node's clock: it ticks every `tick_steps` steps, the next time at `next_tick`.
     tick_steps: u64,
     next_tick: u64,
+}
+
+impl NodeSlot {
+    fn core(&self, group: GroupId, shards: u32) -> Option<&ShardCore> {
+        self.cores.as_ref()?.get(shard_of(group, shards) as usize)
+    }
+
+    fn raft(&self, group: GroupId, shards: u32) -> Option<&RaftNode> {
+        self.core(group, shards)?.groups().raft(group)
+    }
+
+    fn store(&self, group: GroupId, shards: u32) -> Option<&Store> {
+        self.core(group, shards)?.groups().store(group)
+    }
+
+    fn leads_any(&self) -> bool {
+        self.cores
+            .iter()
+            .flatten()
+            .any(|core| !core.groups().led_groups().is_empty())
+    }
+
+    fn has_pending_writes(&self) -> bool {
+        self.disks.iter().any(|disk| !disk.pending.is_empty())
+    }
 }
 
 /// Which part of the run is under way.
@@ -82,7 +171,7 @@ struct World {
     invariants: Invariants,
     trace: Trace,
     stats: Stats,
-    next_request_id: RequestId,
+    next_request_id: u64,
     next_client_id: u64,
 }
 
@@ -123,6 +212,7 @@ pub fn run(config: RunConfig) -> RunReport {
         seed: world.config.seed,
         mix: world.mix,
         nodes: world.nodes.len(),
+        shards: world.params.shards,
         groups: world.params.groups,
         broken: world.config.broken,
         stats: world.stats.clone(),
@@ -177,6 +267,31 @@ fn send_messages(
     }
 }
 
+/// Checks every group of one core for a (new) leader.
+fn observe_core(
+    invariants: &mut Invariants,
+    trace: &mut Trace,
+    now: u64,
+    node: NodeId,
+    core: &ShardCore,
+) -> Result<(), Violation> {
+    let groups = core.groups();
+    for group in groups.group_ids() {
+        let raft = groups.raft(group).expect("listed");
+        if invariants.observe(node, group, raft)? {
+            trace.record(
+                now,
+                Event::BecameLeader {
+                    node,
+                    group,
+                    term: raft.term(),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Checks every group of one node for a (new) leader.
 fn observe_node(
     invariants: &mut Invariants,
@@ -184,33 +299,8 @@ fn observe_node(
     now: u64,
     slot: &NodeSlot,
 ) -> Result<(), Violation> {
-    let Some(shard) = slot.shard.as_ref() else {
-        return Ok(());
-    };
-    for &group in &slot.groups {
-        observe_group(invariants, trace, now, slot.id, group, shard)?;
-    }
-    Ok(())
-}
-
-fn observe_group(
-    invariants: &mut Invariants,
-    trace: &mut Trace,
-    now: u64,
-    node: NodeId,
-    group: GroupId,
-    shard: &MultiRaft,
-) -> Result<(), Violation> {
-    let raft = shard.raft(group).expect("a member holds its group");
-    if invariants.observe(node, group, raft)? {
-        trace.record(
-            now,
-            Event::BecameLeader {
-                node,
-                group,
-                term: raft.term(),
-            },
-        );
+    for core in slot.cores.iter().flatten() {
+        observe_core(invariants, trace, now, slot.id, core)?;
     }
     Ok(())
 }
@@ -246,9 +336,10 @@ impl World {
             .collect();
         let key_groups = keys
             .iter()
-            .map(|key| hash_bytes(key) % params.groups as u64)
+            .map(|key| group_of(key, params.groups as u64))
             .collect();
         let echo = config.echo_trace;
+        let shards = params.shards as usize;
         let mut world = World {
             config,
             mix,
@@ -271,22 +362,18 @@ impl World {
             next_client_id: 0,
         };
         for id in 1..=node_count as NodeId {
-            let groups: Vec<GroupId> = world
-                .members
-                .iter()
-                .filter(|(_, members)| members.contains(&id))
-                .map(|(&group, _)| group)
-                .collect();
-            let disk = Disk::new(&groups);
             let tick_steps = world
                 .rng
                 .between(world.params.tick_steps_min, world.params.tick_steps_max);
             world.nodes.push(NodeSlot {
                 id,
-                groups,
-                shard: None,
-                disk,
-                requests: BTreeMap::new(),
+                cores: None,
+                disks: (0..shards).map(|_| ShardDisk::default()).collect(),
+                mesh: Mesh::default(),
+                connections: BTreeMap::new(),
+                connection_clients: BTreeMap::new(),
+                next_connection: 0,
+                outstanding: BTreeMap::new(),
                 restart_at: 0,
                 tick_steps,
                 next_tick: world.rng.between(1, tick_steps),
@@ -307,34 +394,55 @@ impl World {
         world
     }
 
-    fn shard_config(&mut self, node: NodeId) -> ShardConfig {
-        let mut config = ShardConfig::new(node);
-        config.compact_entries = self.params.compact_entries;
-        config.proposals_pending_max = self.params.proposals_pending_max;
-        config.reads_pending_max = self.params.reads_pending_max;
-        config.raft.seed = self.rng.next_u64();
-        config.raft.snapshot_chunk_bytes = self.params.snapshot_chunk_bytes;
-        config.raft.append_bytes_max = self.params.append_bytes_max;
-        config.raft.inflight_messages_max = self.params.inflight_messages_max;
-        config.raft.unsafe_commit_old_terms = self.config.broken == Broken::CommitOldTerms;
+    fn core_config(&mut self, node: NodeId, shard: u32) -> CoreConfig {
+        let mut raft = ShardConfig::new(node);
+        raft.compact_entries = self.params.compact_entries;
+        raft.proposals_pending_max = self.params.proposals_pending_max;
+        raft.reads_pending_max = self.params.reads_pending_max;
+        raft.raft.seed = self.rng.next_u64();
+        raft.raft.snapshot_chunk_bytes = self.params.snapshot_chunk_bytes;
+        raft.raft.append_bytes_max = self.params.append_bytes_max;
+        raft.raft.inflight_messages_max = self.params.inflight_messages_max;
+        raft.raft.unsafe_commit_old_terms = self.config.broken == Broken::CommitOldTerms;
+        let placement = Placement::PerGroup(self.members.clone());
+        let mut config = CoreConfig::new(
+            node,
+            shard,
+            self.params.shards,
+            self.params.groups as u64,
+            placement,
+        );
+        config.members = (1..=self.nodes.len() as NodeId)
+            .map(|id| Member {
+                node_id: id,
+                client_address: format!("n{id}"),
+                peer_address: format!("n{id}:peer"),
+            })
+            .collect();
+        config.raft = raft;
+        config.forward_timeout_ticks = self.params.forward_timeout_ticks;
+        config.unsafe_ack_before_fsync = self.config.broken == Broken::AckBeforeFsync;
+        config.unsafe_forward_reads_as_serializable =
+            self.config.broken == Broken::ForwardReadsSerializable;
         config
     }
 
-    /// Starts (or restarts) a node from what its disk holds.
+    /// Starts (or restarts) a node: every shard core from what its disk holds.
     fn start_node(&mut self, index: usize) -> Result<(), Violation> {
         let id = self.nodes[index].id;
-        let config = self.shard_config(id);
-        let nodes = self.nodes.len();
-        let starts = self.nodes[index]
-            .disk
-            .group_starts(|group| ConfState::with_voters(&members_of(group, nodes)));
-        let shard = MultiRaft::new(config, starts).map_err(|error| {
-            Violation::new(
-                "restart",
-                format!("n{id} does not start from its durable state: {error}"),
-            )
-        })?;
-        self.nodes[index].shard = Some(shard);
+        let mut cores = Vec::with_capacity(self.params.shards as usize);
+        for shard in 0..self.params.shards {
+            let config = self.core_config(id, shard);
+            let recovered = self.nodes[index].disks[shard as usize].recover(&config.groups_here());
+            let core = ShardCore::open(config, recovered).map_err(|error| {
+                Violation::new(
+                    "restart",
+                    format!("n{id}/s{shard} does not start from its durable state: {error}"),
+                )
+            })?;
+            cores.push(core);
+        }
+        self.nodes[index].cores = Some(cores);
         Ok(())
     }
 
@@ -394,7 +502,7 @@ impl World {
         let delay = self.network.faults.delay_steps_max;
         self.network.faults = NetworkFaults::calm(delay);
         for index in 0..self.nodes.len() {
-            if self.nodes[index].shard.is_none() {
+            if self.nodes[index].cores.is_none() {
                 self.restart(index)?;
             }
         }
@@ -434,8 +542,14 @@ impl World {
         run(&mut self.clients, &mut shared)
     }
 
-    /// Waits until every replica of every group holds and applied the same log, then
-    /// compares their state machines and logs.
+    /// The node with id `id`.
+    fn node(&self, id: NodeId) -> &NodeSlot {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Waits until every replica of every group holds and applied the same log, and
+    /// every request a core took was answered; then compares the replicas' state
+    /// machines and logs.
     fn settle(&mut self) -> Result<(), Violation> {
         let settle_end = self.now + CONVERGE_STEPS_MAX;
         while !self.converged() {
@@ -451,18 +565,17 @@ impl World {
             }
             self.step(Phase::Settle)?;
         }
+        let shards = self.params.shards;
         for (&group, members) in &self.members {
             let first = members[0];
-            let reference = self.nodes[(first - 1) as usize]
-                .shard
-                .as_ref()
-                .and_then(|shard| shard.store(group))
+            let reference = self
+                .node(first)
+                .store(group, shards)
                 .expect("every node is up after healing");
             for &member in &members[1..] {
-                let store = self.nodes[(member - 1) as usize]
-                    .shard
-                    .as_ref()
-                    .and_then(|shard| shard.store(group))
+                let store = self
+                    .node(member)
+                    .store(group, shards)
                     .expect("every node is up after healing");
                 if store != reference {
                     return Err(Violation::new(
@@ -484,44 +597,51 @@ impl World {
     }
 
     fn converged(&self) -> bool {
-        self.members.iter().all(|(&group, members)| {
-            let positions: Vec<(u64, u64, u64)> = members
-                .iter()
-                .filter_map(|&member| {
-                    let shard = self.nodes[(member - 1) as usize].shard.as_ref()?;
-                    let log = shard.raft(group)?.log();
-                    Some((log.last_index(), log.committed, log.applied))
-                })
-                .collect();
-            positions.len() == members.len()
-                && positions
+        let shards = self.params.shards;
+        let answered = self.nodes.iter().all(|slot| slot.outstanding.is_empty());
+        answered
+            && self.members.iter().all(|(&group, members)| {
+                let positions: Vec<(u64, u64, u64)> = members
                     .iter()
-                    .all(|&(last, committed, applied)| last == committed && committed == applied)
-                && positions.windows(2).all(|pair| pair[0] == pair[1])
-                && self.has_leader(group)
-        })
+                    .filter_map(|&member| {
+                        let log = self.node(member).raft(group, shards)?.log();
+                        Some((log.last_index(), log.committed, log.applied))
+                    })
+                    .collect();
+                positions.len() == members.len()
+                    && positions.iter().all(|&(last, committed, applied)| {
+                        last == committed && committed == applied
+                    })
+                    && positions.windows(2).all(|pair| pair[0] == pair[1])
+                    && self.has_leader(group)
+            })
     }
 
     fn has_leader(&self, group: GroupId) -> bool {
+        let shards = self.params.shards;
         self.members[&group].iter().any(|&member| {
-            self.nodes[(member - 1) as usize]
-                .shard
-                .as_ref()
-                .and_then(|shard| shard.raft(group))
+            self.node(member)
+                .raft(group, shards)
                 .is_some_and(|raft| raft.is_leader())
         })
     }
 
     fn group_positions(&self) -> String {
+        let shards = self.params.shards;
         let mut out = String::new();
+        for slot in &self.nodes {
+            if !slot.outstanding.is_empty() {
+                out.push_str(&format!(
+                    "n{} holds {} unanswered requests; ",
+                    slot.id,
+                    slot.outstanding.len()
+                ));
+            }
+        }
         for (&group, members) in &self.members {
             out.push_str(&format!("g{group}:"));
             for &member in members {
-                match self.nodes[(member - 1) as usize]
-                    .shard
-                    .as_ref()
-                    .and_then(|shard| shard.raft(group))
-                {
+                match self.node(member).raft(group, shards) {
                     Some(raft) => {
                         let status = raft.status();
                         out.push_str(&format!(
@@ -572,15 +692,17 @@ impl World {
             self.deliver(envelope)?;
         }
         for index in 0..self.nodes.len() {
-            self.complete_fsyncs(index)?;
+            self.deliver_mesh(index);
+            self.complete_disks(index)?;
         }
         for slot in &mut self.nodes {
             if slot.next_tick > self.now {
                 continue;
             }
             slot.next_tick = self.now + slot.tick_steps;
-            if let Some(shard) = slot.shard.as_mut() {
-                shard.tick();
+            let now_ms = CLOCK_START_MS + self.now * STEP_MS;
+            for core in slot.cores.iter_mut().flatten() {
+                core.on_tick(now_ms);
             }
             observe_node(&mut self.invariants, &mut self.trace, self.now, slot)?;
         }
@@ -591,7 +713,9 @@ impl World {
         }
         self.run_clients(phase)?;
         for index in 0..self.nodes.len() {
-            self.drain_readies(index)?;
+            for shard in 0..self.params.shards as usize {
+                self.run_turns(index, shard)?;
+            }
         }
         if self.now % LOG_MATCHING_EVERY_STEPS == 0 {
             self.check_log_matching()?;
@@ -610,6 +734,7 @@ impl World {
 
     fn deliver(&mut self, envelope: Envelope) -> Result<(), Violation> {
         let now = self.now;
+        let shards = self.params.shards;
         match envelope {
             Envelope::Peer {
                 from,
@@ -618,7 +743,7 @@ impl World {
                 message,
             } => {
                 let slot = &mut self.nodes[(to - 1) as usize];
-                let reason = if slot.shard.is_none() {
+                let reason = if slot.cores.is_none() {
                     Some(LossReason::Down)
                 } else if self.network.is_cut(from, to) {
                     Some(LossReason::Partition)
@@ -654,111 +779,147 @@ impl World {
                         reject: message.reject,
                     },
                 );
-                let shard = slot.shard.as_mut().expect("checked above");
-                shard.step(group, message);
-                observe_group(&mut self.invariants, &mut self.trace, now, to, group, shard)
+                let cores = slot.cores.as_mut().expect("checked above");
+                let core = &mut cores[shard_of(group, shards) as usize];
+                core.on_peer_messages(vec![(group, message)]);
+                observe_core(&mut self.invariants, &mut self.trace, now, to, core)
             }
             Envelope::Request {
                 client,
                 to,
                 request,
-                group,
-                body,
             } => {
                 let slot = &mut self.nodes[(to - 1) as usize];
-                let Some(shard) = slot.shard.as_mut() else {
+                let Some(cores) = slot.cores.as_mut() else {
                     self.trace.record(
                         now,
                         Event::RequestLost {
-                            request,
+                            request: request.request_id,
                             node: to,
                             reason: LossReason::Down,
                         },
                     );
                     return Ok(());
                 };
-                slot.requests.insert(request, client);
-                match body {
-                    RequestBody::Write(command) => shard.propose(request, group, &command),
-                    RequestBody::Read(op) => shard.read(request, group, op, false),
+                // The kernel spreads connections over the shards' listeners.
+                let (connection, shard) = match slot.connections.get(&client) {
+                    Some(&known) => known,
+                    None => {
+                        slot.next_connection += 1;
+                        let accepted = (
+                            slot.next_connection,
+                            self.rng.below(u64::from(shards)) as u32,
+                        );
+                        slot.connections.insert(client, accepted);
+                        slot.connection_clients.insert(accepted.0, client);
+                        accepted
+                    }
+                };
+                if slot
+                    .outstanding
+                    .insert((connection, request.request_id), client)
+                    .is_some()
+                {
+                    return Err(Violation::new(
+                        "client protocol",
+                        format!(
+                            "request id {} sent twice on one connection to n{to}",
+                            request.request_id
+                        ),
+                    ));
                 }
+                cores[shard as usize].on_client_request(connection, request);
                 Ok(())
             }
             Envelope::Reply {
                 from,
                 client,
-                request,
-                reply,
+                response,
             } => self.with_clients(now, |clients, shared| {
-                clients[client].on_reply(shared, from, request, reply)
+                clients[client].on_reply(shared, from, response)
             }),
         }
     }
 
-    /// Makes durable every pending batch whose fsync has finished, in order, then sends
-    /// what waited for it and tells the node.
-    fn complete_fsyncs(&mut self, index: usize) -> Result<(), Violation> {
+    /// Delivers the mesh messages of one node that are due.
+    fn deliver_mesh(&mut self, index: usize) {
         let now = self.now;
-        loop {
-            let slot = &mut self.nodes[index];
-            let Some(shard) = slot.shard.as_mut() else {
-                return Ok(());
-            };
-            let due = slot
-                .disk
-                .pending
-                .front()
-                .is_some_and(|batch| batch.durable_at <= now);
-            if !due {
-                return Ok(());
-            }
-            let batch = slot.disk.pending.pop_front().expect("checked above");
-            let writes = batch.writes.len() as u32;
-            slot.disk
-                .make_durable(batch.writes, batch.snapshots)
-                .map_err(|error| {
-                    Violation::new("storage contract", format!("n{}: {error}", slot.id))
-                })?;
-            self.trace.record(
-                now,
-                Event::BatchDurable {
-                    node: slot.id,
-                    writes,
-                },
-            );
-            if self.config.broken != Broken::AckBeforeFsync {
-                send_messages(
-                    &mut self.network,
-                    &mut self.rng,
-                    &mut self.trace,
-                    &mut self.stats,
-                    now,
-                    slot.id,
-                    batch.persisted_messages,
-                );
-            }
-            shard.on_persisted(batch.token);
-            observe_node(&mut self.invariants, &mut self.trace, now, slot)?;
+        let slot = &mut self.nodes[index];
+        let Some(cores) = slot.cores.as_mut() else {
+            return;
+        };
+        while let Some(message) = slot.mesh.pop_due(now) {
+            self.stats.mesh_messages += 1;
+            let to = message.to_shard as usize;
+            cores[to].on_mesh(message);
         }
     }
 
-    /// Runs a node's Readies: records what it applies, sends its messages and replies,
-    /// and queues its writes as a WAL batch.
-    fn drain_readies(&mut self, index: usize) -> Result<(), Violation> {
+    /// Makes durable every pending batch of a node's shards whose fsync has finished, in
+    /// order, and finishes the snapshot files whose write is done; tells the cores.
+    fn complete_disks(&mut self, index: usize) -> Result<(), Violation> {
+        let now = self.now;
+        let slot = &mut self.nodes[index];
+        let Some(cores) = slot.cores.as_mut() else {
+            return Ok(());
+        };
+        for (shard, (core, disk)) in cores.iter_mut().zip(&mut slot.disks).enumerate() {
+            let mut durable = None;
+            while disk
+                .pending
+                .front()
+                .is_some_and(|pending| pending.durable_at <= now)
+            {
+                let pending = disk.pending.pop_front().expect("checked above");
+                let sequence = pending.batch.sequence;
+                let records = pending.batch.records.len() as u32;
+                disk.make_durable(pending.batch).map_err(|error| {
+                    Violation::new(
+                        "storage contract",
+                        format!("n{}/s{shard}: {error}", slot.id),
+                    )
+                })?;
+                self.trace.record(
+                    now,
+                    Event::BatchDurable {
+                        node: slot.id,
+                        shard: shard as u32,
+                        records,
+                    },
+                );
+                durable = Some(sequence);
+            }
+            if let Some(sequence) = durable {
+                core.on_persisted(sequence);
+            }
+            if let Some((group, snapshot_index, term)) = disk.finish_file(now) {
+                core.on_snapshot_written(group, snapshot_index, term);
+            }
+            observe_core(&mut self.invariants, &mut self.trace, now, slot.id, core)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one shard's turns and carries out their output the way the server's driver
+    /// does: installed snapshot files, messages, mesh, replies, then the log batch and the
+    /// local snapshot file.
+    fn run_turns(&mut self, index: usize, shard: usize) -> Result<(), Violation> {
         let now = self.now;
         for _ in 0..READY_ROUNDS_MAX {
             let slot = &mut self.nodes[index];
             let node = slot.id;
-            let Some(shard) = slot.shard.as_mut() else {
+            let Some(cores) = slot.cores.as_mut() else {
                 return Ok(());
             };
-            if !shard.has_ready() {
+            let core = &mut cores[shard];
+            if !core.has_work() {
                 return Ok(());
             }
-            // The entries this Ready will apply: committed, durable, not yet applied.
+            // The entries this turn will apply: committed, durable, not yet applied.
             let mut to_apply: Vec<(GroupId, Vec<Entry>)> = Vec::new();
-            for &group in &slot.groups {
-                let log = shard.raft(group).expect("member").log();
+            let groups = core.groups();
+            for group in groups.group_ids() {
+                let log = groups.raft(group).expect("listed").log();
                 let last = log.committed.min(log.persisted());
                 if last > log.applied {
                     let entries = log
@@ -767,34 +928,33 @@ impl World {
                     to_apply.push((group, entries));
                 }
             }
-            let ready = shard.ready();
+            let mut output = core.turn();
             for (group, entries) in to_apply {
-                let applied = shard.raft(group).expect("member").log().applied;
+                let applied = core.groups().raft(group).expect("member").log().applied;
                 for entry in entries.iter().filter(|entry| entry.index <= applied) {
                     self.invariants.applied(node, group, entry)?;
                 }
             }
-            for write in &ready.writes {
-                if let Some(snapshot) = &write.snapshot {
-                    self.stats.snapshots_installed += 1;
-                    self.trace.record(
-                        now,
-                        Event::SnapshotInstalled {
-                            node,
-                            group: write.group,
-                            index: snapshot.meta.index,
-                            term: snapshot.meta.term,
-                        },
-                    );
-                    self.invariants.snapshot_installed(
+            let disk = &mut slot.disks[shard];
+            for (group, snapshot) in std::mem::take(&mut output.installs) {
+                self.stats.snapshots_installed += 1;
+                self.trace.record(
+                    now,
+                    Event::SnapshotInstalled {
                         node,
-                        write.group,
-                        snapshot.meta.index,
-                        snapshot.meta.term,
-                    )?;
-                }
+                        group,
+                        index: snapshot.meta.index,
+                        term: snapshot.meta.term,
+                    },
+                );
+                self.invariants.snapshot_installed(
+                    node,
+                    group,
+                    snapshot.meta.index,
+                    snapshot.meta.term,
+                )?;
+                disk.write_installed(group, &snapshot);
             }
-            self.stats.compactions += ready.snapshots.len() as u64;
             send_messages(
                 &mut self.network,
                 &mut self.rng,
@@ -802,74 +962,76 @@ impl World {
                 &mut self.stats,
                 now,
                 node,
-                ready.messages,
+                std::mem::take(&mut output.messages),
             );
-            for (request, reply) in ready.replies {
-                let Some(client) = slot.requests.remove(&request) else {
+            for message in std::mem::take(&mut output.mesh) {
+                let at = now + self.rng.between(0, self.params.mesh_delay_steps_max);
+                let channel_max = self.params.mesh_channel_messages_max;
+                if let Err(message) = slot.mesh.send(message, at, channel_max) {
+                    self.stats.mesh_refused += 1;
+                    self.trace.record(
+                        now,
+                        Event::MeshRefused {
+                            node,
+                            from_shard: message.from_shard,
+                            to_shard: message.to_shard,
+                        },
+                    );
+                    core.on_mesh_undeliverable(message);
+                }
+            }
+            for reply in std::mem::take(&mut output.replies) {
+                let key = (reply.connection, reply.response.request_id);
+                let Some(client) = slot.outstanding.remove(&key) else {
                     return Err(Violation::new(
                         "one reply per request",
-                        format!("n{node} answered request {request}, which it does not hold"),
+                        format!(
+                            "n{node}/s{shard} answered request {} on connection {}, which \
+                             it does not hold (or answered already)",
+                            key.1, key.0
+                        ),
                     ));
                 };
+                debug_assert_eq!(
+                    slot.connection_clients.get(&reply.connection),
+                    Some(&client)
+                );
                 let envelope = Envelope::Reply {
                     from: node,
                     client,
-                    request,
-                    reply,
+                    response: reply.response,
                 };
                 if self.network.send_client(&mut self.rng, now, envelope) == SendOutcome::Lost {
-                    self.trace.record(now, Event::ReplyLost { request, node });
-                }
-            }
-            let nothing_to_write = ready.writes.is_empty() && ready.snapshots.is_empty();
-            if nothing_to_write && slot.disk.pending.is_empty() {
-                // Nothing to make durable and nothing ahead of it: no fsync needed.
-                send_messages(
-                    &mut self.network,
-                    &mut self.rng,
-                    &mut self.trace,
-                    &mut self.stats,
-                    now,
-                    node,
-                    ready.persisted_messages,
-                );
-                shard.on_persisted(ready.token);
-            } else {
-                let mut persisted_messages = ready.persisted_messages;
-                if self.config.broken == Broken::AckBeforeFsync {
-                    send_messages(
-                        &mut self.network,
-                        &mut self.rng,
-                        &mut self.trace,
-                        &mut self.stats,
+                    self.trace.record(
                         now,
-                        node,
-                        std::mem::take(&mut persisted_messages),
+                        Event::ReplyLost {
+                            request: key.1,
+                            node,
+                        },
                     );
                 }
+            }
+            if let Some(batch) = output.batch.take() {
                 let durable_at = now + self.rng.between(0, self.params.fsync_steps_max);
                 self.trace.record(
                     now,
                     Event::BatchQueued {
                         node,
-                        writes: ready.writes.len() as u32,
-                        entries: ready
-                            .writes
-                            .iter()
-                            .map(|write| write.entries.len() as u32)
-                            .sum(),
+                        shard: shard as u32,
+                        records: batch.records.len() as u32,
                         durable_at,
                     },
                 );
-                slot.disk.pending.push_back(PendingBatch {
-                    durable_at,
-                    writes: ready.writes,
-                    snapshots: ready.snapshots,
-                    persisted_messages,
-                    token: ready.token,
-                });
+                disk.pending.push_back(PendingBatch { durable_at, batch });
             }
-            observe_node(&mut self.invariants, &mut self.trace, now, slot)?;
+            if let Some(job) = output.snapshot_job.take() {
+                self.stats.compactions += 1;
+                let done_at = now + self.rng.between(0, SNAPSHOT_FILE_STEPS_MAX);
+                disk.start_file(&job, done_at).map_err(|error| {
+                    Violation::new("storage contract", format!("n{node}/s{shard}: {error}"))
+                })?;
+            }
+            observe_core(&mut self.invariants, &mut self.trace, now, node, core)?;
         }
         Ok(())
     }
@@ -886,20 +1048,19 @@ impl World {
             }
             Ok::<(), Violation>(())
         })?;
-        for (client, request) in outgoing {
+        for (client, Outgoing { to, request }) in outgoing {
+            let request_id = request.request_id;
             let envelope = Envelope::Request {
                 client,
-                to: request.to,
-                request: request.request,
-                group: request.group,
-                body: request.body,
+                to,
+                request,
             };
             if self.network.send_client(&mut self.rng, self.now, envelope) == SendOutcome::Lost {
                 self.trace.record(
                     self.now,
                     Event::RequestLost {
-                        request: request.request,
-                        node: request.to,
+                        request: request_id,
+                        node: to,
                         reason: LossReason::Loss,
                     },
                 );
@@ -909,13 +1070,11 @@ impl World {
     }
 
     fn check_log_matching(&self) -> Result<(), Violation> {
+        let shards = self.params.shards;
         for (&group, members) in &self.members {
             let logs: Vec<(NodeId, &RaftLog)> = members
                 .iter()
-                .filter_map(|&member| {
-                    let shard = self.nodes[(member - 1) as usize].shard.as_ref()?;
-                    Some((member, shard.raft(group)?.log()))
-                })
+                .filter_map(|&member| Some((member, self.node(member).raft(group, shards)?.log())))
                 .collect();
             Invariants::log_matching(group, &logs)?;
         }
@@ -926,7 +1085,7 @@ impl World {
 
     fn inject_faults(&mut self) -> Result<(), Violation> {
         for index in 0..self.nodes.len() {
-            if self.nodes[index].shard.is_none() && self.now >= self.nodes[index].restart_at {
+            if self.nodes[index].cores.is_none() && self.now >= self.nodes[index].restart_at {
                 self.restart(index)?;
             }
         }
@@ -941,7 +1100,7 @@ impl World {
             self.planned_crashes.iter().partition(|&&(at, _)| at <= now);
         self.planned_crashes = later;
         for (_, index) in due {
-            if self.nodes[index].shard.is_some() {
+            if self.nodes[index].cores.is_some() {
                 self.crash(index)?;
             }
         }
@@ -969,7 +1128,7 @@ impl World {
     /// node that is up.
     fn pick_crash_victim(&mut self) -> Option<usize> {
         let up: Vec<usize> = (0..self.nodes.len())
-            .filter(|&index| self.nodes[index].shard.is_some())
+            .filter(|&index| self.nodes[index].cores.is_some())
             .collect();
         if up.is_empty() {
             return None;
@@ -979,11 +1138,7 @@ impl World {
             .copied()
             .filter(|&index| {
                 let slot = &self.nodes[index];
-                !slot.disk.pending.is_empty()
-                    && slot
-                        .shard
-                        .as_ref()
-                        .is_some_and(|shard| !shard.led_groups().is_empty())
+                slot.has_pending_writes() && slot.leads_any()
             })
             .collect();
         if !leaders_mid_write.is_empty() && self.rng.chance(0.5) {
@@ -993,24 +1148,40 @@ impl World {
     }
 
     fn crash(&mut self, index: usize) -> Result<(), Violation> {
-        let pending = self.nodes[index].disk.pending.len();
-        let kept = self.rng.between(0, pending as u64) as usize;
         let down_steps = self.rng.between(10, self.params.down_steps_max);
+        let mut kept_total = 0;
+        let mut lost_total = 0;
+        for shard in 0..self.nodes[index].disks.len() {
+            let pending = self.nodes[index].disks[shard].pending.len();
+            let kept = self.rng.between(0, pending as u64) as usize;
+            let file_landed = self.rng.chance(0.5);
+            let slot = &mut self.nodes[index];
+            let lost = slot.disks[shard]
+                .crash(kept, file_landed)
+                .map_err(|error| {
+                    Violation::new(
+                        "storage contract",
+                        format!("n{}/s{shard}: {error}", slot.id),
+                    )
+                })?;
+            kept_total += kept;
+            lost_total += lost;
+        }
         let slot = &mut self.nodes[index];
-        let lost = slot.disk.crash(kept).map_err(|error| {
-            Violation::new("storage contract", format!("n{}: {error}", slot.id))
-        })?;
-        slot.shard = None;
-        slot.requests.clear();
+        slot.cores = None;
+        slot.mesh = Mesh::default();
+        slot.connections.clear();
+        slot.connection_clients.clear();
+        slot.outstanding.clear();
         slot.restart_at = self.now + down_steps;
         self.stats.crashes += 1;
-        self.stats.batches_lost += lost as u64;
+        self.stats.batches_lost += lost_total as u64;
         self.trace.record(
             self.now,
             Event::Crash {
                 node: slot.id,
-                batches_kept: kept as u32,
-                batches_lost: lost as u32,
+                batches_kept: kept_total as u32,
+                batches_lost: lost_total as u32,
             },
         );
         Ok(())
@@ -1100,11 +1271,12 @@ impl World {
             .filter(|&member| member != leader)
             .collect();
         let to = others[self.rng.index(others.len())];
-        let shard = self.nodes[(leader - 1) as usize]
-            .shard
+        let shard = shard_of(group, self.params.shards) as usize;
+        let core = &mut self.nodes[(leader - 1) as usize]
+            .cores
             .as_mut()
-            .expect("a leader is up");
-        let accepted = shard.transfer_leader(group, to).is_ok();
+            .expect("a leader is up")[shard];
+        let accepted = core.transfer_leader(group, to);
         self.stats.transfers += 1;
         self.trace.record(
             self.now,
@@ -1119,13 +1291,11 @@ impl World {
 
     /// The node that leads `group` in the highest term, if any.
     fn current_leader(&self, group: GroupId) -> Option<NodeId> {
+        let shards = self.params.shards;
         self.members[&group]
             .iter()
             .filter_map(|&member| {
-                let raft = self.nodes[(member - 1) as usize]
-                    .shard
-                    .as_ref()?
-                    .raft(group)?;
+                let raft = self.node(member).raft(group, shards)?;
                 raft.is_leader().then_some((raft.term(), member))
             })
             .max()
