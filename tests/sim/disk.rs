@@ -235,7 +235,8 @@ fn apply(
         }
         StorageRecordKind::HardState(hard_state) => log.hard_state = Some(hard_state),
         StorageRecordKind::LogReset { index, term } => {
-            if file_index != Some(index) {
+            // A later install may have replaced the file already: it covers the reset too.
+            if file_index.is_none_or(|file| file < index) {
                 return Err(format!(
                     "a log reset to index {index} (term {term}) is durable but the snapshot \
                      file it points at is not (the file holds {file_index:?})"
