@@ -13,6 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use corekv::api;
 use corekv::codec::{self, PeerBatch};
 use corekv::frame::{self, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 use corekv::proto;
@@ -980,11 +981,11 @@ fn feed_payload_decoders(payload: &[u8], accepted: &mut Accepted) {
         assert_eq!(codec::message_from_bytes(&again), Ok(message));
     }
     let mut reader = Reader::default();
-    if let Ok(request) = codec::verify_request(payload) {
+    if let Ok(request) = api::verify_request(payload) {
         accepted.requests += 1;
         reader.request(request);
     }
-    if let Ok(response) = codec::verify_response(payload) {
+    if let Ok(response) = api::verify_response(payload) {
         accepted.responses += 1;
         reader.response(response);
     }
@@ -1117,10 +1118,10 @@ fn valid_frames_always_round_trip() {
         let request_payload = next_payload();
         assert_eq!(request_payload, &request[..]);
         let mut reader = Reader::default();
-        reader.request(codec::verify_request(request_payload).expect("valid request"));
+        reader.request(api::verify_request(request_payload).expect("valid request"));
         let response_payload = next_payload();
         assert_eq!(response_payload, &response[..]);
-        reader.response(codec::verify_response(response_payload).expect("valid response"));
+        reader.response(api::verify_response(response_payload).expect("valid response"));
         assert_eq!(offset, stream.len());
     });
 }
