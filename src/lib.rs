@@ -11,21 +11,21 @@
 //! | [`frame`]   | length-prefixed, crc32-checked frames with a hard size limit   | no  |
 //! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
 //! | [`raft`]    | one Raft replica as a pure state machine (`Ready`/`advance`)   | no  |
-//! | [`codec`]   | Raft values and client requests to and from FlatBuffers        | no  |
+//! | [`codec`]   | Raft values to and from FlatBuffers; the shared verifier bounds | no  |
 //! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
-//! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
+//! | [`api`]     | the client protocol as Rust values, one file per operation     | no  |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //!
-//! `raft`, `kv`, `proto`, `frame` and `check` never touch the clock, the filesystem,
-//! sockets or glommio: time arrives as ticks, randomness as a seeded generator, and I/O
-//! as data handed in and out. That is what lets one process simulate a whole cluster
-//! deterministically; `tests/tidy.rs` keeps it true.
+//! `raft`, `kv`, `multiraft`, `proto`, `frame`, `codec`, `api` and `check` never touch
+//! the clock, the filesystem, sockets or glommio: time arrives as ticks, randomness as a
+//! seeded generator, and I/O as data handed in and out. That is what lets one process
+//! simulate a whole cluster deterministically; `tests/tidy.rs` keeps it true.
 
 pub mod api;
 pub mod check;
