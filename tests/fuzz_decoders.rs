@@ -1,7 +1,7 @@
 //! Feeds the decoders of everything that arrives from outside (the frame layer, the
-//! FlatBuffers verifier behind `codec`, and the codec's own checks) with random bytes and
-//! with valid frames and payloads that were bit-flipped, overwritten or truncated: none of
-//! it may panic, and every valid frame must come back exactly as it was sent.
+//! FlatBuffers verifier behind `codec` and `api`, and their own checks) with random bytes
+//! and with valid frames and payloads that were bit-flipped, overwritten or truncated:
+//! none of it may panic, and every valid frame must come back exactly as it was sent.
 //!
 //! Seeded and replayable: every run prints its seed; each case draws from a generator
 //! derived from (seed, case number), so one failing case replays alone with
@@ -990,6 +990,16 @@ fn feed_payload_decoders(payload: &[u8], accepted: &mut Accepted) {
         reader.response(response);
     }
     std::hint::black_box(reader);
+    // The protocol's decoders read past the verifier: what they accept must encode to
+    // something that decodes to the same value.
+    if let Ok(request) = api::decode_request(payload) {
+        let again = api::request_to_bytes(&request);
+        assert_eq!(api::decode_request(&again), Ok(request));
+    }
+    if let Ok(response) = api::decode_response(payload) {
+        let again = api::response_to_bytes(&response);
+        assert_eq!(api::decode_response(&again), Ok(response));
+    }
 }
 
 fn flip_bits(rng: &mut Rng, bytes: &mut [u8]) {
