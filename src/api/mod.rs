@@ -23,6 +23,7 @@
 //! | `status.rs`    | Status: [`StatusInfo`], [`GroupStatus`], [`Member`]                |
 //! | `key_value.rs` | `KeyValue`, the pair that reads and `prev_kv` return               |
 //! | `unserved.rs`  | leases and watches (in the schema, not served) and unknown ops     |
+//! | `samples.rs`   | for tests only: sample values and buffers the files' tests share   |
 //!
 //! The envelope is what every request or response carries whatever its op: the request
 //! id, the session (client id, seq), `serializable`, the group scope, and on the way

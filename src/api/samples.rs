@@ -1,10 +1,12 @@
-//! Values and hand-made buffers that the tests of the protocol's files share: one
-//! request and one response of every kind, and buffers no encoder of corekv writes.
+//! What the tests of the protocol's files share: one request and one response of every
+//! kind, round trips through the wire, and buffers written field by field.
 
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
-use super::{ApiError, ApiRequest, ApiResponse, ApiResult, ErrorCode, LeaderHint, RequestKind};
-use super::{GroupStatus, Member, StatusInfo};
+use super::{
+    ApiError, ApiRequest, ApiResponse, ApiResult, ErrorCode, GroupStatus, LeaderHint, Member,
+    RequestKind, StatusInfo,
+};
 use crate::kv;
 use crate::proto;
 use crate::raft::Role;
@@ -243,6 +245,28 @@ pub(super) fn kv_ok(request_id: u64, revision: u64, op: kv::OpResponse) -> ApiRe
     }
 }
 
+/// A transaction's results, one of every op kind.
+pub(super) fn sample_txn_result() -> kv::TxnResponse {
+    kv::TxnResponse {
+        succeeded: true,
+        responses: vec![
+            kv::TxnOpResponse::Put(kv::PutResponse {
+                prev_kv: Some(key_value("a", "x", 4)),
+            }),
+            kv::TxnOpResponse::Range(kv::RangeResponse {
+                kvs: vec![key_value("a", "y", 4)],
+                count: 1,
+                more: false,
+            }),
+            kv::TxnOpResponse::Delete(kv::DeleteResponse {
+                deleted: 1,
+                prev_kvs: Vec::new(),
+            }),
+            kv::TxnOpResponse::Append(kv::AppendResponse { value_bytes: 4 }),
+        ],
+    }
+}
+
 /// One response of every result kind, and one error of every code.
 pub(super) fn sample_responses() -> Vec<ApiResponse> {
     let mut responses = vec![
@@ -277,28 +301,7 @@ pub(super) fn sample_responses() -> Vec<ApiResponse> {
             9,
             kv::OpResponse::Append(kv::AppendResponse { value_bytes: 17 }),
         ),
-        kv_ok(
-            7,
-            10,
-            kv::OpResponse::Txn(kv::TxnResponse {
-                succeeded: true,
-                responses: vec![
-                    kv::TxnOpResponse::Put(kv::PutResponse {
-                        prev_kv: Some(key_value("a", "x", 4)),
-                    }),
-                    kv::TxnOpResponse::Range(kv::RangeResponse {
-                        kvs: vec![key_value("a", "y", 4)],
-                        count: 1,
-                        more: false,
-                    }),
-                    kv::TxnOpResponse::Delete(kv::DeleteResponse {
-                        deleted: 1,
-                        prev_kvs: Vec::new(),
-                    }),
-                    kv::TxnOpResponse::Append(kv::AppendResponse { value_bytes: 4 }),
-                ],
-            }),
-        ),
+        kv_ok(7, 10, kv::OpResponse::Txn(sample_txn_result())),
         kv_ok(8, 10, kv::OpResponse::Txn(kv::TxnResponse::default())),
         ApiResponse {
             request_id: 9,

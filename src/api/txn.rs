@@ -262,8 +262,8 @@ pub(super) fn decode_result(
 #[cfg(test)]
 mod tests {
     use super::super::samples::{
-        finish_response, key_value, request_round_trip, result_round_trip, sample_txn,
-        txn_request_bytes,
+        finish_request, finish_response, request_round_trip, result_round_trip, sample_txn,
+        sample_txn_result, txn_request_bytes,
     };
     use super::super::{decode_request as decode, decode_response, ErrorCode};
     use super::*;
@@ -277,27 +277,7 @@ mod tests {
             let op = kv::Op::Txn(txn);
             assert_eq!(request_round_trip(op.clone()), op);
         }
-        let results = [
-            kv::TxnResponse::default(),
-            kv::TxnResponse {
-                succeeded: true,
-                responses: vec![
-                    kv::TxnOpResponse::Put(kv::PutResponse {
-                        prev_kv: Some(key_value("a", "x", 4)),
-                    }),
-                    kv::TxnOpResponse::Range(kv::RangeResponse {
-                        kvs: vec![key_value("a", "y", 4)],
-                        count: 1,
-                        more: false,
-                    }),
-                    kv::TxnOpResponse::Delete(kv::DeleteResponse {
-                        deleted: 1,
-                        prev_kvs: Vec::new(),
-                    }),
-                    kv::TxnOpResponse::Append(kv::AppendResponse { value_bytes: 4 }),
-                ],
-            },
-        ];
+        let results = [kv::TxnResponse::default(), sample_txn_result()];
         for txn in results {
             let result = kv::OpResponse::Txn(txn);
             assert_eq!(result_round_trip(result.clone()), result);
@@ -330,6 +310,57 @@ mod tests {
         // An unknown compare comes before an unknown op.
         let bytes = txn_request_bytes(proto::CompareTarget(4), proto::TxnOp(9));
         assert_eq!(decode(&bytes).unwrap_err().request_id, None);
+    }
+
+    // Every op's kind is checked before any op's fields: an unknown op in `failure` is
+    // the answer even when a read in `success` asks for a past revision.
+    #[test]
+    fn op_kinds_are_checked_before_op_fields() {
+        let txn_bytes = |failure_op: proto::TxnOp| {
+            let mut builder = FlatBufferBuilder::new();
+            let key = builder.create_vector(b"k");
+            let range = proto::RangeRequest::create(
+                &mut builder,
+                &proto::RangeRequestArgs {
+                    key: Some(key),
+                    revision: 3,
+                    ..Default::default()
+                },
+            );
+            let ops: Vec<_> = [proto::TxnOp::RangeRequest, failure_op]
+                .into_iter()
+                .map(|op_type| {
+                    proto::TxnRequestOp::create(
+                        &mut builder,
+                        &proto::TxnRequestOpArgs {
+                            op_type,
+                            op: Some(range.as_union_value()),
+                        },
+                    )
+                })
+                .collect();
+            let success = builder.create_vector(&ops[..1]);
+            let failure = builder.create_vector(&ops[1..]);
+            let txn = proto::TxnRequest::create(
+                &mut builder,
+                &proto::TxnRequestArgs {
+                    compares: None,
+                    success: Some(success),
+                    failure: Some(failure),
+                },
+            );
+            finish_request(builder, proto::Op::TxnRequest, txn.as_union_value())
+        };
+        let error = decode(&txn_bytes(proto::TxnOp(9))).unwrap_err();
+        assert_eq!(
+            (error.request_id, error.code),
+            (Some(77), ErrorCode::UnknownOp)
+        );
+        let error = decode(&txn_bytes(proto::TxnOp::RangeRequest)).unwrap_err();
+        assert_eq!(
+            (error.request_id, error.code),
+            (Some(77), ErrorCode::InvalidRequest)
+        );
     }
 
     // A transaction result of a kind this build does not know makes the response
