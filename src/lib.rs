@@ -11,23 +11,24 @@
 //! | [`frame`]   | length-prefixed, crc32-checked frames with a hard size limit   | no  |
 //! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
 //! | [`raft`]    | one Raft replica as a pure state machine (`Ready`/`advance`)   | no  |
-//! | [`codec`]   | Raft values and client requests to and from FlatBuffers        | no  |
+//! | [`codec`]   | Raft values to and from FlatBuffers; the shared verifier bounds | no  |
 //! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
-//! | [`api`]     | the client protocol as Rust values; error -> status code mapping | no  |
-//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, gathers, storage decisions | no |
+//! | [`api`]     | the client protocol as Rust values, one file per operation     | no  |
+//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, storage | no  |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //!
-//! `raft`, `kv`, `multiraft`, `shard`, `api`, `proto`, `frame` and `check` never touch
-//! the clock, the filesystem, sockets or glommio: time arrives as ticks (carrying `now`),
-//! randomness as a seeded generator, and I/O as data handed in and out. That is what lets
-//! one process simulate a whole cluster, shard cores included, deterministically;
-//! `tests/tidy.rs` keeps it true. `server` is the glommio driver of `shard`.
+//! `raft`, `kv`, `multiraft`, `shard`, `api`, `proto`, `frame`, `codec` and `check` never
+//! touch the clock, the filesystem, sockets or glommio: time arrives as ticks (carrying
+//! `now`), randomness as a seeded generator, and I/O as data handed in and out. That is
+//! what lets one process simulate a whole cluster, shard cores included,
+//! deterministically; `tests/tidy.rs` keeps it true. `server` is the glommio driver of
+//! `shard`.
 
 pub mod api;
 pub mod check;

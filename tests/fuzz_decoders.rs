@@ -1,7 +1,7 @@
 //! Feeds the decoders of everything that arrives from outside (the frame layer, the
-//! FlatBuffers verifier behind `codec`, and the codec's own checks) with random bytes and
-//! with valid frames and payloads that were bit-flipped, overwritten or truncated: none of
-//! it may panic, and every valid frame must come back exactly as it was sent.
+//! FlatBuffers verifier behind `codec` and `api`, and their own checks) with random bytes
+//! and with valid frames and payloads that were bit-flipped, overwritten or truncated:
+//! none of it may panic, and every valid frame must come back exactly as it was sent.
 //!
 //! Seeded and replayable: every run prints its seed; each case draws from a generator
 //! derived from (seed, case number), so one failing case replays alone with
@@ -13,6 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use corekv::api;
 use corekv::codec::{self, PeerBatch};
 use corekv::frame::{self, FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 use corekv::proto;
@@ -980,15 +981,25 @@ fn feed_payload_decoders(payload: &[u8], accepted: &mut Accepted) {
         assert_eq!(codec::message_from_bytes(&again), Ok(message));
     }
     let mut reader = Reader::default();
-    if let Ok(request) = codec::verify_request(payload) {
+    if let Ok(request) = api::verify_request(payload) {
         accepted.requests += 1;
         reader.request(request);
     }
-    if let Ok(response) = codec::verify_response(payload) {
+    if let Ok(response) = api::verify_response(payload) {
         accepted.responses += 1;
         reader.response(response);
     }
     std::hint::black_box(reader);
+    // The protocol's decoders read past the verifier: what they accept must encode to
+    // something that decodes to the same value.
+    if let Ok(request) = api::decode_request(payload) {
+        let again = api::request_to_bytes(&request);
+        assert_eq!(api::decode_request(&again), Ok(request));
+    }
+    if let Ok(response) = api::decode_response(payload) {
+        let again = api::response_to_bytes(&response);
+        assert_eq!(api::decode_response(&again), Ok(response));
+    }
 }
 
 fn flip_bits(rng: &mut Rng, bytes: &mut [u8]) {
@@ -1117,10 +1128,10 @@ fn valid_frames_always_round_trip() {
         let request_payload = next_payload();
         assert_eq!(request_payload, &request[..]);
         let mut reader = Reader::default();
-        reader.request(codec::verify_request(request_payload).expect("valid request"));
+        reader.request(api::verify_request(request_payload).expect("valid request"));
         let response_payload = next_payload();
         assert_eq!(response_payload, &response[..]);
-        reader.response(codec::verify_response(response_payload).expect("valid response"));
+        reader.response(api::verify_response(response_payload).expect("valid response"));
         assert_eq!(offset, stream.len());
     });
 }

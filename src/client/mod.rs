@@ -195,28 +195,9 @@ pub const DELETE_PARTS_IN_FLIGHT_MAX: usize = 16;
 /// The group whose leader should see `op`: the group of its key, or of a transaction's
 /// first key. `None` for a read across groups, which any node serves.
 fn route_group(op: &kv::Op, group_count: u64) -> Option<GroupId> {
-    let key = match op {
-        kv::Op::Put(put) => Some(&put.key),
-        kv::Op::Append(append) => Some(&append.key),
-        kv::Op::Delete(delete) => Some(&delete.key),
-        kv::Op::Range(range) => range.range_end.is_empty().then_some(&range.key),
-        kv::Op::Txn(txn) => txn
-            .compares
-            .iter()
-            .map(|compare| &compare.key)
-            .chain(txn.success.iter().chain(&txn.failure).map(txn_op_key))
-            .next(),
-    };
-    key.map(|key| group_of(key, group_count))
-}
-
-fn txn_op_key(op: &kv::TxnOp) -> &Vec<u8> {
-    match op {
-        kv::TxnOp::Put(put) => &put.key,
-        kv::TxnOp::Range(range) => &range.key,
-        kv::TxnOp::Delete(delete) => &delete.key,
-        kv::TxnOp::Append(append) => &append.key,
-    }
+    let first = op.keys().next()?;
+    let read_across_groups = first.range_start && matches!(op, kv::Op::Range(_));
+    (!read_across_groups).then(|| group_of(first.key, group_count))
 }
 
 fn unexpected_result(asked: &str, response: &OpResponse) -> ClientError {

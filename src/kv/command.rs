@@ -68,6 +68,31 @@ pub enum TxnOp {
     Append(AppendRequest),
 }
 
+/// One key an op names, as [`Op::keys`] lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpKey<'a> {
+    pub key: &'a [u8],
+    /// The key opens a range (its op's `range_end` is not empty) instead of naming one
+    /// key: the range may reach keys of other groups.
+    pub range_start: bool,
+}
+
+impl<'a> OpKey<'a> {
+    fn single(key: &'a [u8]) -> OpKey<'a> {
+        OpKey {
+            key,
+            range_start: false,
+        }
+    }
+
+    fn range(key: &'a [u8], range_end: &[u8]) -> OpKey<'a> {
+        OpKey {
+            key,
+            range_start: !range_end.is_empty(),
+        }
+    }
+}
+
 /// A read of `[key, range_end)`, or of `key` alone when `range_end` is empty.
 ///
 /// `range_end == b"\0"` means every key from `key` on; [`prefix_end`] computes the end of a
@@ -244,6 +269,29 @@ impl Op {
         }
     }
 
+    /// Every key the op names, in order: its own key, or a transaction's compare keys
+    /// and then the key of each op of `success` and of `failure`. This is the one
+    /// definition of "the keys of an op" that routing (which group, does it fit one
+    /// group) is built on.
+    pub fn keys(&self) -> impl Iterator<Item = OpKey<'_>> {
+        let (own, txn) = match self {
+            Op::Range(range) => (Some(OpKey::range(&range.key, &range.range_end)), None),
+            Op::Put(put) => (Some(OpKey::single(&put.key)), None),
+            Op::Delete(delete) => (Some(OpKey::range(&delete.key, &delete.range_end)), None),
+            Op::Append(append) => (Some(OpKey::single(&append.key)), None),
+            Op::Txn(txn) => (None, Some(txn)),
+        };
+        let compares = txn
+            .into_iter()
+            .flat_map(|txn| &txn.compares)
+            .map(|compare| OpKey::single(&compare.key));
+        let ops = txn
+            .into_iter()
+            .flat_map(|txn| txn.success.iter().chain(&txn.failure))
+            .map(TxnOp::key);
+        own.into_iter().chain(compares).chain(ops)
+    }
+
     /// The length of this op's encoding.
     pub fn encoded_len(&self) -> usize {
         1 + match self {
@@ -268,6 +316,16 @@ impl Op {
 impl TxnOp {
     pub fn is_read_only(&self) -> bool {
         matches!(self, TxnOp::Range(_))
+    }
+
+    /// The one key the op names (see [`Op::keys`]).
+    pub fn key(&self) -> OpKey<'_> {
+        match self {
+            TxnOp::Range(range) => OpKey::range(&range.key, &range.range_end),
+            TxnOp::Put(put) => OpKey::single(&put.key),
+            TxnOp::Delete(delete) => OpKey::range(&delete.key, &delete.range_end),
+            TxnOp::Append(append) => OpKey::single(&append.key),
+        }
     }
 
     /// The length of this op's encoding.
@@ -730,5 +788,47 @@ mod tests {
             failure: vec![],
         };
         assert!(Op::Txn(reads).is_read_only());
+    }
+
+    // Every op lists the keys it names in order, compares before branch ops, and marks
+    // exactly the keys that open a range.
+    #[test]
+    fn ops_list_their_keys() {
+        let keys = |op: &Op| -> Vec<(Vec<u8>, bool)> {
+            op.keys()
+                .map(|op_key| (op_key.key.to_vec(), op_key.range_start))
+                .collect()
+        };
+        let single = |key: &str| (key.as_bytes().to_vec(), false);
+        let range_start = |key: &str| (key.as_bytes().to_vec(), true);
+        assert_eq!(keys(&Op::Range(RangeRequest::get(b"a"))), [single("a")]);
+        assert_eq!(
+            keys(&Op::Range(RangeRequest::prefix(b"a"))),
+            [range_start("a")]
+        );
+        assert_eq!(keys(&Op::Put(PutRequest::default())), [single("")]);
+        let delete = DeleteRequest {
+            key: b"d".to_vec(),
+            range_end: b"e".to_vec(),
+            prev_kv: false,
+        };
+        assert_eq!(keys(&Op::Delete(delete)), [range_start("d")]);
+        let append = AppendRequest {
+            key: b"log".to_vec(),
+            value: Vec::new(),
+        };
+        assert_eq!(keys(&Op::Append(append)), [single("log")]);
+        assert_eq!(
+            keys(&sample_command().op),
+            [
+                single("a"),
+                single("b"),
+                single("a"),
+                range_start("a"),
+                range_start("a"),
+                single("z"),
+            ]
+        );
+        assert_eq!(keys(&Op::Txn(TxnRequest::default())), []);
     }
 }

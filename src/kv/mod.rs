@@ -33,7 +33,7 @@ mod store_tests;
 
 pub use command::{
     prefix_end, AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, Op,
-    PutRequest, RangeRequest, TxnOp, TxnRequest, RANGE_END_UNBOUNDED,
+    OpKey, PutRequest, RangeRequest, TxnOp, TxnRequest, RANGE_END_UNBOUNDED,
 };
 pub use limits::{validate, KvError, Limits, LimitsError, SessionError};
 pub use response::{
