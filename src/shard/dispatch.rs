@@ -5,7 +5,7 @@
 use super::gather::Merge;
 use crate::api::{ApiError, ErrorCode};
 use crate::keyspace::group_of;
-use crate::kv::{Op, TxnOp};
+use crate::kv::Op;
 use crate::multiraft::GroupId;
 
 /// Where a request goes.
@@ -47,65 +47,34 @@ pub fn target(op: &Op, scope: Option<GroupId>, groups: u64) -> Result<Target, Ap
     }
 }
 
-/// The one group every key of `op` belongs to; `None` when the keys span groups.
+/// The one group every key of `op` belongs to; `None` when the keys span groups (a key
+/// that starts a range spans every group when there are several).
 fn single_group(op: &Op, groups: u64) -> Option<GroupId> {
-    let mut keys: Vec<&[u8]> = Vec::new();
-    let mut ranged = false;
-    match op {
-        Op::Range(range) => keys.push(&range.key),
-        Op::Put(put) => keys.push(&put.key),
-        Op::Delete(delete) => keys.push(&delete.key),
-        Op::Append(append) => keys.push(&append.key),
-        Op::Txn(txn) => {
-            keys.extend(txn.compares.iter().map(|compare| compare.key.as_slice()));
-            for op in txn.success.iter().chain(&txn.failure) {
-                let (key, range_end): (&[u8], &[u8]) = match op {
-                    TxnOp::Range(range) => (&range.key, &range.range_end),
-                    TxnOp::Put(put) => (&put.key, &[]),
-                    TxnOp::Delete(delete) => (&delete.key, &delete.range_end),
-                    TxnOp::Append(append) => (&append.key, &[]),
-                };
-                keys.push(key);
-                ranged |= !range_end.is_empty();
-            }
-        }
-    }
-    if ranged && groups > 1 {
+    let mut keys = op.keys();
+    let Some(first) = keys.next() else {
+        // A transaction without keys touches nothing: any group serves it alike.
+        return Some(group_of(&[], groups));
+    };
+    if first.range_start && groups > 1 {
         return None;
     }
-    let first = group_of(keys.first().copied().unwrap_or_default(), groups);
-    keys.iter()
-        .all(|key| group_of(key, groups) == first)
-        .then_some(first)
+    let group = group_of(first.key, groups);
+    keys.all(|key| !(key.range_start && groups > 1) && group_of(key.key, groups) == group)
+        .then_some(group)
 }
 
 /// Whether every key `op` names on its own (not as the start of a range) belongs to
 /// `group`: a group-scoped op may range over its group's keys, but a single key of
 /// another group would be a write or read the group does not own.
 fn single_keys_in_group(op: &Op, group: GroupId, groups: u64) -> bool {
-    let in_group = |key: &[u8]| group_of(key, groups) == group;
-    let txn_op_fits = |op: &TxnOp| match op {
-        TxnOp::Range(range) => !range.range_end.is_empty() || in_group(&range.key),
-        TxnOp::Put(put) => in_group(&put.key),
-        TxnOp::Delete(delete) => !delete.range_end.is_empty() || in_group(&delete.key),
-        TxnOp::Append(append) => in_group(&append.key),
-    };
-    match op {
-        Op::Range(range) => !range.range_end.is_empty() || in_group(&range.key),
-        Op::Delete(delete) => !delete.range_end.is_empty() || in_group(&delete.key),
-        Op::Put(put) => in_group(&put.key),
-        Op::Append(append) => in_group(&append.key),
-        Op::Txn(txn) => {
-            txn.compares.iter().all(|compare| in_group(&compare.key))
-                && txn.success.iter().chain(&txn.failure).all(txn_op_fits)
-        }
-    }
+    op.keys()
+        .all(|key| key.range_start || group_of(key.key, groups) == group)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{PutRequest, RangeRequest, TxnRequest};
+    use crate::kv::{PutRequest, RangeRequest, TxnOp, TxnRequest};
 
     fn key_in(group: GroupId, groups: u64) -> Vec<u8> {
         (0..)
