@@ -143,6 +143,16 @@ struct Arguments {
     /// The corekv server executable (default: the release build next to this bench).
     #[arg(long)]
     corekv_binary: Option<PathBuf>,
+    /// A second corekv server executable (say, the build before a change), loaded the
+    /// same way in the same run and reported as `baseline`, with the ratio corekv /
+    /// baseline per phase. Build one with `tools/build-baseline.sh REV`.
+    #[arg(long)]
+    baseline_binary: Option<PathBuf>,
+    /// With a baseline: how many times to load baseline then corekv, one after the
+    /// other, so that both see the machine's changing load alike; each configuration
+    /// reports its best round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The etcd executable.
     #[arg(long, default_value = "etcd")]
     etcd_binary: PathBuf,
@@ -899,6 +909,8 @@ fn spawn_logged(mut command: Command, log: &Path) -> Result<Child, String> {
 
 #[derive(Debug)]
 struct Corekv {
+    /// "corekv", or "baseline" for the build compared against.
+    name: &'static str,
     processes: Processes,
     clients: Vec<Arc<Client>>,
     threads_per_client: usize,
@@ -907,7 +919,7 @@ struct Corekv {
 
 impl System for Corekv {
     fn name(&self) -> &'static str {
-        "corekv"
+        self.name
     }
 
     fn threads_for(&self, clients: usize) -> usize {
@@ -930,8 +942,12 @@ impl System for Corekv {
 
 /// Starts three `corekv server` processes and waits until every group has a leader that
 /// takes writes.
-fn start_corekv(arguments: &Arguments, binary: &Path) -> Result<Corekv, String> {
-    let root = fresh_directory("corekv")?;
+fn start_corekv(
+    arguments: &Arguments,
+    binary: &Path,
+    name: &'static str,
+) -> Result<Corekv, String> {
+    let root = fresh_directory(name)?;
     let shards = arguments.shards as u16;
     let mut next = arguments.base_port;
     let mut addresses = Vec::new();
@@ -1052,6 +1068,7 @@ fn start_corekv(arguments: &Arguments, binary: &Path) -> Result<Corekv, String> 
         clients.push(Arc::new(client));
     }
     Ok(Corekv {
+        name,
         processes,
         clients,
         threads_per_client: arguments.threads_per_sdk_client,
@@ -1491,23 +1508,42 @@ fn main() {
     let mut etcd_ran = false;
 
     if arguments.systems != Systems::Etcd {
-        let binary = corekv_binary(&arguments);
-        println!("corekv binary: {}", binary.display());
-        match start_corekv(&arguments, &binary) {
-            Ok(corekv) => {
+        let mut builds = Vec::new();
+        if let Some(baseline) = &arguments.baseline_binary {
+            builds.push(("baseline", baseline.clone()));
+        }
+        builds.push(("corekv", corekv_binary(&arguments)));
+        let rounds = if builds.len() > 1 {
+            arguments.rounds.max(1)
+        } else {
+            1
+        };
+        for round in 1..=rounds {
+            for (name, binary) in &builds {
                 println!(
-                    "corekv: {} generator thread(s) over {} SDK client(s), {} threads each \
-                     at most",
-                    corekv.generator_threads,
-                    corekv.clients.len(),
-                    corekv.threads_per_client
+                    "{name} binary (round {round} of {rounds}): {}",
+                    binary.display()
                 );
-                results.extend(load(&corekv, &arguments, &value));
+                match start_corekv(&arguments, binary, name) {
+                    Ok(corekv) => {
+                        println!(
+                            "{name}: {} generator thread(s) over {} SDK client(s), {} threads \
+                             each at most",
+                            corekv.generator_threads,
+                            corekv.clients.len(),
+                            corekv.threads_per_client
+                        );
+                        results.extend(load(&corekv, &arguments, &value));
+                    }
+                    Err(error) => {
+                        println!("{name}: could not start: {error}");
+                        failed = true;
+                    }
+                }
             }
-            Err(error) => {
-                println!("corekv: could not start: {error}");
-                failed = true;
-            }
+        }
+        if rounds > 1 {
+            results = best_rounds(results);
         }
     }
     if arguments.systems != Systems::Corekv {
@@ -1539,41 +1575,71 @@ fn main() {
     for result in &results {
         print_result(result);
     }
+    if arguments.baseline_binary.is_some() {
+        print_ratios(&results, "baseline");
+    }
     if etcd_ran {
-        println!();
-        println!("corekv / etcd");
-        println!(
-            "{:>7} {:<9} {:>10} {:>10} {:>10}",
-            "clients", "phase", "ops/s", "p50", "p99"
-        );
-        for corekv in results.iter().filter(|result| result.system == "corekv") {
-            let Some(etcd) = results.iter().find(|result| {
-                result.system == "etcd"
-                    && result.clients == corekv.clients
-                    && result.phase == corekv.phase
-            }) else {
-                continue;
-            };
-            let ratio = |ours: f64, theirs: f64| {
-                if theirs > 0.0 {
-                    format!("{:.2}x", ours / theirs)
-                } else {
-                    "-".to_string()
-                }
-            };
-            println!(
-                "{:>7} {:<9} {:>10} {:>10} {:>10}",
-                corekv.clients,
-                corekv.phase,
-                ratio(corekv.ops_per_second, etcd.ops_per_second),
-                ratio(corekv.latency_us.0 as f64, etcd.latency_us.0 as f64),
-                ratio(corekv.latency_us.1 as f64, etcd.latency_us.1 as f64),
-            );
-        }
+        print_ratios(&results, "etcd");
     }
     print_goals(&results);
     if failed {
         std::process::exit(1);
+    }
+}
+
+/// Keeps, per system, client count and phase, the round with the most operations per
+/// second (and its latencies, errors and CPU).
+fn best_rounds(results: Vec<PhaseResult>) -> Vec<PhaseResult> {
+    let mut best: Vec<PhaseResult> = Vec::new();
+    for result in results {
+        let same = best.iter_mut().find(|kept| {
+            kept.system == result.system
+                && kept.clients == result.clients
+                && kept.phase == result.phase
+        });
+        match same {
+            Some(kept) if kept.ops_per_second >= result.ops_per_second => {}
+            Some(kept) => *kept = result,
+            None => best.push(result),
+        }
+    }
+    best
+}
+
+/// The ratios corekv / `reference` per client count and phase: ops/s (above 1: corekv
+/// is faster), latency and servers' CPU per operation (below 1: corekv is cheaper).
+fn print_ratios(results: &[PhaseResult], reference: &str) {
+    println!();
+    println!("corekv / {reference}");
+    println!(
+        "{:>7} {:<9} {:>10} {:>10} {:>10} {:>12}",
+        "clients", "phase", "ops/s", "p50", "p99", "srv cpu/op"
+    );
+    let ratio = |ours: f64, theirs: f64| {
+        if theirs > 0.0 && ours.is_finite() && theirs.is_finite() {
+            format!("{:.3}x", ours / theirs)
+        } else {
+            "-".to_string()
+        }
+    };
+    let cpu_per_op = |result: &PhaseResult| result.server_cores / result.ops_per_second.max(1e-9);
+    for corekv in results.iter().filter(|result| result.system == "corekv") {
+        let Some(other) = results.iter().find(|result| {
+            result.system == reference
+                && result.clients == corekv.clients
+                && result.phase == corekv.phase
+        }) else {
+            continue;
+        };
+        println!(
+            "{:>7} {:<9} {:>10} {:>10} {:>10} {:>12}",
+            corekv.clients,
+            corekv.phase,
+            ratio(corekv.ops_per_second, other.ops_per_second),
+            ratio(corekv.latency_us.0 as f64, other.latency_us.0 as f64),
+            ratio(corekv.latency_us.1 as f64, other.latency_us.1 as f64),
+            ratio(cpu_per_op(corekv), cpu_per_op(other)),
+        );
     }
 }
 
