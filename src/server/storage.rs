@@ -43,7 +43,7 @@ pub fn wal_records(records: Vec<StorageRecord>) -> Vec<Record> {
             group_id: record.group,
             kind: match record.kind {
                 StorageRecordKind::Entries(entries) => RecordKind::Entries {
-                    entries: entries.iter().map(to_wal_entry).collect(),
+                    entries: entries.into_iter().map(to_wal_entry).collect(),
                 },
                 StorageRecordKind::HardState(hard) => RecordKind::HardState(wal::HardState {
                     term: hard.term,
@@ -127,7 +127,7 @@ pub fn submissions(
     out
 }
 
-fn to_wal_entry(entry: &raft::Entry) -> wal::Entry {
+fn to_wal_entry(entry: raft::Entry) -> wal::Entry {
     wal::Entry {
         index: entry.index,
         term: entry.term,
@@ -135,7 +135,7 @@ fn to_wal_entry(entry: &raft::Entry) -> wal::Entry {
             EntryKind::Normal => ENTRY_KIND_NORMAL,
             EntryKind::ConfChange => ENTRY_KIND_CONF_CHANGE,
         },
-        payload: entry.data.clone(),
+        payload: entry.data,
     }
 }
 

@@ -475,11 +475,16 @@ impl ShardCore {
             // Compactions whose snapshot files became durable go first: they are older
             // than anything this turn resets.
             let mut records = self.snapshots.take_compactions();
-            records.extend(storage::records_for(&ready.writes));
+            storage::records_for(ready.writes, &mut records);
             for taken in ready.snapshots {
                 self.snapshots.queue(taken.group, taken.snapshot);
             }
-            self.out.messages.extend(ready.messages);
+            if self.out.messages.is_empty() {
+                // The common case: nothing released since the last turn; no copy.
+                self.out.messages = ready.messages;
+            } else {
+                self.out.messages.extend(ready.messages);
+            }
             for (request, reply) in ready.replies {
                 self.on_raft_reply(request, reply);
             }

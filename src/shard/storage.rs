@@ -70,10 +70,10 @@ pub enum StorageError {
     EntriesOutOfOrder { group: GroupId, after: u64 },
 }
 
-/// The records for one turn's Raft writes, in order: per group a log reset when a
-/// snapshot replaced the log, then entries, then the hard state.
-pub fn records_for(writes: &[GroupWrite]) -> Vec<StorageRecord> {
-    let mut records = Vec::with_capacity(writes.len() * 2);
+/// Appends the records for one turn's Raft writes to `records`, in order: per group a log
+/// reset when a snapshot replaced the log, then entries, then the hard state.
+pub fn records_for(writes: Vec<GroupWrite>, records: &mut Vec<StorageRecord>) {
+    records.reserve(writes.len() * 2);
     for write in writes {
         if let Some(snapshot) = &write.snapshot {
             records.push(StorageRecord {
@@ -87,7 +87,7 @@ pub fn records_for(writes: &[GroupWrite]) -> Vec<StorageRecord> {
         if !write.entries.is_empty() {
             records.push(StorageRecord {
                 group: write.group,
-                kind: StorageRecordKind::Entries(write.entries.clone()),
+                kind: StorageRecordKind::Entries(write.entries),
             });
         }
         if let Some(hard) = write.hard_state {
@@ -97,7 +97,6 @@ pub fn records_for(writes: &[GroupWrite]) -> Vec<StorageRecord> {
             });
         }
     }
-    records
 }
 
 /// The data of a group's snapshot file: magic u32, version u16, voter count u32, voters
@@ -334,7 +333,8 @@ mod tests {
                 commit: 6,
             }),
         };
-        let records = records_for(&[write]);
+        let mut records = Vec::new();
+        records_for(vec![write], &mut records);
         assert!(matches!(
             records[0].kind,
             StorageRecordKind::LogReset { index: 5, term: 2 }
