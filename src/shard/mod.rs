@@ -261,6 +261,11 @@ impl ShardCore {
         }
     }
 
+    /// One Raft message for `group` from a peer.
+    pub fn on_peer_message(&mut self, group: GroupId, message: Message) {
+        self.raft.step(group, message);
+    }
+
     /// A message from another shard of this node.
     pub fn on_mesh(&mut self, message: MeshMessage) {
         let origin = Origin::Mesh {

@@ -83,7 +83,9 @@ pub enum SendOutcome {
 #[derive(Debug)]
 pub struct Network {
     /// By (delivery step, send order): a deterministic order for equal steps.
-    queue: BTreeMap<(u64, u64), Envelope>,
+    /// Boxed: an envelope is a few hundred bytes, and the map moves its neighbours on
+    /// every insert and removal.
+    queue: BTreeMap<(u64, u64), Box<Envelope>>,
     sent: u64,
     /// `cut[from][to]` (node indexes): the link drops everything.
     cut: [[bool; NODES_MAX]; NODES_MAX],
@@ -110,7 +112,7 @@ impl Network {
 
     fn enqueue(&mut self, at: u64, envelope: Envelope) {
         self.sent += 1;
-        self.queue.insert((at, self.sent), envelope);
+        self.queue.insert((at, self.sent), Box::new(envelope));
     }
 
     /// Sends a message between nodes: it may be lost, delayed, or duplicated.
@@ -171,7 +173,7 @@ impl Network {
         if entry.key().0 > now {
             return None;
         }
-        Some(entry.remove())
+        Some(*entry.remove())
     }
 
     pub fn in_flight(&self) -> usize {

@@ -267,6 +267,31 @@ fn send_messages(
     }
 }
 
+/// Checks one group of one core for a (new) leader.
+fn observe_group(
+    invariants: &mut Invariants,
+    trace: &mut Trace,
+    now: u64,
+    node: NodeId,
+    group: GroupId,
+    core: &ShardCore,
+) -> Result<(), Violation> {
+    let Some(raft) = core.groups().raft(group) else {
+        return Ok(());
+    };
+    if invariants.observe(node, group, raft)? {
+        trace.record(
+            now,
+            Event::BecameLeader {
+                node,
+                group,
+                term: raft.term(),
+            },
+        );
+    }
+    Ok(())
+}
+
 /// Checks every group of one core for a (new) leader.
 fn observe_core(
     invariants: &mut Invariants,
@@ -781,8 +806,8 @@ impl World {
                 );
                 let cores = slot.cores.as_mut().expect("checked above");
                 let core = &mut cores[shard_of(group, shards) as usize];
-                core.on_peer_messages(vec![(group, message)]);
-                observe_core(&mut self.invariants, &mut self.trace, now, to, core)
+                core.on_peer_message(group, message);
+                observe_group(&mut self.invariants, &mut self.trace, now, to, group, core)
             }
             Envelope::Request {
                 client,
@@ -891,11 +916,11 @@ impl World {
             }
             if let Some(sequence) = durable {
                 core.on_persisted(sequence);
+                observe_core(&mut self.invariants, &mut self.trace, now, slot.id, core)?;
             }
             if let Some((group, snapshot_index, term)) = disk.finish_file(now) {
                 core.on_snapshot_written(group, snapshot_index, term);
             }
-            observe_core(&mut self.invariants, &mut self.trace, now, slot.id, core)?;
         }
         Ok(())
     }
