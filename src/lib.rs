@@ -7,6 +7,7 @@
 //!
 //! | module      | owns                                                           | I/O |
 //! |-------------|----------------------------------------------------------------|-----|
+//! | [`testing`] | the seed of every randomized test, from `COREKV_TEST_SEED`     | yes |
 //! | [`proto`]   | FlatBuffers code generated from `schema/` (wire and disk)      | no  |
 //! | [`frame`]   | length-prefixed, crc32-checked frames with a hard size limit   | no  |
 //! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
@@ -43,5 +44,6 @@ pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod shard;
+pub mod testing;
 pub mod transport;
 pub mod wal;

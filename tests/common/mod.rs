@@ -469,19 +469,10 @@ impl TestCluster {
 }
 
 /// The seed of a randomized test: `COREKV_TEST_SEED` when set (to replay a failure),
-/// else taken from the clock. Tests print it.
-pub fn test_seed() -> u64 {
-    match std::env::var("COREKV_TEST_SEED") {
-        Ok(text) => text.parse().expect("COREKV_TEST_SEED is a number"),
-        Err(_) => {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-                | 1
-        }
-    }
-}
+/// else taken from the clock. Tests print it. (Not every test binary that includes this
+/// module is randomized, hence the allow.)
+#[allow(unused_imports)]
+pub use corekv::testing::test_seed;
 
 /// Client options for tests: the default retries, a deadline long enough for an election
 /// on a busy machine.
