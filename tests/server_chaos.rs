@@ -1,5 +1,5 @@
 //! Harder faults on real `corekv server` processes: repeated SIGKILLs of random nodes and
-//! of the whole cluster while writers and a reader run, and a leader frozen with SIGSTOP
+//! of the whole cluster while clients write and read, and a leader frozen with SIGSTOP
 //! that must not serve a stale linearizable read when it wakes up. Every operation is
 //! recorded and the history checked for linearizability.
 //!
@@ -10,33 +10,30 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::history::{assert_final_value, Recorder};
+use common::history::Recorder;
+use common::workload::{spawn_put_get_clients, OwnedKeys};
 use common::{wait_for, RawGet, RawReadError, TestCluster, SMALL_SEGMENT_ARGS};
 use corekv::check::{ClientId, Input};
 use corekv::client::{Client, ClientOptions};
 use corekv::keyspace::group_of;
 use corekv::raft::rng::SeededRng;
 
-/// Writer threads of the crash test; each owns its own keys.
-const WRITERS: u64 = 3;
-/// Keys per writer, overwritten in turn.
-const KEYS_PER_WRITER: u64 = 16;
+/// The crash test's keys: each of its client threads writes its own, and reads those
+/// of the next.
+const CRASH_KEYS: OwnedKeys = OwnedKeys {
+    prefix: "c/",
+    writers: 3,
+    keys_per_writer: 16,
+};
 /// Single-node crashes before the whole cluster is killed.
 const CRASH_ROUNDS: u64 = 3;
 /// Acknowledged puts to wait for between two faults.
 const PUTS_BETWEEN_FAULTS: u64 = 40;
-/// The history's client ids of the crash test's reader threads (the writers are
-/// `0..WRITERS`).
-const READER: ClientId = ClientId(WRITERS);
-const FINAL_READER: ClientId = ClientId(WRITERS + 1);
-
-/// The key `index` of `writer`.
-fn crash_key(writer: u64, index: u64) -> String {
-    format!("c/{writer}/{index:02}")
-}
+/// The history's client id of the final reads (the client threads are
+/// `0..CRASH_KEYS.writers`).
+const FINAL_READER: ClientId = ClientId(CRASH_KEYS.writers);
 
 fn wait_for_puts(recorder: &Recorder, more: u64, what: &str) {
     let before = recorder.counts().writes_completed;
@@ -45,9 +42,10 @@ fn wait_for_puts(recorder: &Recorder, more: u64, what: &str) {
     });
 }
 
-// Random nodes killed with SIGKILL one at a time, then all at once, while writers and a
-// reader run: the history of every put and get is linearizable, every acknowledged write
-// survives and every replica ends with the same data.
+// Random nodes killed with SIGKILL one at a time, then all at once, while clients write
+// their own keys and read each other's: the history of every put and get is
+// linearizable, every acknowledged write survives and every replica ends with the same
+// data.
 #[test]
 fn repeated_crashes_under_load_lose_nothing() {
     let seed = common::test_seed();
@@ -66,36 +64,7 @@ fn repeated_crashes_under_load_lose_nothing() {
     let client = Arc::new(cluster.client());
     let recorder = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads: Vec<_> = (0..WRITERS)
-        .map(|writer| {
-            let (client, recorder, stop) = (client.clone(), recorder.clone(), stop.clone());
-            thread::spawn(move || {
-                let mut counter = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    counter += 1;
-                    let key = crash_key(writer, counter % KEYS_PER_WRITER);
-                    // Fixed width, so no value is a prefix of another, which keeps the
-                    // checker's search small.
-                    let value = format!("{writer}-{counter:08}");
-                    // Every outcome is recorded; an error only ends this put.
-                    let _ = recorder.put(&client, ClientId(writer), &key, &value);
-                }
-            })
-        })
-        .collect();
-    // The reader goes round every key with linearizable gets, so reads overlap the
-    // writes and the faults.
-    threads.push({
-        let (client, recorder, stop) = (client.clone(), recorder.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut index = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = crash_key(index % WRITERS, (index / WRITERS) % KEYS_PER_WRITER);
-                let _ = recorder.get(&client, READER, &key);
-                index += 1;
-            }
-        })
-    });
+    let threads = spawn_put_get_clients(&client, &recorder, CRASH_KEYS, &stop);
 
     wait_for_puts(&recorder, PUTS_BETWEEN_FAULTS, "the first puts");
     for round in 0..CRASH_ROUNDS {
@@ -128,24 +97,10 @@ fn repeated_crashes_under_load_lose_nothing() {
     let during = recorder.counts();
     assert!(
         during.reads_completed > 0,
-        "the reader read nothing while the faults ran; {replay}"
+        "no read succeeded while the faults ran; {replay}"
     );
-
-    let mut final_values = Vec::new();
-    for writer in 0..WRITERS {
-        for index in 0..KEYS_PER_WRITER {
-            let key = crash_key(writer, index);
-            let value = recorder
-                .get(&client, FINAL_READER, &key)
-                .unwrap_or_else(|error| panic!("get {key}: {error}"));
-            final_values.push((key, value));
-        }
-    }
+    let final_values = recorder.read_final_values(&client, FINAL_READER, &CRASH_KEYS.all());
     recorder.assert_linearizable(&replay);
-    let history = recorder.history();
-    for (key, value) in &final_values {
-        assert_final_value(&history, key.as_bytes(), value.as_deref());
-    }
     for id in 1..=3 {
         cluster.wait_for_catch_up(id);
         for (key, value) in &final_values {

@@ -264,6 +264,31 @@ impl Recorder {
         }
     }
 
+    /// Reads every one of `keys` through `sdk` once all writes have ended, recorded as
+    /// `client`'s, and checks each value with [`assert_final_value`]; returns what was
+    /// read.
+    pub fn read_final_values(
+        &self,
+        sdk: &Client,
+        client: ClientId,
+        keys: &[String],
+    ) -> Vec<(String, Option<Vec<u8>>)> {
+        let read: Vec<(String, Option<Vec<u8>>)> = keys
+            .iter()
+            .map(|key| {
+                let value = self
+                    .get(sdk, client, key)
+                    .unwrap_or_else(|error| panic!("get {key}: {error}"));
+                (key.clone(), value)
+            })
+            .collect();
+        let history = self.history();
+        for (key, value) in &read {
+            assert_final_value(&history, key.as_bytes(), value.as_deref());
+        }
+        read
+    }
+
     pub fn counts(&self) -> Counts {
         self.lock().counts
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
