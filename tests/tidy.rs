@@ -569,19 +569,29 @@ fn exemptions_are_still_needed() {
     }
 }
 
+/// What `rule` finds in `files` (but for the randomness exemptions and `skip`).
+fn randomness_findings(
+    root: &Path,
+    files: Vec<PathBuf>,
+    skip: &str,
+    rule: fn(&str, &str) -> Vec<String>,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in files {
+        let relative = relative_to(root, &path);
+        if relative != skip && !randomness_exempt(&relative) {
+            found.extend(rule(&relative, &read(root, &relative)));
+        }
+    }
+    found
+}
+
 // Every randomized test takes its seed from COREKV_TEST_SEED: no other seed variable is
 // named in the crate, its tests, benches, tools or docs.
 #[test]
 fn randomized_tests_take_one_seed_variable() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut found = Vec::new();
-    for path in seed_scan_files(root) {
-        let relative = relative_to(root, &path);
-        if randomness_exempt(&relative) {
-            continue;
-        }
-        found.extend(seed_variables(&relative, &read(root, &relative)));
-    }
+    let found = randomness_findings(root, seed_scan_files(root), "", seed_variables);
     assert!(
         found.is_empty(),
         "randomized tests take their seed from {SEED_VARIABLE} (corekv::testing):\n{}",
@@ -594,16 +604,11 @@ fn randomized_tests_take_one_seed_variable() {
 #[test]
 fn randomized_tests_draw_from_one_generator() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut found = Vec::new();
-    for folder in ["src", "tests"] {
-        for path in files_under(&root.join(folder), &["rs"]) {
-            let relative = relative_to(root, &path);
-            if relative == GENERATOR_FILE || randomness_exempt(&relative) {
-                continue;
-            }
-            found.extend(generator_copies(&relative, &read(root, &relative)));
-        }
-    }
+    let files = ["src", "tests"]
+        .iter()
+        .flat_map(|folder| files_under(&root.join(folder), &["rs"]))
+        .collect();
+    let found = randomness_findings(root, files, GENERATOR_FILE, generator_copies);
     assert!(
         found.is_empty(),
         "randomized tests draw from SeededRng:\n{}",
