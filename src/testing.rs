@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The one environment variable that sets the seed of a randomized test.
 pub const TEST_SEED_VARIABLE: &str = "COREKV_TEST_SEED";
-/// Sets how many cases [`run_seeded_cases`] runs.
+/// Sets how many cases a test that runs many seeded cases runs ([`test_cases_or`]).
 pub const TEST_CASES_VARIABLE: &str = "COREKV_TEST_CASES";
 
 /// The seed `COREKV_TEST_SEED` sets, if it is set. A value that is not a number fails the
@@ -46,6 +46,12 @@ pub fn test_seed_or(default: u64) -> u64 {
     test_seed_from_env().unwrap_or(default)
 }
 
+/// How many cases a test that runs many seeded cases runs: `COREKV_TEST_CASES` when set,
+/// else `default`.
+pub fn test_cases_or(default: u64) -> u64 {
+    number_from_env(TEST_CASES_VARIABLE).unwrap_or(default)
+}
+
 /// Runs `case` once per seed: `COREKV_TEST_CASES` times (else `cases_default`), case `k`
 /// with the seed `first + k`, where `first` is [`test_seed_or`]`(first_default)`. A failing
 /// case prints its seed and the command that replays it alone:
@@ -57,7 +63,7 @@ pub fn run_seeded_cases(
     mut case: impl FnMut(u64),
 ) {
     let first = test_seed_or(first_default);
-    let cases = number_from_env(TEST_CASES_VARIABLE).unwrap_or(cases_default);
+    let cases = test_cases_or(cases_default);
     for number in 0..cases {
         let seed = first.wrapping_add(number);
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| case(seed))) {
