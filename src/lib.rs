@@ -7,6 +7,7 @@
 //!
 //! | module      | owns                                                           | I/O |
 //! |-------------|----------------------------------------------------------------|-----|
+//! | [`testing`] | the seed of every randomized test, from `COREKV_TEST_SEED`     | yes |
 //! | [`proto`]   | FlatBuffers code generated from `schema/` (wire and disk)      | no  |
 //! | [`frame`]   | length-prefixed, crc32-checked frames with a hard size limit   | no  |
 //! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
@@ -23,12 +24,12 @@
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
 //!
-//! `raft`, `kv`, `multiraft`, `shard`, `api`, `proto`, `frame`, `codec` and `check` never
-//! touch the clock, the filesystem, sockets or glommio: time arrives as ticks (carrying
-//! `now`), randomness as a seeded generator, and I/O as data handed in and out. That is
-//! what lets one process simulate a whole cluster, shard cores included,
-//! deterministically; `tests/tidy.rs` keeps it true. `server` is the glommio driver of
-//! `shard`.
+//! `raft`, `kv`, `multiraft`, `shard`, `check`, `proto`, `frame`, `codec`, `keyspace` and
+//! `api` never touch the clock, the filesystem, sockets, threads, the environment or
+//! glommio, nor the modules that do: time arrives as ticks (carrying `now`), randomness
+//! as a seeded generator, and I/O as data handed in and out. That is what lets one
+//! process simulate a whole cluster, shard cores included, deterministically;
+//! `tests/tidy.rs` keeps it true. `server` is the glommio driver of `shard`.
 
 pub mod api;
 pub mod check;
@@ -43,5 +44,6 @@ pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod shard;
+pub mod testing;
 pub mod transport;
 pub mod wal;

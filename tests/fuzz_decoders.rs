@@ -3,15 +3,15 @@
 //! and with valid frames and payloads that were bit-flipped, overwritten or truncated:
 //! none of it may panic, and every valid frame must come back exactly as it was sent.
 //!
-//! Seeded and replayable: every run prints its seed; each case draws from a generator
-//! derived from (seed, case number), so one failing case replays alone with
-//! `COREKV_FUZZ_SEED=<seed> COREKV_FUZZ_ONLY_CASE=<case> cargo test --test fuzz_decoders`.
+//! Seeded and replayable: every run prints its seed (`COREKV_TEST_SEED` when set, else
+//! from the clock); each case draws from a generator derived from (seed, case number), so
+//! one failing case replays alone with
+//! `COREKV_TEST_SEED=<seed> COREKV_FUZZ_ONLY_CASE=<case> cargo test --test fuzz_decoders`.
 //! `COREKV_FUZZ_CASES` changes the number of cases (by default 100,000 mutated inputs and
 //! 10,000 valid round trips).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use corekv::api;
 use corekv::codec::{self, PeerBatch};
@@ -106,14 +106,9 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// The run's seed: `COREKV_FUZZ_SEED`, or the clock when it is not set.
+/// The run's seed: `COREKV_TEST_SEED`, or the clock when it is not set.
 fn run_seed() -> u64 {
-    env_u64("COREKV_FUZZ_SEED").unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos() as u64
-    })
+    corekv::testing::test_seed()
 }
 
 /// Runs `case` for every case number with its own generator, printing what replays a
@@ -122,7 +117,7 @@ fn run_cases(test: &str, seed: u64, cases_default: u64, mut case: impl FnMut(&mu
     let cases = env_u64("COREKV_FUZZ_CASES").unwrap_or(cases_default);
     let only_case = env_u64("COREKV_FUZZ_ONLY_CASE");
     println!(
-        "{test}: seed {seed}, {cases} cases; replay: COREKV_FUZZ_SEED={seed} \
+        "{test}: seed {seed}, {cases} cases; replay: COREKV_TEST_SEED={seed} \
          cargo test --test fuzz_decoders {test}"
     );
     let numbers: Box<dyn Iterator<Item = u64>> = match only_case {
@@ -134,7 +129,7 @@ fn run_cases(test: &str, seed: u64, cases_default: u64, mut case: impl FnMut(&mu
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| case(&mut rng)));
         if let Err(payload) = outcome {
             eprintln!(
-                "{test}: case {number} failed; replay it alone: COREKV_FUZZ_SEED={seed} \
+                "{test}: case {number} failed; replay it alone: COREKV_TEST_SEED={seed} \
                  COREKV_FUZZ_ONLY_CASE={number} cargo test --test fuzz_decoders {test}"
             );
             panic::resume_unwind(payload);

@@ -4,7 +4,7 @@
 //!
 //! Every wait polls a condition against a deadline and fails naming what it waited
 //! for. The garbage test draws random bytes from a seed it prints; replay it with
-//! `COREKV_TRANSPORT_SEED=<seed> cargo test --test transport`.
+//! `COREKV_TEST_SEED=<seed> cargo test --test transport garbage`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,10 +14,11 @@ use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use corekv::codec::{self, PeerBatch};
 use corekv::frame;
+use corekv::raft::rng::SeededRng;
 use corekv::raft::{Entry, EntryKind, Message, MessageKind, NodeId};
 use corekv::transport::{Health, InboundRejection, Transport, TransportConfig, TransportStats};
 use glommio::channels::local_channel::LocalReceiver;
@@ -395,18 +396,10 @@ fn batch_bytes(cluster_id: u64, from_node: NodeId, to_shard: u32, to: NodeId) ->
     }))
 }
 
-/// SplitMix64, for the random bytes.
+/// `length` bytes from the crate's generator seeded with `seed`.
 fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed;
-    (0..length)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
+    let mut random = SeededRng::new(seed);
+    (0..length).map(|_| random.next_u64() as u8).collect()
 }
 
 /// Sends `bytes` from a raw client (closing its sending side when `then_close`), and
@@ -438,16 +431,10 @@ fn send_raw_and_expect_close(address: SocketAddr, bytes: &[u8], then_close: bool
 // messages keep arriving in order.
 #[test]
 fn garbage_closes_only_its_connection() {
-    let seed = std::env::var("COREKV_TRANSPORT_SEED")
-        .ok()
-        .map(|seed| seed.parse().expect("COREKV_TRANSPORT_SEED is a number"))
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-        });
-    println!("garbage test seed {seed}; replay: COREKV_TRANSPORT_SEED={seed} cargo test --test transport garbage");
+    let seed = corekv::testing::test_seed();
+    println!(
+        "garbage test seed {seed}; replay: COREKV_TEST_SEED={seed} cargo test --test transport garbage"
+    );
     const FRAME_BYTES_MAX: usize = 64 << 10;
     let address_1 = free_address();
     let address_2 = free_address();

@@ -17,6 +17,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use corekv::raft::rng::SeededRng;
+use corekv::testing::{test_seed, test_seed_from_env, TEST_SEED_VARIABLE};
 use corekv::wal::record::{decode_batch_header, BLOCK_BYTES};
 use corekv::wal::segment::{list_segments, wal_directory};
 use corekv::wal::snapshot_file::{self, Snapshot};
@@ -27,9 +29,7 @@ use glommio::LocalExecutorBuilder;
 
 const CHILD_DIRECTORY: &str = "COREKV_WAL_CRASH_CHILD";
 const CHILD_GENERATION: &str = "COREKV_WAL_CRASH_GENERATION";
-const CHILD_SEED: &str = "COREKV_WAL_CRASH_CHILD_SEED";
 const CHILD_FATAL: &str = "COREKV_WAL_CRASH_FATAL";
-const SEED_VARIABLE: &str = "COREKV_WAL_CRASH_SEED";
 const ITERATIONS_VARIABLE: &str = "COREKV_WAL_CRASH_ITERATIONS";
 /// Kills per CI run; `tools/wal-crash.sh` sets more.
 const DEFAULT_ITERATIONS: u64 = 40;
@@ -52,19 +52,16 @@ fn config() -> WalConfig {
     }
 }
 
-/// xorshift64*: small, seedable, replayable.
-struct Random(u64);
+/// The crate's SplitMix64 generator with the draws this test needs.
+struct Random(SeededRng);
 
 impl Random {
     fn new(seed: u64) -> Self {
-        Random(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Random(SeededRng::new(seed))
     }
 
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
 
     fn below(&mut self, bound: u64) -> u64 {
@@ -128,10 +125,8 @@ fn child_main(directory: PathBuf) -> ! {
         .ok()
         .and_then(|text| text.parse().ok())
         .expect("generation");
-    let seed: u64 = env::var(CHILD_SEED)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .expect("seed");
+    // The parent hands each child its own seed in the one seed variable.
+    let seed = test_seed_from_env().expect("the parent sets the child's seed");
     let outcome = LocalExecutorBuilder::default()
         .preempt_timer(corekv::server::EXECUTOR_PREEMPT_TIMER)
         .spawn(move || async move { child_run(directory, generation, seed).await })
@@ -503,7 +498,7 @@ fn run_child(directory: &Path, generation: u64, seed: u64, random: &mut Random) 
         .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIRECTORY, directory)
         .env(CHILD_GENERATION, generation.to_string())
-        .env(CHILD_SEED, seed.to_string())
+        .env(TEST_SEED_VARIABLE, seed.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -680,19 +675,12 @@ fn kill_nine_never_loses_acknowledged_records() {
     if env::var(CHILD_FATAL).is_ok() {
         return;
     }
-    let seed = env::var(SEED_VARIABLE)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |elapsed| elapsed.as_nanos() as u64)
-        });
+    let seed = test_seed();
     let iterations = env::var(ITERATIONS_VARIABLE)
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(DEFAULT_ITERATIONS);
-    let replay = format!("{SEED_VARIABLE}={seed} {ITERATIONS_VARIABLE}={iterations} cargo test --release --test wal_crash");
+    let replay = format!("{TEST_SEED_VARIABLE}={seed} {ITERATIONS_VARIABLE}={iterations} cargo test --release --test wal_crash");
     println!("wal_crash: seed {seed}, {iterations} kills; replay with: {replay}");
     let mut random = Random::new(seed);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wal-crash-{seed}"));

@@ -11,6 +11,6 @@ cd "$(dirname "$0")/.."
 iterations="${1:-500}"
 export COREKV_WAL_CRASH_ITERATIONS="$iterations"
 if [[ $# -ge 2 ]]; then
-    export COREKV_WAL_CRASH_SEED="$2"
+    export COREKV_TEST_SEED="$2"
 fi
 exec cargo test --release --test wal_crash -- --nocapture kill_nine_never_loses_acknowledged_records

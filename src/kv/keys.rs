@@ -282,14 +282,10 @@ mod tests {
     #[test]
     fn hash_index_agrees_with_an_ordered_map() {
         let alphabet = b"ab\0\xff";
-        for seed in 0..100u64 {
-            let mut random = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-            let mut next = |bound: u64| {
-                random ^= random << 13;
-                random ^= random >> 7;
-                random ^= random << 17;
-                random % bound
-            };
+        let replay = "cargo test --lib kv::keys::tests::hash_index_agrees_with_an_ordered_map";
+        crate::testing::run_seeded_cases(replay, 0, 100, |seed| {
+            let mut random = crate::raft::rng::SeededRng::new(seed);
+            let mut next = |bound: u64| random.range(0, bound);
             let mut keys = Keys::default();
             let mut model = std::collections::BTreeMap::new();
             for step in 0..400u64 {
@@ -330,7 +326,7 @@ mod tests {
             let expected: Vec<(&Vec<u8>, &Entry)> = model.iter().collect();
             assert_eq!(all, expected, "seed {seed}");
             assert_eq!(keys.last_key(), model.keys().next_back().map(Vec::as_slice));
-        }
+        });
     }
 
     // Equal contents are equal whatever the hash seeds, and differing entries are not.

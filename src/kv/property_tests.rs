@@ -2,11 +2,10 @@
 //! from, every command and outcome survives its encoding, and no input bytes make the
 //! decoders, the restore or apply panic.
 //!
-//! Each case runs from a seed. A failing case prints its seed and the command that
-//! replays it alone (`KV_SEED=<seed>`); `KV_CASES=<n>` changes how many cases run and
-//! `KV_SEED_BASE=<n>` explores other seeds.
-
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+//! Each case runs from a seed (`crate::testing::run_seeded_cases`). A failing case prints
+//! its seed and the command that replays it alone
+//! (`COREKV_TEST_SEED=<seed> COREKV_TEST_CASES=1`); `COREKV_TEST_CASES=<n>` changes how
+//! many cases run and `COREKV_TEST_SEED=<n>` explores other seeds.
 
 use super::response::outcome_encoded_len;
 use super::*;
@@ -14,7 +13,7 @@ use crate::raft::rng::SeededRng;
 
 /// Default number of cases of each test; small enough for a debug build.
 const CASES_DEFAULT: u64 = 200;
-/// The seed cases derive from unless `KV_SEED_BASE` says otherwise.
+/// The seed of the first case unless `COREKV_TEST_SEED` says otherwise.
 const SEED_BASE_DEFAULT: u64 = 0x6b76_5eed;
 /// Commands applied in one case of the snapshot test.
 const COMMANDS_PER_CASE_MAX: u64 = 160;
@@ -51,32 +50,14 @@ impl Rng {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    Some(
-        text.parse()
-            .unwrap_or_else(|_| panic!("{name} must be an unsigned integer")),
-    )
-}
-
 /// Runs `case` once per seed; on failure prints the seed and how to replay it.
 fn run_cases(test_name: &str, case: impl Fn(u64)) {
-    if let Some(seed) = env_u64("KV_SEED") {
-        case(seed);
-        return;
-    }
-    let cases = env_u64("KV_CASES").unwrap_or(CASES_DEFAULT);
-    let mut seeds = Rng::new(env_u64("KV_SEED_BASE").unwrap_or(SEED_BASE_DEFAULT));
-    for _ in 0..cases {
-        let seed = seeds.next();
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| case(seed))) {
-            eprintln!(
-                "{test_name} failed with seed {seed}; replay with: \
-                 KV_SEED={seed} cargo test --lib kv::property_tests::{test_name}"
-            );
-            resume_unwind(panic);
-        }
-    }
+    crate::testing::run_seeded_cases(
+        &format!("cargo test --lib kv::property_tests::{test_name}"),
+        SEED_BASE_DEFAULT,
+        CASES_DEFAULT,
+        case,
+    );
 }
 
 /// Limits small enough for random commands to hit every bound.

@@ -395,15 +395,7 @@ mod tests {
 
     use super::*;
     use crate::kv::response::{encode_outcome, AppendResponse, OpResponse, Response};
-
-    /// splitmix64, for a seeded random walk.
-    fn next_random(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = *state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^ (mixed >> 31)
-    }
+    use crate::raft::rng::SeededRng;
 
     /// The eviction rule written as plainly as possible: client id to (last index, bytes);
     /// evict the lowest last index other than the kept client while over a bound.
@@ -445,20 +437,21 @@ mod tests {
     // table stays consistent, and a table rebuilt from its sessions equals it.
     #[test]
     fn eviction_matches_the_plain_rule() {
-        for seed in 0..200u64 {
-            let mut random = seed;
+        let replay = "cargo test --lib kv::session::tests::eviction_matches_the_plain_rule";
+        crate::testing::run_seeded_cases(replay, 0, 200, |seed| {
+            let mut random = SeededRng::new(seed);
             let limits = Limits {
-                sessions_max: 1 + next_random(&mut random) % 8,
-                session_cache_bytes_max: 40 + next_random(&mut random) % 200,
+                sessions_max: 1 + random.next_u64() % 8,
+                session_cache_bytes_max: 40 + random.next_u64() % 200,
                 ..Limits::default()
             };
             let mut sessions = Sessions::default();
             let mut model = Model::default();
             let mut seqs: BTreeMap<u64, u64> = BTreeMap::new();
             for index in 1..=300u64 {
-                let client_id = 1 + next_random(&mut random) % 12;
+                let client_id = 1 + random.next_u64() % 12;
                 let seq = *seqs.get(&client_id).unwrap_or(&0);
-                let duplicate = seq > 0 && next_random(&mut random) % 4 == 0;
+                let duplicate = seq > 0 && random.next_u64() % 4 == 0;
                 if duplicate {
                     let check = sessions.check(client_id, seq, index);
                     match model.sessions.get_mut(&client_id) {
@@ -484,10 +477,10 @@ mod tests {
                         sessions.check(client_id, seq, index),
                         SessionCheck::Apply
                     ));
-                    let cached = if next_random(&mut random) % 3 == 0 {
+                    let cached = if random.next_u64() % 3 == 0 {
                         CachedOutcome::Rerun
                     } else {
-                        stored(next_random(&mut random))
+                        stored(random.next_u64())
                     };
                     let bytes = cached.cached_bytes();
                     sessions.record(client_id, seq, index, cached, &limits);
@@ -517,7 +510,7 @@ mod tests {
             );
             rebuilt.assert_consistent();
             assert_eq!(rebuilt, sessions, "seed {seed}");
-        }
+        });
     }
 
     // The byte count of a cached outcome is the length of its encoding.

@@ -1085,8 +1085,20 @@ mod tests {
         ]
     }
 
+    /// Proptest's settings, seeded from `COREKV_TEST_SEED` (printed) like every randomized
+    /// test; proptest draws from its own generator, which its shrinking needs.
+    fn proptest_config() -> ProptestConfig {
+        let seed = crate::testing::test_seed();
+        println!("proptest seed: replay with COREKV_TEST_SEED={seed} cargo test --lib wal::record");
+        ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(seed),
+            ..ProptestConfig::default()
+        }
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #![proptest_config(proptest_config())]
 
         // Any list of valid records survives a round trip.
         #[test]
@@ -1135,27 +1147,16 @@ mod tests {
     }
 
     // A seeded loop of byte-level mutations over many batches; prints its seed so that a
-    // failure can be replayed with COREKV_FUZZ_SEED.
+    // failure can be replayed with COREKV_TEST_SEED.
     #[test]
     fn seeded_mutation_loop_never_panics() {
-        let seed = std::env::var("COREKV_FUZZ_SEED")
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|elapsed| elapsed.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        println!("seeded_mutation_loop_never_panics: COREKV_FUZZ_SEED={seed}");
-        let mut state = seed | 1;
-        let mut next = move || {
-            // xorshift64*: enough randomness for mutations, replayable from the seed.
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
+        let seed = crate::testing::test_seed();
+        println!(
+            "seeded_mutation_loop_never_panics: replay with COREKV_TEST_SEED={seed} cargo test \
+             --lib wal::record::tests::seeded_mutation_loop_never_panics"
+        );
+        let mut random = crate::raft::rng::SeededRng::new(seed);
+        let mut next = move || random.next_u64();
         let base = encode_batch(&sample_records(), 11, 2, 0);
         for _ in 0..20_000 {
             let mut bytes = base.clone();

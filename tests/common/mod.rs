@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+pub mod workload;
+
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -467,19 +470,10 @@ impl TestCluster {
 }
 
 /// The seed of a randomized test: `COREKV_TEST_SEED` when set (to replay a failure),
-/// else taken from the clock. Tests print it.
-pub fn test_seed() -> u64 {
-    match std::env::var("COREKV_TEST_SEED") {
-        Ok(text) => text.parse().expect("COREKV_TEST_SEED is a number"),
-        Err(_) => {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-                | 1
-        }
-    }
-}
+/// else taken from the clock. Tests print it. (Not every test binary that includes this
+/// module is randomized, hence the allow.)
+#[allow(unused_imports)]
+pub use corekv::testing::test_seed;
 
 /// Client options for tests: the default retries, a deadline long enough for an election
 /// on a busy machine.
@@ -507,6 +501,77 @@ pub fn raw_call(endpoint: &str, request: &ApiRequest) -> std::io::Result<ApiResp
     let payload = read_frame(&mut stream)?
         .ok_or_else(|| std::io::Error::other("the node closed the connection"))?;
     api::decode_response(&payload).map_err(std::io::Error::other)
+}
+
+/// Why a raw read returned no value.
+#[derive(Debug)]
+pub enum RawReadError {
+    /// The node answered with a refusal: it served nothing.
+    Refused(api::ApiError),
+    /// No answer came: the connection failed or timed out.
+    Lost(std::io::Error),
+}
+
+/// A linearizable get of one key sent on its own connection to one chosen node, so a
+/// test decides which replica serves it (the SDK would pick a node itself).
+#[derive(Debug)]
+pub struct RawGet {
+    stream: TcpStream,
+    key: Vec<u8>,
+}
+
+impl RawGet {
+    /// Connects to `endpoint` and writes the request.
+    pub fn send(endpoint: &str, key: &[u8]) -> std::io::Result<RawGet> {
+        RawGet::send_on(raw_connect(endpoint)?, key)
+    }
+
+    /// Writes the request on `stream`, a connection from [`raw_connect`]. The node may be
+    /// stopped, in which case the request waits in its socket until it resumes.
+    pub fn send_on(mut stream: TcpStream, key: &[u8]) -> std::io::Result<RawGet> {
+        let request = ApiRequest {
+            request_id: 9,
+            kind: RequestKind::Kv {
+                command: KvCommand {
+                    client_id: 0,
+                    seq: 0,
+                    op: kv::Op::Range(RangeRequest::get(key)),
+                },
+                serializable: false,
+                group: None,
+            },
+        };
+        let mut bytes = Vec::new();
+        frame::encode(&mut bytes, &api::request_to_bytes(&request)).expect("frame fits");
+        stream.write_all(&bytes)?;
+        Ok(RawGet {
+            stream,
+            key: key.to_vec(),
+        })
+    }
+
+    /// Waits for the answer: the key's value (`None`: absent), or why there is none.
+    pub fn answer(mut self) -> Result<Option<Vec<u8>>, RawReadError> {
+        let payload = read_frame(&mut self.stream)
+            .map_err(RawReadError::Lost)?
+            .ok_or_else(|| {
+                RawReadError::Lost(std::io::Error::other("the node closed the connection"))
+            })?;
+        let response = api::decode_response(&payload)
+            .unwrap_or_else(|error| panic!("an undecodable answer to a read: {error}"));
+        match response.result {
+            Ok(ApiResult::Kv(kv::Response {
+                op: OpResponse::Range(range),
+                ..
+            })) => Ok(range
+                .kvs
+                .into_iter()
+                .find(|pair| pair.key == self.key)
+                .map(|pair| pair.value)),
+            Ok(other) => panic!("a read answered {other:?}"),
+            Err(error) => Err(RawReadError::Refused(error)),
+        }
+    }
 }
 
 /// A std connection to `endpoint` with [`RAW_CALL_TIMEOUT`] on reads and writes.
