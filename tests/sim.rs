@@ -7,9 +7,11 @@
 //! restart recovers through the server's recovery, every request a core takes must get
 //! exactly one answer, and every client history is checked for linearizability at the end.
 //!
-//! - `cargo test --release --test sim` runs the CI budget (`SIM_SEEDS`, default 4,000
-//!   seeds from `SIM_SEED_START`, default 1; `SIM_STEPS` main-phase steps, default 6,000).
-//! - `SIM_SEED=123 cargo test --release --test sim -- replay --nocapture` replays one seed
+//! - `cargo test --release --test sim` runs the CI budget (`COREKV_TEST_CASES`, default
+//!   4,000 seeds from `COREKV_TEST_SEED`, default 1; `SIM_STEPS` main-phase steps,
+//!   default 6,000).
+//! - `COREKV_TEST_SEED=123 cargo test --release --test sim -- replay --nocapture` replays
+//!   one seed
 //!   (`SIM_ECHO=1` prints every event;
 //!   `SIM_BROKEN=commit_old_terms|ack_before_fsync|forward_reads_serializable` replays a
 //!   broken build's run).
@@ -43,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use corekv::testing::{test_cases_or, test_seed_or};
 use faults::{nodes_of_seed, Broken, FaultMix};
 use report::{RunConfig, RunReport, Stats, Verdict};
 use world::run;
@@ -87,7 +90,7 @@ fn replay_command(report: &RunReport, steps: u64) -> String {
         broken => format!("SIM_BROKEN={} ", broken.name()),
     };
     format!(
-        "SIM_SEED={} SIM_STEPS={steps} {broken}cargo test --release --test sim -- replay \
+        "COREKV_TEST_SEED={} SIM_STEPS={steps} {broken}cargo test --release --test sim -- replay \
          --nocapture",
         report.seed
     )
@@ -226,8 +229,8 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
 // safety check and produces a linearizable history.
 #[test]
 fn simulate_ci_seeds() {
-    let count = env_u64("SIM_SEEDS", CI_SEEDS_DEFAULT);
-    let start = env_u64("SIM_SEED_START", 1);
+    let count = test_cases_or(CI_SEEDS_DEFAULT);
+    let start = test_seed_or(1);
     let steps = env_u64("SIM_STEPS", CI_STEPS_DEFAULT);
     let broken = env_broken();
     let seeds: Vec<u64> = (start..start + count).collect();
@@ -263,10 +266,11 @@ fn simulate_ci_seeds() {
     );
 }
 
-// Replays one seed (SIM_SEED, default 1) and fails with its report if any check fails.
+// Replays one seed (COREKV_TEST_SEED, default 1) and fails with its report if any check
+// fails.
 #[test]
 fn replay() {
-    let seed = env_u64("SIM_SEED", 1);
+    let seed = test_seed_or(1);
     let steps = env_u64("SIM_STEPS", CI_STEPS_DEFAULT);
     let began = Instant::now();
     let report = run(RunConfig {
@@ -320,8 +324,8 @@ fn same_seed_same_run() {
 /// Runs a broken build on the CI seeds whose fault mix can expose it, up to the first
 /// seed that fails a safety check; returns that run, and prints what failed on the way.
 fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Option<RunReport> {
-    let count = env_u64("SIM_SEEDS", CI_SEEDS_DEFAULT);
-    let start = env_u64("SIM_SEED_START", 1);
+    let count = test_cases_or(CI_SEEDS_DEFAULT);
+    let start = test_seed_or(1);
     let steps = env_u64("SIM_STEPS", CI_STEPS_DEFAULT);
     let seeds: Vec<u64> = (start..start + count)
         .filter(|&seed| exposed_by(FaultMix::of_seed(seed)))

@@ -93,10 +93,8 @@ const TEMPORARY_EXEMPTIONS: [(&str, &str, &str); 1] = [(
 const SEED_VARIABLE: &str = "COREKV_TEST_SEED";
 /// Where seed variables are looked for: the crate, its tests, benches, tools and docs.
 const SEED_SCAN: [&str; 6] = ["src", "tests", "benches", "tools", "docs", "README.md"];
-/// Files the seed and generator rules skip, and why. The simulator's files are
-/// temporary entries: it is being rewritten, and must move to `COREKV_TEST_SEED` (with
-/// `COREKV_TEST_CASES` for its seed count) as it lands.
-const RANDOMNESS_EXEMPTIONS: [(&str, &str); 5] = [
+/// Files the seed and generator rules skip, and why.
+const RANDOMNESS_EXEMPTIONS: [(&str, &str); 3] = [
     (
         "tests/tidy.rs",
         "its unit tests name other seed variables and generators to prove the rules catch them",
@@ -108,14 +106,6 @@ const RANDOMNESS_EXEMPTIONS: [(&str, &str); 5] = [
     (
         "src/check/tests.rs",
         "temporary: CHECK_SEED and its own SplitMix64; use crate::testing and SeededRng",
-    ),
-    (
-        "tests/sim.rs",
-        "temporary: SIM_SEED, SIM_SEED_START and SIM_SEEDS; use COREKV_TEST_SEED",
-    ),
-    (
-        "tools/sim.sh",
-        "temporary: exports SIM_SEED_START and SIM_SEEDS for tests/sim.rs",
     ),
 ];
 /// The one generator, and the constants that give away a copy of it or of xorshift64*:

@@ -43,7 +43,7 @@ fi
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$root"
 echo "sim.sh: $seeds seeds from $start, $steps steps each, broken build: $broken"
-export SIM_SEEDS=$seeds SIM_SEED_START=$start SIM_STEPS=$steps SIM_BROKEN=$broken
+export COREKV_TEST_CASES=$seeds COREKV_TEST_SEED=$start SIM_STEPS=$steps SIM_BROKEN=$broken
 if [ -n "$threads" ]; then
     export SIM_THREADS=$threads
 fi
