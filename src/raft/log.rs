@@ -106,6 +106,11 @@ impl RaftLog {
         &self.entries[(index - self.snapshot_index - 1) as usize]
     }
 
+    /// The entry at `index`, when the log holds it (not compacted, not beyond its end).
+    pub fn entry_at(&self, index: Index) -> Option<&Entry> {
+        (index > self.snapshot_index && index <= self.last_index()).then(|| self.entry(index))
+    }
+
     /// Entries in `[low, high)`, stopping early once `bytes_max` is reached (at least one
     /// entry is returned when the range is not empty). `None` if `low` is compacted.
     pub fn slice(&self, low: Index, high: Index, bytes_max: usize) -> Option<Vec<Entry>> {

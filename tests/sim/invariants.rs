@@ -45,7 +45,8 @@ pub struct Invariants {
     leader_commits: BTreeMap<GroupId, (NodeId, Term, Index)>,
 }
 
-fn payload_hash(entry: &Entry) -> u64 {
+/// What the state machine safety check remembers of an entry: a hash of its payload.
+pub fn payload_hash(entry: &Entry) -> u64 {
     hash_bytes(&entry.data) ^ u64::from(entry.kind == corekv::raft::EntryKind::ConfChange)
 }
 
@@ -161,38 +162,37 @@ impl Invariants {
         Ok(())
     }
 
-    /// A node applied `entry` in `group`: it must be the entry every other node applied at
-    /// that index.
+    /// A node applied the entry at `index` (of `term`, whose payload hashes to `hash`, see
+    /// [`payload_hash`]) in `group`: it must be the entry every other node applied there.
     pub fn applied(
         &mut self,
         node: NodeId,
         group: GroupId,
-        entry: &Entry,
+        (index, term, hash): (Index, Term, u64),
     ) -> Result<(), Violation> {
         self.entries_applied += 1;
-        let hash = payload_hash(entry);
         let applied = self.applied.entry(group).or_default();
-        match applied.get(&entry.index) {
+        match applied.get(&index) {
             None => {
                 applied.insert(
-                    entry.index,
+                    index,
                     AppliedEntry {
-                        term: entry.term,
+                        term,
                         payload_hash: hash,
                         node,
                     },
                 );
                 Ok(())
             }
-            Some(seen) if seen.term == entry.term && seen.payload_hash == hash => Ok(()),
+            Some(seen) if seen.term == term && seen.payload_hash == hash => Ok(()),
             Some(seen) => {
                 Err(Violation::new(
                     "state machine safety",
                     format!(
                     "group {group} index {}: n{node} applied an entry of term {} but n{} applied \
                      one of term {} (payloads {})",
-                    entry.index,
-                    entry.term,
+                    index,
+                    term,
                     seen.node,
                     seen.term,
                     if seen.payload_hash == hash { "equal" } else { "differ" }
@@ -262,15 +262,10 @@ impl Invariants {
                         return Err(mismatch(index, "terms"));
                     }
                 }
-                if top > low {
-                    let left_entries = left.slice(low + 1, top + 1, usize::MAX);
-                    let right_entries = right.slice(low + 1, top + 1, usize::MAX);
-                    if let (Some(left_entries), Some(right_entries)) = (left_entries, right_entries)
-                    {
-                        for (a, b) in left_entries.iter().zip(&right_entries) {
-                            if a != b {
-                                return Err(mismatch(a.index, "payloads"));
-                            }
+                for index in low + 1..=top {
+                    if let (Some(a), Some(b)) = (left.entry_at(index), right.entry_at(index)) {
+                        if a != b {
+                            return Err(mismatch(index, "payloads"));
                         }
                     }
                 }

@@ -13,13 +13,13 @@ use corekv::keyspace::{group_of, shard_of};
 use corekv::kv::Store;
 use corekv::multiraft::{GroupId, ShardConfig};
 use corekv::raft::log::RaftLog;
-use corekv::raft::{Entry, Message, NodeId, RaftNode};
+use corekv::raft::{Message, NodeId, RaftNode};
 use corekv::shard::{ConnectionId, CoreConfig, MeshMessage, Placement, ShardCore};
 
 use crate::client::{Client, Outgoing, Role, Shared};
 use crate::disk::{PendingBatch, ShardDisk};
 use crate::faults::{draw_params, members_of, nodes_of_seed, Broken, FaultMix, Params};
-use crate::invariants::{Invariants, Violation};
+use crate::invariants::{payload_hash, Invariants, Violation};
 use crate::network::{Envelope, Network, NetworkFaults, SendOutcome, IN_FLIGHT_MESSAGES_MAX};
 use crate::report::{Failure, RunConfig, RunReport, Stats, Verdict};
 use crate::rng::SimRng;
@@ -940,24 +940,25 @@ impl World {
             if !core.has_work() {
                 return Ok(());
             }
-            // The entries this turn will apply: committed, durable, not yet applied.
-            let mut to_apply: Vec<(GroupId, Vec<Entry>)> = Vec::new();
+            // The entries this turn will apply (committed, durable, not yet applied), as
+            // the state machine safety check remembers them: the turn may compact them away.
+            let mut to_apply: Vec<(GroupId, (u64, u64, u64))> = Vec::new();
             let groups = core.groups();
             for group in groups.group_ids() {
                 let log = groups.raft(group).expect("listed").log();
                 let last = log.committed.min(log.persisted());
-                if last > log.applied {
-                    let entries = log
-                        .slice(log.applied + 1, last + 1, usize::MAX)
+                for index in log.applied + 1..=last {
+                    let entry = log
+                        .entry_at(index)
                         .expect("unapplied entries are in the log");
-                    to_apply.push((group, entries));
+                    to_apply.push((group, (entry.index, entry.term, payload_hash(entry))));
                 }
             }
             let mut output = core.turn();
-            for (group, entries) in to_apply {
+            for (group, applied_entry) in to_apply {
                 let applied = core.groups().raft(group).expect("member").log().applied;
-                for entry in entries.iter().filter(|entry| entry.index <= applied) {
-                    self.invariants.applied(node, group, entry)?;
+                if applied_entry.0 <= applied {
+                    self.invariants.applied(node, group, applied_entry)?;
                 }
             }
             let disk = &mut slot.disks[shard];
