@@ -207,7 +207,7 @@ impl Workload {
 
 /// Applies a command the way the server does: it owns the decoded command.
 fn apply(store: &mut Store, index: u64, command: Command) {
-    let outcome = store.apply_owned(index, command);
+    let outcome = store.apply_owned(index, index, command);
     debug_assert!(outcome.is_ok(), "{outcome:?}");
     let _ = black_box(outcome);
 }

@@ -123,6 +123,7 @@ fn message_kind_to_proto(kind: MessageKind) -> proto::MessageKind {
         MessageKind::TimeoutNow => proto::MessageKind::TimeoutNow,
         MessageKind::ReadIndex => proto::MessageKind::ReadIndex,
         MessageKind::ReadIndexResponse => proto::MessageKind::ReadIndexResponse,
+        MessageKind::CloseRequest => proto::MessageKind::CloseRequest,
     }
 }
 
@@ -345,6 +346,7 @@ fn message_kind_from_proto(kind: proto::MessageKind) -> Result<MessageKind, Code
         proto::MessageKind::TimeoutNow => MessageKind::TimeoutNow,
         proto::MessageKind::ReadIndex => MessageKind::ReadIndex,
         proto::MessageKind::ReadIndexResponse => MessageKind::ReadIndexResponse,
+        proto::MessageKind::CloseRequest => MessageKind::CloseRequest,
         // `Unspecified` included: a kind that was never written is not a message.
         other => {
             return Err(CodecError::UnknownEnum {
@@ -582,7 +584,7 @@ mod tests {
 
     /// Every kind, in declaration order. `sample_message` matches exhaustively, so a new
     /// kind fails to compile there until it is added here too.
-    const ALL_KINDS: [MessageKind; 13] = [
+    const ALL_KINDS: [MessageKind; 14] = [
         MessageKind::Vote,
         MessageKind::VoteResponse,
         MessageKind::PreVote,
@@ -596,6 +598,7 @@ mod tests {
         MessageKind::TimeoutNow,
         MessageKind::ReadIndex,
         MessageKind::ReadIndexResponse,
+        MessageKind::CloseRequest,
     ];
 
     fn entry(term: u64, index: u64, data: &[u8]) -> Entry {
@@ -673,6 +676,7 @@ mod tests {
                 message.index = 55;
                 message.context = 99;
             }
+            MessageKind::CloseRequest => message.index = 77,
         }
         message
     }
@@ -794,7 +798,7 @@ mod tests {
     fn unknown_and_unset_message_kinds_are_rejected() {
         for raw in [
             proto::MessageKind::Unspecified,
-            proto::MessageKind(14),
+            proto::MessageKind(15),
             proto::MessageKind(255),
         ] {
             assert_eq!(

@@ -181,7 +181,7 @@ fn serve(
                     request_id: request.request_id,
                     result: Ok(ApiResult::Status(status.clone())),
                 }]),
-                RequestKind::Kv { .. } => {
+                RequestKind::Kv { .. } | RequestKind::Compact { .. } => {
                     journal
                         .requests
                         .lock()
@@ -213,7 +213,7 @@ fn serve(
 fn command(request: &ApiRequest) -> &kv::Command {
     match &request.kind {
         RequestKind::Kv { command, .. } => command,
-        RequestKind::Status => panic!("a key-value request"),
+        RequestKind::Compact { .. } | RequestKind::Status => panic!("a key-value request"),
     }
 }
 
@@ -255,6 +255,7 @@ fn failure(request: &ApiRequest, code: ErrorCode, leader: Option<LeaderHint>) ->
             code,
             message: format!("fake {code}"),
             leader,
+            revision: 0,
         }),
     }
 }

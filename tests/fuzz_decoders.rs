@@ -436,6 +436,7 @@ fn random_request(rng: &mut Rng) -> Vec<u8> {
         op_type,
         op: Some(op),
         group: rng.coin().then(|| rng.number()),
+        seen_revision: rng.number(),
     };
     let root = proto::Request::create(builder, &args);
     builder.finish_minimal(root);

@@ -95,6 +95,7 @@ fn kv_request(request_id: u64, op: kv::Op) -> ApiRequest {
             },
             serializable: false,
             group: None,
+            seen_revision: 0,
         },
     }
 }

@@ -69,6 +69,7 @@ fn writes_and_reads_through_every_node(cluster: &TestCluster) {
                 },
                 serializable: false,
                 group: None,
+                seen_revision: 0,
             },
         };
         let response = raw_call(&cluster.endpoint(id), &request).expect("node answers");
@@ -111,6 +112,7 @@ fn follower_hints_the_leader(cluster: &TestCluster) {
             },
             serializable: false,
             group: None,
+            seen_revision: 0,
         },
     };
     let response = raw_call(&cluster.endpoint(follower), &request).expect("node answers");

@@ -12,6 +12,7 @@
 //! | `ClientError::Dropped`                   | `NoLeader`       | back off, retry (it was not applied)     |
 //! | `ClientError::OutcomeUnknown`            | `Timeout`        | retry with the same (client id, seq)     |
 //! | `ClientError::Busy`                      | `Overloaded`     | back off, retry                          |
+//! | `ClientError::ReadTimeout`               | `Timeout`        | retry (a read applies nothing)           |
 //! | `ClientError::GroupNotFound`             | `Internal`       | report (every node hosts every group)    |
 //! | `KvError::EmptyKey`                      | `EmptyKey`       | report                                   |
 //! | `KvError::KeyTooLarge`                   | `KeyTooLarge`    | report                                   |
@@ -22,6 +23,8 @@
 //! | `KvError::CommandTooLarge`               | `RequestTooLarge`| report                                   |
 //! | `KvError::ResponseTooLarge`              | `RequestTooLarge`| report                                   |
 //! | `SessionError::Stale` / `Expired`        | `SessionExpired` | the outcome of that seq cannot be told   |
+//! | `KvError::Compacted`                     | `Compacted`      | read at `revision` (the oldest kept) on  |
+//! | `KvError::FutureRevision`                | `FutureRevision` | report, or retry once time has passed it |
 //!
 //! `Timeout` is the code for "outcome unknown": the write may or may not have been
 //! applied, and retrying it with the same (client id, seq) is safe because the group's
@@ -74,11 +77,13 @@ pub enum ErrorCode {
     WatchNotFound,
     /// No leader is known for the group (an election is in progress); retry.
     NoLeader,
+    /// Between shards: a snapshot read must be taken at the error's `revision` or later.
+    StaleRevision,
 }
 
 /// Every error code with its wire value, in the schema's order: the one place the two
 /// enums are paired.
-const ERROR_CODES: [(ErrorCode, proto::StatusCode); 19] = [
+const ERROR_CODES: [(ErrorCode, proto::StatusCode); 20] = [
     (ErrorCode::NotLeader, proto::StatusCode::NotLeader),
     (ErrorCode::KeyTooLarge, proto::StatusCode::KeyTooLarge),
     (ErrorCode::ValueTooLarge, proto::StatusCode::ValueTooLarge),
@@ -101,6 +106,7 @@ const ERROR_CODES: [(ErrorCode, proto::StatusCode); 19] = [
     (ErrorCode::SessionExpired, proto::StatusCode::SessionExpired),
     (ErrorCode::WatchNotFound, proto::StatusCode::WatchNotFound),
     (ErrorCode::NoLeader, proto::StatusCode::NoLeader),
+    (ErrorCode::StaleRevision, proto::StatusCode::StaleRevision),
 ];
 
 impl ErrorCode {
@@ -148,6 +154,8 @@ pub struct ApiError {
     pub message: String,
     /// Set with [`ErrorCode::NotLeader`] when the answering node knows the leader.
     pub leader: Option<LeaderHint>,
+    /// With [`ErrorCode::Compacted`]: the oldest revision still available (0 otherwise).
+    pub revision: u64,
 }
 
 impl ApiError {
@@ -156,6 +164,7 @@ impl ApiError {
             code,
             message: message.into(),
             leader: None,
+            revision: 0,
         }
     }
 
@@ -176,13 +185,22 @@ impl ApiError {
                     node_id: *leader,
                     client_address: client_address(*leader).unwrap_or_default(),
                 }),
+                revision: 0,
             },
             ClientError::NotLeader { .. } | ClientError::Dropped => {
                 ApiError::new(ErrorCode::NoLeader, message)
             }
             ClientError::GroupNotFound(_) => ApiError::new(ErrorCode::Internal, message),
             ClientError::Busy(_) => ApiError::new(ErrorCode::Overloaded, message),
-            ClientError::OutcomeUnknown => ApiError::new(ErrorCode::Timeout, message),
+            ClientError::OutcomeUnknown | ClientError::ReadTimeout { .. } => {
+                ApiError::new(ErrorCode::Timeout, message)
+            }
+            // The shard core retries a snapshot read itself; a client never sees this.
+            ClientError::RevisionBehind { needed, .. } => {
+                let mut refused = ApiError::new(ErrorCode::StaleRevision, message);
+                refused.revision = *needed;
+                refused
+            }
             ClientError::Kv(error) => ApiError::from(error),
         }
     }
@@ -195,13 +213,23 @@ impl From<&KvError> for ApiError {
             KvError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
             KvError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
             KvError::TooManyTxnOps { .. } => ErrorCode::TooManyTxnOps,
-            KvError::InvalidRange | KvError::NotReadOnly => ErrorCode::InvalidRequest,
+            KvError::InvalidRange | KvError::NotReadOnly | KvError::RevisionInTxn => {
+                ErrorCode::InvalidRequest
+            }
             KvError::CommandTooLarge { .. } | KvError::ResponseTooLarge { .. } => {
                 ErrorCode::RequestTooLarge
             }
             KvError::Session(SessionError::Stale { .. } | SessionError::Expired { .. }) => {
                 ErrorCode::SessionExpired
             }
+            KvError::Compacted {
+                compact_revision, ..
+            } => {
+                let mut refused = ApiError::new(ErrorCode::Compacted, error.to_string());
+                refused.revision = *compact_revision;
+                return refused;
+            }
+            KvError::FutureRevision { .. } => ErrorCode::FutureRevision,
         };
         ApiError::new(code, error.to_string())
     }

@@ -21,6 +21,7 @@
 //! | `append.rs`    | Append: `AppendRequest` and `AppendResult`                         |
 //! | `txn.rs`       | Txn: compares, the branches' ops and their results                 |
 //! | `status.rs`    | Status: [`StatusInfo`], [`GroupStatus`], [`Member`]                |
+//! | `compact.rs`   | Compact: `CompactRequest` and `CompactResult`                      |
 //! | `key_value.rs` | `KeyValue`, the pair that reads and `prev_kv` return               |
 //! | `unserved.rs`  | leases and watches (in the schema, not served) and unknown ops     |
 //! | `samples.rs`   | for tests only: sample values and buffers the files' tests share   |
@@ -46,10 +47,11 @@
 //!
 //! # What the server serves
 //!
-//! Put, Range, DeleteRange, Append, Txn and Status. Leases and watches are in the schema
-//! but not served yet: [`decode_request`] answers them with [`ErrorCode::UnknownOp`], as
-//! it does reads at a past revision (`RangeRequest.revision` other than 0) with
-//! [`ErrorCode::InvalidRequest`], because the store keeps no history.
+//! Put, Range (at the current revision or at a past one), DeleteRange, Append, Txn,
+//! Compact and Status. Leases and watches are in the schema but not served yet:
+//! [`decode_request`] answers them with [`ErrorCode::UnknownOp`]. A Range inside a Txn
+//! reads the Txn's own state: a revision there is refused with
+//! [`ErrorCode::InvalidRequest`].
 //!
 //! `serializable` is kept only on read-only commands (a Range, or a Txn of only Ranges):
 //! a write always goes through the log, whatever the flag says.
@@ -64,6 +66,7 @@ use crate::proto;
 use crate::raft::{NodeId, NO_NODE};
 
 mod append;
+mod compact;
 mod delete;
 mod error;
 mod key_value;
@@ -100,6 +103,15 @@ pub enum RequestKind {
         serializable: bool,
         /// Only this group (see the schema's `Request.group`); `None`: the whole
         /// keyspace, split by the serving node where the op spans groups.
+        group: Option<u64>,
+        /// The highest revision the client has seen (0: none).
+        seen_revision: u64,
+    },
+    /// Compact one group's history to `revision` (the schema's `Request.group` names it;
+    /// the SDK sends one per group, each to that group's leader).
+    Compact {
+        revision: u64,
+        seen_revision: u64,
         group: Option<u64>,
     },
     /// The answering node's state and the state of its groups.
@@ -143,11 +155,12 @@ pub fn encode_request<'a>(
     request: &ApiRequest,
 ) -> &'a [u8] {
     builder.reset();
-    let (client_id, seq, serializable, group, op_type, op) = match &request.kind {
+    let (client_id, seq, serializable, group, seen_revision, op_type, op) = match &request.kind {
         RequestKind::Kv {
             command,
             serializable,
             group,
+            seen_revision,
         } => {
             let (op_type, op) = match &command.op {
                 kv::Op::Put(put) => (proto::Op::PutRequest, put::encode_request(builder, put)),
@@ -170,15 +183,30 @@ pub fn encode_request<'a>(
                 command.seq,
                 *serializable,
                 *group,
+                *seen_revision,
                 op_type,
                 op,
             )
         }
+        RequestKind::Compact {
+            revision,
+            seen_revision,
+            group,
+        } => (
+            0,
+            0,
+            false,
+            *group,
+            *seen_revision,
+            proto::Op::CompactRequest,
+            compact::encode_request(builder, *revision),
+        ),
         RequestKind::Status => (
             0,
             0,
             false,
             None,
+            0,
             proto::Op::StatusRequest,
             status::encode_request(builder),
         ),
@@ -193,6 +221,7 @@ pub fn encode_request<'a>(
             op_type,
             op: Some(op),
             group,
+            seen_revision,
         },
     );
     builder.finish_minimal(root);
@@ -210,7 +239,7 @@ pub fn request_capacity_hint(request: &ApiRequest) -> usize {
     match &request.kind {
         // The log encoding holds the same bytes with smaller framing per field.
         RequestKind::Kv { command, .. } => 128 + 2 * command.encoded_len(),
-        RequestKind::Status => 64,
+        RequestKind::Compact { .. } | RequestKind::Status => 64,
     }
 }
 
@@ -223,11 +252,9 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
         proto::Op::PutRequest => kv::Op::Put(put::decode_request(
             request.op_as_put_request().ok_or_else(missing)?,
         )),
-        proto::Op::RangeRequest => {
-            let range_request = request.op_as_range_request().ok_or_else(missing)?;
-            range::check_request(request_id, range_request)?;
-            kv::Op::Range(range::decode_request(range_request))
-        }
+        proto::Op::RangeRequest => kv::Op::Range(range::decode_request(
+            request.op_as_range_request().ok_or_else(missing)?,
+        )),
         proto::Op::DeleteRequest => kv::Op::Delete(delete::decode_request(
             request.op_as_delete_request().ok_or_else(missing)?,
         )),
@@ -244,6 +271,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
                 kind: RequestKind::Status,
             })
         }
+        proto::Op::CompactRequest => {
+            return Ok(ApiRequest {
+                request_id,
+                kind: RequestKind::Compact {
+                    revision: compact::decode_request(
+                        request.op_as_compact_request().ok_or_else(missing)?,
+                    ),
+                    seen_revision: request.seen_revision(),
+                    group: request.group(),
+                },
+            })
+        }
         not_served => return Err(unserved::refuse_request(request_id, not_served)),
     };
     let serializable = request.serializable() && op.is_read_only();
@@ -257,6 +296,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
             },
             serializable,
             group: request.group(),
+            seen_revision: request.seen_revision(),
         },
     })
 }
@@ -295,6 +335,10 @@ pub fn encode_response<'a>(
                         kv::OpResponse::Txn(txn) => {
                             (proto::OpResult::TxnResult, txn::encode_result(builder, txn))
                         }
+                        kv::OpResponse::Compact(compact) => (
+                            proto::OpResult::CompactResult,
+                            compact::encode_result(builder, compact),
+                        ),
                     };
                     (kv_response.revision, result_type, result)
                 }
@@ -337,7 +381,7 @@ pub fn encode_response<'a>(
                     status: error.code.to_proto(),
                     message,
                     leader,
-                    revision: 0,
+                    revision: error.revision,
                     result_type: proto::OpResult::NONE,
                     result: None,
                 },
@@ -388,6 +432,9 @@ pub fn decode_response(bytes: &[u8]) -> Result<ApiResponse, ResponseError> {
             request_id,
             response.result_as_txn_result().ok_or_else(missing)?,
         )?))),
+        proto::OpResult::CompactResult => Ok(kv_result(kv::OpResponse::Compact(
+            compact::decode_result(response.result_as_compact_result().ok_or_else(missing)?),
+        ))),
         proto::OpResult::StatusResult => Ok(ApiResult::Status(status::decode_result(
             response.result_as_status_result().ok_or_else(missing)?,
         ))),
@@ -409,6 +456,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<ApiResponse, ResponseError> {
                 code,
                 message: response.message().unwrap_or_default().to_string(),
                 leader,
+                revision: response.revision(),
             }),
         });
     }

@@ -23,15 +23,15 @@ pub(super) fn encode_request<'b>(
             limit: range.limit,
             keys_only: range.keys_only,
             count_only: range.count_only,
-            revision: 0,
+            revision: range.revision,
         },
     )
     .as_union_value()
 }
 
-/// Refuses what the server does not serve: a read at a past revision, because the store
-/// keeps no history. Separate from [`decode_request`] because a transaction checks this
-/// only once every op of it has a known kind.
+/// Refuses a read at a revision inside a transaction: its ops read the transaction's own
+/// state. Separate from [`decode_request`] because a transaction checks this only once
+/// every op of it has a known kind.
 pub(super) fn check_request(
     request_id: u64,
     range: proto::RangeRequest<'_>,
@@ -40,13 +40,13 @@ pub(super) fn check_request(
         return Err(RequestError::new(
             request_id,
             ErrorCode::InvalidRequest,
-            "reads at a past revision are not served: the store keeps no history",
+            "a range inside a transaction reads the transaction's state: it takes no revision",
         ));
     }
     Ok(())
 }
 
-/// Decodes a range that [`check_request`] accepted.
+/// Decodes a range (inside a transaction, one that [`check_request`] accepted).
 pub(super) fn decode_request(range: proto::RangeRequest<'_>) -> kv::RangeRequest {
     kv::RangeRequest {
         key: range.key().bytes().to_vec(),
@@ -54,6 +54,7 @@ pub(super) fn decode_request(range: proto::RangeRequest<'_>) -> kv::RangeRequest
         limit: range.limit(),
         keys_only: range.keys_only(),
         count_only: range.count_only(),
+        revision: range.revision(),
     }
 }
 
@@ -88,7 +89,7 @@ mod tests {
     use super::super::samples::{
         bytes, finish_request, key_value, request_round_trip, result_round_trip,
     };
-    use super::super::{decode_request as decode, ErrorCode};
+    use super::super::{decode_request as decode, RequestKind};
     use super::*;
 
     // Reads of one key, of a prefix with a limit and keys only, and a count of every key
@@ -108,6 +109,11 @@ mod tests {
                 limit: 0,
                 keys_only: false,
                 count_only: true,
+                revision: 0,
+            },
+            kv::RangeRequest {
+                revision: (1_700_000_000_000 << 16) | 3,
+                ..kv::RangeRequest::prefix(b"dir/")
             },
         ];
         for range in ranges {
@@ -128,10 +134,10 @@ mod tests {
         }
     }
 
-    // A read at a past revision is refused under its request id: the store keeps no
-    // history.
+    // A read at a revision reaches the server with its revision (a revision inside a
+    // transaction is refused: see txn.rs).
     #[test]
-    fn reads_at_a_past_revision_are_refused() {
+    fn reads_at_a_revision_keep_it() {
         let mut builder = FlatBufferBuilder::new();
         let key = builder.create_vector(b"k");
         let range = proto::RangeRequest::create(
@@ -143,10 +149,16 @@ mod tests {
             },
         );
         let bytes = finish_request(builder, proto::Op::RangeRequest, range.as_union_value());
-        let error = decode(&bytes).unwrap_err();
+        let request = decode(&bytes).unwrap();
+        let RequestKind::Kv { command, .. } = request.kind else {
+            panic!("a key-value request");
+        };
         assert_eq!(
-            (error.request_id, error.code),
-            (Some(77), ErrorCode::InvalidRequest)
+            command.op,
+            kv::Op::Range(kv::RangeRequest {
+                revision: 3,
+                ..kv::RangeRequest::get(b"k")
+            })
         );
     }
 }

@@ -46,6 +46,7 @@ pub(super) fn kv_request(request_id: u64, op: kv::Op, serializable: bool) -> Api
             },
             serializable,
             group: None,
+            seen_revision: 0,
         },
     }
 }
@@ -134,6 +135,7 @@ pub(super) fn sample_requests() -> Vec<ApiRequest> {
                 limit: 0,
                 keys_only: false,
                 count_only: true,
+                revision: 0,
             }),
             true,
         ),
@@ -327,6 +329,7 @@ pub(super) fn sample_responses() -> Vec<ApiResponse> {
                 node_id: 3,
                 client_address: "10.0.0.3:7379".to_string(),
             }),
+            revision: 0,
         }),
     });
     responses.push(ApiResponse {
@@ -338,6 +341,7 @@ pub(super) fn sample_responses() -> Vec<ApiResponse> {
                 node_id: 3,
                 client_address: String::new(),
             }),
+            revision: 0,
         }),
     });
     responses
@@ -358,6 +362,7 @@ pub(super) fn finish_request(
             op_type,
             op: Some(op),
             group: None,
+            seen_revision: 0,
         },
     );
     builder.finish_minimal(root);

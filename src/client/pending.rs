@@ -236,6 +236,7 @@ impl<'client> Pending<'client> {
                     command: Command { client_id, seq, op },
                     serializable,
                     group: scope,
+                    seen_revision: 0,
                 },
             },
             session,

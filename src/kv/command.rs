@@ -107,6 +107,9 @@ pub struct RangeRequest {
     pub keys_only: bool,
     /// Return only the count of matching keys.
     pub count_only: bool,
+    /// Read the state at this revision; 0: the current state. Never inside a Txn (which
+    /// reads its own state), so never in the log: the log encoding leaves it out.
+    pub revision: u64,
 }
 
 /// A write of one key.
@@ -226,11 +229,25 @@ impl Command {
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::with_capacity(self.encoded_len());
         writer.u8(COMMAND_FORMAT_VERSION);
-        writer.u64(self.client_id);
-        writer.u64(self.seq);
-        encode_op(&mut writer, &self.op);
+        self.encode_body(&mut writer);
         debug_assert_eq!(writer.len(), self.encoded_len());
         writer.into_bytes()
+    }
+
+    /// The command after its version byte: client id, seq, op (a log entry carries it
+    /// behind its own header, see [`crate::kv::entry`]).
+    pub(crate) fn encode_body(&self, writer: &mut Writer) {
+        writer.u64(self.client_id);
+        writer.u64(self.seq);
+        encode_op(writer, &self.op);
+    }
+
+    /// Reads what [`Command::encode_body`] wrote.
+    pub(crate) fn decode_body(reader: &mut Reader<'_>) -> Result<Command, DecodeError> {
+        let client_id = reader.u64()?;
+        let seq = reader.u64()?;
+        let op = decode_op(reader)?;
+        Ok(Command { client_id, seq, op })
     }
 
     /// The length of [`Command::encode`]'s output, computed without encoding.
@@ -246,11 +263,9 @@ impl Command {
         if version != COMMAND_FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion { version });
         }
-        let client_id = reader.u64()?;
-        let seq = reader.u64()?;
-        let op = decode_op(&mut reader)?;
+        let command = Command::decode_body(&mut reader)?;
         reader.finish()?;
-        Ok(Command { client_id, seq, op })
+        Ok(command)
     }
 }
 
@@ -529,6 +544,7 @@ fn decode_txn_op_body(reader: &mut Reader<'_>, tag: u8) -> Result<TxnOp, DecodeE
                 limit,
                 keys_only: flags & RANGE_FLAG_KEYS_ONLY != 0,
                 count_only: flags & RANGE_FLAG_COUNT_ONLY != 0,
+                revision: 0,
             }))
         }
         OP_TAG_PUT => {

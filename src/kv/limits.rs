@@ -24,9 +24,15 @@ pub const RESPONSE_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
 pub const SESSIONS_MAX_DEFAULT: u64 = 100_000;
 /// Default bound on the encoded bytes of all cached session responses together.
 pub const SESSION_CACHE_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default bound on a group's history (superseded versions, counted as
+/// `kv::history::VERSION_OVERHEAD_BYTES` plus key and value each): past it the oldest
+/// versions are compacted away. 64 groups of a node at this bound hold 2 GiB of history.
+pub const HISTORY_BYTES_MAX_DEFAULT: u64 = 32 * 1024 * 1024;
 
 /// Ceiling for every byte limit, so every length fits the `u32` fields of the encodings.
 pub const LIMIT_BYTES_CEILING: u64 = 1 << 30;
+/// Ceiling for `history_bytes_max` (it counts memory, not an encoded length).
+pub const HISTORY_BYTES_CEILING: u64 = 1 << 40;
 /// Ceiling for `txn_ops_max`.
 pub const TXN_OPS_CEILING: u64 = 1 << 16;
 /// Ceiling for `sessions_max`.
@@ -52,6 +58,8 @@ pub struct Limits {
     pub response_bytes_max: u64,
     pub sessions_max: u64,
     pub session_cache_bytes_max: u64,
+    /// Bound on the history's bytes; the oldest versions are compacted away past it.
+    pub history_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -64,6 +72,7 @@ impl Default for Limits {
             response_bytes_max: RESPONSE_BYTES_MAX_DEFAULT,
             sessions_max: SESSIONS_MAX_DEFAULT,
             session_cache_bytes_max: SESSION_CACHE_BYTES_MAX_DEFAULT,
+            history_bytes_max: HISTORY_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -117,6 +126,9 @@ impl Limits {
         if self.session_cache_bytes_max > LIMIT_BYTES_CEILING {
             return fail("session_cache_bytes_max must be at most 2^30");
         }
+        if self.history_bytes_max > HISTORY_BYTES_CEILING {
+            return fail("history_bytes_max must be at most 2^40");
+        }
         Ok(())
     }
 }
@@ -147,8 +159,19 @@ pub enum KvError {
     ResponseTooLarge { response_bytes_max: u64 },
     #[error("only Range and read-only Txn can be served outside the log")]
     NotReadOnly,
+    #[error("a range inside a transaction reads the transaction's state: it takes no revision")]
+    RevisionInTxn,
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A read at a revision whose history a compaction dropped.
+    #[error("revision {revision} is compacted: the oldest available is {compact_revision}")]
+    Compacted {
+        revision: u64,
+        compact_revision: u64,
+    },
+    /// A read at a revision the group has not closed yet: its state may still change.
+    #[error("revision {revision} is not closed yet (closed through {closed_revision})")]
+    FutureRevision { revision: u64, closed_revision: u64 },
 }
 
 /// Why a command with a session was not applied (see [`crate::kv::session`]).
@@ -225,6 +248,7 @@ fn validate_op(op: &Op, limits: &Limits) -> Result<(), KvError> {
 
 fn validate_txn_op(op: &TxnOp, limits: &Limits) -> Result<(), KvError> {
     match op {
+        TxnOp::Range(range) if range.revision != 0 => Err(KvError::RevisionInTxn),
         TxnOp::Range(range) => validate_range(range, limits),
         TxnOp::Put(put) => {
             validate_key(&put.key, limits)?;

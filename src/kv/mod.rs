@@ -9,7 +9,11 @@
 //! - [`command`]: commands and their log encoding.
 //! - [`response`]: answers and their encoding.
 //! - [`limits`]: the bounds, the errors, and [`validate`].
-//! - [`store`]: [`Store`], the state machine; its docs define revisions.
+//! - [`store`]: [`Store`], the state machine; its docs define revisions and closed
+//!   revisions.
+//! - [`history`]: the superseded versions behind reads at a past revision, and compaction.
+//! - [`entry`]: what a log entry carries for the state machine: a write stamped with its
+//!   revision, a close promise, or a compaction.
 //! - `keys`: the keyspace behind [`Store`], a hash index for point operations beside an
 //!   ordered set of the same keys for ranges and snapshots.
 //! - [`session`]: exactly-once application of retried commands; its docs state the rules.
@@ -18,6 +22,8 @@
 //! The byte layouts are in `docs/FORMATS.md`.
 
 pub mod command;
+pub mod entry;
+pub mod history;
 mod keys;
 pub mod limits;
 pub mod response;
@@ -35,10 +41,11 @@ pub use command::{
     prefix_end, AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, Op,
     OpKey, PutRequest, RangeRequest, TxnOp, TxnRequest, RANGE_END_UNBOUNDED,
 };
+pub use entry::LogEntry;
 pub use limits::{validate, KvError, Limits, LimitsError, SessionError};
 pub use response::{
-    decode_outcome, encode_outcome, AppendResponse, DeleteResponse, KeyValue, OpResponse, Outcome,
-    PutResponse, RangeResponse, Response, TxnOpResponse, TxnResponse,
+    decode_outcome, encode_outcome, AppendResponse, CompactResponse, DeleteResponse, KeyValue,
+    OpResponse, Outcome, PutResponse, RangeResponse, Response, TxnOpResponse, TxnResponse,
 };
 pub use snapshot::SnapshotError;
 pub use store::Store;

@@ -70,6 +70,7 @@ fn small_limits() -> Limits {
         response_bytes_max: 160,
         sessions_max: 3,
         session_cache_bytes_max: 400,
+        history_bytes_max: 1 << 20,
     }
 }
 
@@ -127,6 +128,7 @@ fn random_range(rng: &mut Rng) -> RangeRequest {
         limit: if rng.percent(30) { rng.below(4) } else { 0 },
         keys_only: rng.percent(20),
         count_only: rng.percent(10),
+        revision: 0,
     }
 }
 
@@ -280,7 +282,7 @@ fn restored_store_behaves_like_the_original() {
                 continue;
             }
             let command = random_command(&mut rng, &mut clients);
-            let outcome = original.apply(index, &command);
+            let outcome = original.apply(index, index, &command);
             assert_eq!(
                 decode_outcome(&encode_outcome(&outcome)).as_ref(),
                 Ok(&outcome),
@@ -296,7 +298,7 @@ fn restored_store_behaves_like_the_original() {
             if let Some(copy) = restored.as_mut() {
                 // The copy takes the owned path, so the two paths are held equal too.
                 assert_eq!(
-                    copy.apply_owned(index, command.clone()),
+                    copy.apply_owned(index, index, command.clone()),
                     outcome,
                     "apply differs at {index}"
                 );
@@ -373,7 +375,7 @@ fn populated_store(rng: &mut Rng) -> Store {
     let mut clients = vec![ClientState::default(); CLIENTS as usize + 1];
     for index in 1..=rng.below(40) {
         let command = random_command(rng, &mut clients);
-        let _ = store.apply(index, &command);
+        let _ = store.apply(index, index, &command);
     }
     store
 }
@@ -408,7 +410,7 @@ fn garbage_never_panics() {
                     "accepted a non-canonical command"
                 );
                 index += 1;
-                let _ = store.apply(index, &decoded);
+                let _ = store.apply(index, index, &decoded);
                 let _ = store.read(&decoded.op);
             }
 
@@ -446,10 +448,13 @@ fn garbage_never_panics() {
                     snapshot,
                     "accepted a non-canonical snapshot"
                 );
-                // A forged applied index may sit at the very top of the range.
-                if let Some(next) = restored.applied_index().checked_add(1) {
+                // A forged applied index or closed revision may sit at the very top of
+                // the range; the proposer stamps above the closed revision.
+                let next = restored.applied_index().checked_add(1);
+                let revision = restored.closed_revision().checked_add(1);
+                if let (Some(next), Some(revision)) = (next, revision) {
                     let command = random_command(&mut rng, &mut clients);
-                    let _ = restored.apply(next, &command);
+                    let _ = restored.apply(next, revision, &command);
                 }
             }
         }

@@ -27,6 +27,8 @@ pub enum OpResponse {
     Delete(DeleteResponse),
     Append(AppendResponse),
     Txn(TxnResponse),
+    /// A compaction's answer (compactions are no ops of a command: see `kv::entry`).
+    Compact(CompactResponse),
 }
 
 /// The answer of one op inside a transaction (transactions do not nest).
@@ -43,9 +45,9 @@ pub enum TxnOpResponse {
 pub struct KeyValue {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
-    /// The revision (Raft index) that created the key since it was last absent.
+    /// The revision of the write that created the key since it was last absent.
     pub create_revision: u64,
-    /// The revision (Raft index) of the last change to the key.
+    /// The revision of the last change to the key.
     pub mod_revision: u64,
     /// Changes since creation: 1 after the put that created it; a deleted key has none.
     pub version: u64,
@@ -85,6 +87,12 @@ pub struct AppendResponse {
     pub value_bytes: u64,
 }
 
+/// The answer to a compaction: the group's compaction revision after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactResponse {
+    pub compact_revision: u64,
+}
+
 /// The answer to a Txn: which branch ran, and the answer of each of its ops in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnResponse {
@@ -118,6 +126,7 @@ const RESPONSE_TAG_PUT: u8 = 2;
 const RESPONSE_TAG_DELETE: u8 = 3;
 const RESPONSE_TAG_APPEND: u8 = 4;
 const RESPONSE_TAG_TXN: u8 = 5;
+const RESPONSE_TAG_COMPACT: u8 = 6;
 
 /// Smallest encoded op response inside a Txn: tag and a Put without a previous value.
 const TXN_OP_RESPONSE_ENCODED_BYTES_MIN: usize = 2;
@@ -135,6 +144,9 @@ const ERROR_TAG_RESPONSE_TOO_LARGE: u8 = 7;
 const ERROR_TAG_NOT_READ_ONLY: u8 = 8;
 const ERROR_TAG_SESSION_STALE: u8 = 9;
 const ERROR_TAG_SESSION_EXPIRED: u8 = 10;
+const ERROR_TAG_COMPACTED: u8 = 11;
+const ERROR_TAG_FUTURE_REVISION: u8 = 12;
+const ERROR_TAG_REVISION_IN_TXN: u8 = 13;
 
 impl Response {
     /// Encodes the response. Panics only if a list or byte string exceeds `u32::MAX`,
@@ -204,7 +216,7 @@ fn response_encoded_len(response: &Response) -> usize {
             OpResponse::Range(range) => range_encoded_len(range),
             OpResponse::Put(put) => put_encoded_len(put),
             OpResponse::Delete(delete) => delete_encoded_len(delete),
-            OpResponse::Append(_) => APPEND_RESPONSE_ENCODED_BYTES,
+            OpResponse::Append(_) | OpResponse::Compact(_) => APPEND_RESPONSE_ENCODED_BYTES,
             OpResponse::Txn(txn) => {
                 // Tag, succeeded, count, then each op's answer.
                 let responses: usize = txn
@@ -222,7 +234,7 @@ fn response_encoded_len(response: &Response) -> usize {
         }
 }
 
-/// Tag and the `u64` value length.
+/// Tag and the `u64` value length (and a compaction's tag and revision alike).
 const APPEND_RESPONSE_ENCODED_BYTES: usize = 1 + 8;
 
 fn key_values_encoded_len(key_values: &[KeyValue]) -> usize {
@@ -247,7 +259,10 @@ fn delete_encoded_len(delete: &DeleteResponse) -> usize {
 fn error_encoded_len(error: &KvError) -> usize {
     // The tag, then the error's `u64` fields.
     let fields = match error {
-        KvError::EmptyKey | KvError::InvalidRange | KvError::NotReadOnly => 0,
+        KvError::EmptyKey
+        | KvError::InvalidRange
+        | KvError::NotReadOnly
+        | KvError::RevisionInTxn => 0,
         KvError::ResponseTooLarge { .. } => 1,
         KvError::KeyTooLarge { .. }
         | KvError::ValueTooLarge { .. }
@@ -255,6 +270,7 @@ fn error_encoded_len(error: &KvError) -> usize {
         | KvError::CommandTooLarge { .. }
         | KvError::Session(SessionError::Expired { .. }) => 2,
         KvError::Session(SessionError::Stale { .. }) => 3,
+        KvError::Compacted { .. } | KvError::FutureRevision { .. } => 2,
     };
     1 + 8 * fields
 }
@@ -291,6 +307,10 @@ fn encode_response(writer: &mut Writer, response: &Response) {
         OpResponse::Put(put) => encode_put(writer, put),
         OpResponse::Delete(delete) => encode_delete(writer, delete),
         OpResponse::Append(append) => encode_append(writer, append),
+        OpResponse::Compact(compact) => {
+            writer.u8(RESPONSE_TAG_COMPACT);
+            writer.u64(compact.compact_revision);
+        }
         OpResponse::Txn(txn) => {
             writer.u8(RESPONSE_TAG_TXN);
             writer.u8(u8::from(txn.succeeded));
@@ -358,7 +378,11 @@ fn decode_response(reader: &mut Reader<'_>) -> Result<Response, DecodeError> {
     }
     let revision = reader.u64()?;
     let tag = reader.u8()?;
-    let op = if tag == RESPONSE_TAG_TXN {
+    let op = if tag == RESPONSE_TAG_COMPACT {
+        OpResponse::Compact(CompactResponse {
+            compact_revision: reader.u64()?,
+        })
+    } else if tag == RESPONSE_TAG_TXN {
         let succeeded = reader.bool("txn succeeded")?;
         let count = reader.count(TXN_OP_RESPONSE_ENCODED_BYTES_MIN)?;
         let mut responses = Vec::with_capacity(count);
@@ -466,6 +490,7 @@ fn encode_error(writer: &mut Writer, error: &KvError) {
             writer.u64(*response_bytes_max);
         }
         KvError::NotReadOnly => writer.u8(ERROR_TAG_NOT_READ_ONLY),
+        KvError::RevisionInTxn => writer.u8(ERROR_TAG_REVISION_IN_TXN),
         KvError::Session(SessionError::Stale {
             client_id,
             seq,
@@ -480,6 +505,22 @@ fn encode_error(writer: &mut Writer, error: &KvError) {
             writer.u8(ERROR_TAG_SESSION_EXPIRED);
             writer.u64(*client_id);
             writer.u64(*seq);
+        }
+        KvError::Compacted {
+            revision,
+            compact_revision,
+        } => {
+            writer.u8(ERROR_TAG_COMPACTED);
+            writer.u64(*revision);
+            writer.u64(*compact_revision);
+        }
+        KvError::FutureRevision {
+            revision,
+            closed_revision,
+        } => {
+            writer.u8(ERROR_TAG_FUTURE_REVISION);
+            writer.u64(*revision);
+            writer.u64(*closed_revision);
         }
     }
 }
@@ -508,6 +549,7 @@ fn decode_error(reader: &mut Reader<'_>) -> Result<KvError, DecodeError> {
             response_bytes_max: reader.u64()?,
         },
         ERROR_TAG_NOT_READ_ONLY => KvError::NotReadOnly,
+        ERROR_TAG_REVISION_IN_TXN => KvError::RevisionInTxn,
         ERROR_TAG_SESSION_STALE => KvError::Session(SessionError::Stale {
             client_id: reader.u64()?,
             seq: reader.u64()?,
@@ -517,6 +559,14 @@ fn decode_error(reader: &mut Reader<'_>) -> Result<KvError, DecodeError> {
             client_id: reader.u64()?,
             seq: reader.u64()?,
         }),
+        ERROR_TAG_COMPACTED => KvError::Compacted {
+            revision: reader.u64()?,
+            compact_revision: reader.u64()?,
+        },
+        ERROR_TAG_FUTURE_REVISION => KvError::FutureRevision {
+            revision: reader.u64()?,
+            closed_revision: reader.u64()?,
+        },
         tag => {
             return Err(DecodeError::UnknownTag {
                 field: "error",

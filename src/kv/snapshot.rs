@@ -3,10 +3,11 @@
 //!
 //! The byte layout is written down in `docs/FORMATS.md`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
+use super::history::{History, Version};
 use super::keys::Keys;
 use super::limits::{Limits, LimitsError};
 use super::response::{read_outcome, write_outcome};
@@ -16,13 +17,21 @@ use super::wire::{DecodeError, Reader, Writer};
 
 /// The first four bytes of every kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CKVS";
-/// The layout version this code writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The layout version this code writes and reads. Version 1 (revisions were log
+/// indexes, no history) is refused: its revisions cannot be ordered against revisions
+/// that are clock values.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
-/// Magic, version, applied index, seven limits, key count, session count, crc.
-const SNAPSHOT_BYTES_MIN: usize = 4 + 4 + 8 + 7 * 8 + 8 + 8 + 4;
+/// Magic, version, applied index, revision, closed and compact revisions, eight limits,
+/// key count, history key count, session count, crc.
+const SNAPSHOT_BYTES_MIN: usize = 4 + 4 + 8 + 3 * 8 + 8 * 8 + 8 + 8 + 8 + 4;
 /// Smallest key record: two lengths, a one-byte key, four `u64` fields.
 const KEY_RECORD_BYTES_MIN: usize = 4 + 1 + 4 + 4 * 8;
+/// Smallest history record: a one-byte key with its length, a version count, and one
+/// tombstone (revision, present flag).
+const HISTORY_RECORD_BYTES_MIN: usize = 4 + 1 + 8 + 8 + 1;
+/// Smallest version inside a history record: a tombstone.
+const VERSION_RECORD_BYTES_MIN: usize = 8 + 1;
 /// Smallest session record: client id, seq, last index, cached kind.
 const SESSION_RECORD_BYTES_MIN: usize = 8 + 8 + 8 + 1;
 
@@ -61,6 +70,9 @@ impl Store {
         writer.raw(&SNAPSHOT_MAGIC);
         writer.u32(SNAPSHOT_FORMAT_VERSION);
         writer.u64(self.applied_index);
+        writer.u64(self.revision);
+        writer.u64(self.closed_revision);
+        writer.u64(self.compact_revision);
         let limits = &self.limits;
         for limit in [
             limits.key_bytes_max,
@@ -70,6 +82,7 @@ impl Store {
             limits.response_bytes_max,
             limits.sessions_max,
             limits.session_cache_bytes_max,
+            limits.history_bytes_max,
         ] {
             writer.u64(limit);
         }
@@ -81,6 +94,26 @@ impl Store {
             writer.u64(entry.mod_revision);
             writer.u64(entry.version);
             writer.u64(entry.lease);
+        }
+        let history: Vec<(&[u8], &[Version])> = self.history.iter().collect();
+        writer.u64(history.len() as u64);
+        for (key, versions) in history {
+            writer.bytes(key);
+            writer.u64(versions.len() as u64);
+            for version in versions {
+                writer.u64(version.revision);
+                match &version.entry {
+                    None => writer.u8(0),
+                    Some(entry) => {
+                        writer.u8(1);
+                        writer.bytes(&entry.value);
+                        writer.u64(entry.create_revision);
+                        writer.u64(entry.mod_revision);
+                        writer.u64(entry.version);
+                        writer.u64(entry.lease);
+                    }
+                }
+            }
         }
         writer.u64(self.sessions.len() as u64);
         for (client_id, session) in self.sessions.iter() {
@@ -129,6 +162,12 @@ impl Store {
         }
 
         let applied_index = reader.u64()?;
+        let revision = reader.u64()?;
+        let closed_revision = reader.u64()?;
+        let compact_revision = reader.u64()?;
+        if compact_revision > revision.max(closed_revision) {
+            return Err(invalid("compaction past the closed revision"));
+        }
         let limits = Limits {
             key_bytes_max: reader.u64()?,
             value_bytes_max: reader.u64()?,
@@ -137,15 +176,21 @@ impl Store {
             response_bytes_max: reader.u64()?,
             sessions_max: reader.u64()?,
             session_cache_bytes_max: reader.u64()?,
+            history_bytes_max: reader.u64()?,
         };
         limits.check()?;
-        let keys = read_keys(&mut reader, applied_index, &limits)?;
+        let keys = read_keys(&mut reader, revision, &limits)?;
+        let history = read_history(&mut reader, revision, &keys, &limits)?;
         let sessions = read_sessions(&mut reader, applied_index, &limits)?;
         reader.finish()?;
         Ok(Store {
             limits,
             applied_index,
+            revision,
+            closed_revision,
+            compact_revision,
             keys,
+            history,
             sessions,
         })
     }
@@ -170,7 +215,7 @@ fn read_record_count(
 
 fn read_keys(
     reader: &mut Reader<'_>,
-    applied_index: u64,
+    revision: u64,
     limits: &Limits,
 ) -> Result<Keys, SnapshotError> {
     let count = read_record_count(reader, KEY_RECORD_BYTES_MIN)?;
@@ -188,18 +233,7 @@ fn read_keys(
         if key.is_empty() || key.len() as u64 > limits.key_bytes_max {
             return Err(invalid("key length outside the limits"));
         }
-        if entry.value.len() as u64 > limits.value_bytes_max {
-            return Err(invalid("value length outside the limits"));
-        }
-        if entry.create_revision == 0
-            || entry.create_revision > entry.mod_revision
-            || entry.mod_revision > applied_index
-        {
-            return Err(invalid("key revisions out of order"));
-        }
-        if entry.version == 0 {
-            return Err(invalid("stored key with version 0"));
-        }
+        check_entry(&entry, revision, limits)?;
         if let Some(last_key) = keys.last_key() {
             if key.as_slice() <= last_key {
                 return Err(invalid("keys not in strictly increasing order"));
@@ -208,6 +242,96 @@ fn read_keys(
         keys.insert_new(key, entry);
     }
     Ok(keys)
+}
+
+/// The checks of one stored entry, live or past: revisions in order and within the
+/// store's, a version, a value within the limits.
+fn check_entry(entry: &Entry, revision: u64, limits: &Limits) -> Result<(), SnapshotError> {
+    if entry.value.len() as u64 > limits.value_bytes_max {
+        return Err(invalid("value length outside the limits"));
+    }
+    if entry.create_revision == 0
+        || entry.create_revision > entry.mod_revision
+        || entry.mod_revision > revision
+    {
+        return Err(invalid("key revisions out of order"));
+    }
+    if entry.version == 0 {
+        return Err(invalid("stored key with version 0"));
+    }
+    Ok(())
+}
+
+fn read_history(
+    reader: &mut Reader<'_>,
+    revision: u64,
+    keys: &Keys,
+    limits: &Limits,
+) -> Result<History, SnapshotError> {
+    let count = read_record_count(reader, HISTORY_RECORD_BYTES_MIN)?;
+    let mut versions: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    for _ in 0..count {
+        let key = reader.bytes()?;
+        if key.is_empty() || key.len() as u64 > limits.key_bytes_max {
+            return Err(invalid("history key length outside the limits"));
+        }
+        if last_key.as_ref().is_some_and(|last| key <= *last) {
+            return Err(invalid("history keys not in strictly increasing order"));
+        }
+        let version_count = read_record_count(reader, VERSION_RECORD_BYTES_MIN)?;
+        if version_count == 0 {
+            return Err(invalid("a history key without versions"));
+        }
+        let mut list = Vec::new();
+        let mut previous = 0;
+        for _ in 0..version_count {
+            let at = reader.u64()?;
+            let entry = match reader.u8()? {
+                0 => None,
+                1 => {
+                    let entry = Entry {
+                        value: reader.bytes()?,
+                        create_revision: reader.u64()?,
+                        mod_revision: reader.u64()?,
+                        version: reader.u64()?,
+                        lease: reader.u64()?,
+                    };
+                    check_entry(&entry, revision, limits)?;
+                    if entry.mod_revision != at {
+                        return Err(invalid("a past version whose revision is not its entry's"));
+                    }
+                    Some(entry)
+                }
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        field: "history version",
+                        tag,
+                    }
+                    .into())
+                }
+            };
+            if at == 0 || at < previous || at > revision {
+                return Err(invalid("history versions out of order"));
+            }
+            previous = at;
+            list.push(Version {
+                revision: at,
+                entry,
+            });
+        }
+        if keys
+            .get(&key)
+            .is_some_and(|live| live.mod_revision < previous)
+        {
+            return Err(invalid("a live entry older than its history"));
+        }
+        last_key = Some(key.clone());
+        versions.insert(key, list);
+    }
+    Ok(History::restored(versions, |key| {
+        keys.get(key).map(|entry| entry.mod_revision)
+    }))
 }
 
 fn read_sessions(

@@ -13,6 +13,7 @@ fn small_limits() -> Limits {
         response_bytes_max: 200,
         sessions_max: 3,
         session_cache_bytes_max: 1024,
+        history_bytes_max: 1 << 20,
     }
 }
 
@@ -95,7 +96,7 @@ fn store_with_keys() -> Store {
         .enumerate()
     {
         store
-            .apply(index as u64 + 1, &plain(put(key, b"v")))
+            .apply(index as u64 + 1, index as u64 + 1, &plain(put(key, b"v")))
             .expect("put failed");
     }
     store
@@ -105,21 +106,21 @@ fn store_with_keys() -> Store {
 #[test]
 fn versions_and_revisions_follow_etcd() {
     let mut store = Store::default();
-    store.apply(3, &plain(put(b"k", b"1"))).unwrap();
+    store.apply(3, 3, &plain(put(b"k", b"1"))).unwrap();
     let first = store.get(b"k").unwrap();
     assert_eq!(
         (first.create_revision, first.mod_revision, first.version),
         (3, 3, 1)
     );
 
-    store.apply(5, &plain(put(b"k", b"2"))).unwrap();
+    store.apply(5, 5, &plain(put(b"k", b"2"))).unwrap();
     let second = store.get(b"k").unwrap();
     assert_eq!(
         (second.create_revision, second.mod_revision, second.version),
         (3, 5, 2)
     );
 
-    let deleted = op_response(store.apply(6, &plain(delete(b"k", b"", false))));
+    let deleted = op_response(store.apply(6, 6, &plain(delete(b"k", b"", false))));
     assert_eq!(
         deleted,
         OpResponse::Delete(DeleteResponse {
@@ -129,7 +130,7 @@ fn versions_and_revisions_follow_etcd() {
     );
     assert_eq!(store.get(b"k"), None);
 
-    store.apply(9, &plain(put(b"k", b"3"))).unwrap();
+    store.apply(9, 9, &plain(put(b"k", b"3"))).unwrap();
     let third = store.get(b"k").unwrap();
     assert_eq!(
         (third.create_revision, third.mod_revision, third.version),
@@ -138,31 +139,46 @@ fn versions_and_revisions_follow_etcd() {
     assert_eq!(store.revision(), 9);
 }
 
-// Every entry moves the revision: reads, refused commands and no-ops included.
+// Only a write that changes something moves the revision; reads, refused commands,
+// no-ops and a delete of nothing do not. The answer's revision is the store's.
 #[test]
-fn every_entry_advances_the_revision() {
+fn only_writes_move_the_revision() {
     let mut store = Store::default();
     let read = store
-        .apply(1, &plain(Op::Range(RangeRequest::get(b"k"))))
+        .apply(1, 10, &plain(Op::Range(RangeRequest::get(b"k"))))
         .unwrap();
-    assert_eq!(read.revision, 1);
+    assert_eq!(read.revision, 0);
     store.apply_noop(2);
-    assert_eq!(store.revision(), 2);
+    assert_eq!(store.revision(), 0);
     assert_eq!(
-        store.apply(4, &plain(put(b"", b"x"))),
+        store.apply(4, 20, &plain(put(b"", b"x"))),
         Err(KvError::EmptyKey)
     );
     assert_eq!(store.applied_index(), 4);
     assert_eq!(store.key_count(), 0);
-    let written = store.apply(7, &plain(put(b"k", b"x"))).unwrap();
-    assert_eq!(written.revision, 7);
+    let written = store.apply(7, 30, &plain(put(b"k", b"x"))).unwrap();
+    assert_eq!(written.revision, 30);
+    let nothing = store
+        .apply(8, 40, &plain(delete(b"absent", b"", false)))
+        .unwrap();
+    assert_eq!(nothing.revision, 30);
     assert_eq!(
         store
             .read(&Op::Range(RangeRequest::get(b"k")))
             .unwrap()
             .revision,
-        7
+        30
     );
+}
+
+// A write at or below the closed revision would break the leader's promise: it stops the
+// replica.
+#[test]
+#[should_panic(expected = "at or below the closed revision")]
+fn a_write_at_a_closed_revision_panics() {
+    let mut store = Store::default();
+    store.apply_close(1, 50);
+    let _ = store.apply(2, 50, &plain(put(b"k", b"x")));
 }
 
 // Applying an index that does not increase is a caller bug and stops the replica.
@@ -218,8 +234,10 @@ fn range_bounds() {
 
     // A prefix of 0xff bytes scans to the end of the keyspace.
     let mut store = store_with_keys();
-    store.apply(10, &plain(put(b"\xff\xff", b"x"))).unwrap();
-    store.apply(11, &plain(put(b"\xff\xff\x01", b"x"))).unwrap();
+    store.apply(10, 10, &plain(put(b"\xff\xff", b"x"))).unwrap();
+    store
+        .apply(11, 11, &plain(put(b"\xff\xff\x01", b"x")))
+        .unwrap();
     let high = range_response(store.read(&Op::Range(RangeRequest::prefix(b"\xff\xff"))));
     assert_eq!(keys_of(&high), vec![&b"\xff\xff"[..], b"\xff\xff\x01"]);
 }
@@ -278,7 +296,11 @@ fn range_stops_at_the_response_bound() {
     let mut store = Store::new(small_limits()).unwrap();
     for (index, key) in [b"a", b"b", b"c", b"d"].into_iter().enumerate() {
         store
-            .apply(index as u64 + 1, &plain(put(key, &[b'x'; 16])))
+            .apply(
+                index as u64 + 1,
+                index as u64 + 1,
+                &plain(put(key, &[b'x'; 16])),
+            )
             .unwrap();
     }
     // Each key-value encodes to 40 + 1 + 16 = 57 bytes; 200 bytes hold three.
@@ -298,9 +320,9 @@ fn range_stops_at_the_response_bound() {
 #[test]
 fn put_prev_kv_and_lease() {
     let mut store = Store::default();
-    let first = op_response(store.apply(1, &plain(put_prev(b"k", b"1"))));
+    let first = op_response(store.apply(1, 1, &plain(put_prev(b"k", b"1"))));
     assert_eq!(first, OpResponse::Put(PutResponse { prev_kv: None }));
-    let second = op_response(store.apply(2, &plain(put_prev(b"k", b"2"))));
+    let second = op_response(store.apply(2, 2, &plain(put_prev(b"k", b"2"))));
     let expected = KeyValue {
         key: b"k".to_vec(),
         value: b"1".to_vec(),
@@ -321,10 +343,10 @@ fn put_prev_kv_and_lease() {
         prev_kv: false,
         lease: 77,
     };
-    store.apply(3, &plain(Op::Put(leased))).unwrap();
+    store.apply(3, 3, &plain(Op::Put(leased))).unwrap();
     assert_eq!(store.get(b"k").unwrap().lease, 77);
     // Without prev_kv the answer carries nothing.
-    let quiet = op_response(store.apply(4, &plain(put(b"k", b"4"))));
+    let quiet = op_response(store.apply(4, 4, &plain(put(b"k", b"4"))));
     assert_eq!(quiet, OpResponse::Put(PutResponse { prev_kv: None }));
 }
 
@@ -332,7 +354,7 @@ fn put_prev_kv_and_lease() {
 #[test]
 fn delete_range_with_prev_kv() {
     let mut store = store_with_keys();
-    let response = op_response(store.apply(6, &plain(delete(b"a", b"b", true))));
+    let response = op_response(store.apply(6, 6, &plain(delete(b"a", b"b", true))));
     let OpResponse::Delete(deleted) = response else {
         panic!("not a delete response")
     };
@@ -347,7 +369,7 @@ fn delete_range_with_prev_kv() {
     assert_eq!(deleted.prev_kvs[1].mod_revision, 2);
     assert_eq!(store.key_count(), 2);
 
-    let none = op_response(store.apply(7, &plain(delete(b"zz", b"", true))));
+    let none = op_response(store.apply(7, 7, &plain(delete(b"zz", b"", true))));
     assert_eq!(
         none,
         OpResponse::Delete(DeleteResponse {
@@ -356,7 +378,7 @@ fn delete_range_with_prev_kv() {
         })
     );
 
-    let rest = op_response(store.apply(8, &plain(delete(b"\0", RANGE_END_UNBOUNDED, false))));
+    let rest = op_response(store.apply(8, 8, &plain(delete(b"\0", RANGE_END_UNBOUNDED, false))));
     assert_eq!(
         rest,
         OpResponse::Delete(DeleteResponse {
@@ -373,11 +395,15 @@ fn delete_prev_kv_over_the_response_bound_changes_nothing() {
     let mut store = Store::new(small_limits()).unwrap();
     for (index, key) in [b"a", b"b", b"c", b"d"].into_iter().enumerate() {
         store
-            .apply(index as u64 + 1, &plain(put(key, &[b'x'; 16])))
+            .apply(
+                index as u64 + 1,
+                index as u64 + 1,
+                &plain(put(key, &[b'x'; 16])),
+            )
             .unwrap();
     }
     let before = store.clone();
-    let refused = store.apply(5, &plain(delete(b"a", RANGE_END_UNBOUNDED, true)));
+    let refused = store.apply(5, 5, &plain(delete(b"a", RANGE_END_UNBOUNDED, true)));
     assert_eq!(
         refused,
         Err(KvError::ResponseTooLarge {
@@ -386,7 +412,7 @@ fn delete_prev_kv_over_the_response_bound_changes_nothing() {
     );
     assert_eq!(store.keys, before.keys);
     // Without prev_kv the same delete is fine.
-    let done = op_response(store.apply(6, &plain(delete(b"a", RANGE_END_UNBOUNDED, false))));
+    let done = op_response(store.apply(6, 6, &plain(delete(b"a", RANGE_END_UNBOUNDED, false))));
     assert_eq!(
         done,
         OpResponse::Delete(DeleteResponse {
@@ -401,7 +427,7 @@ fn delete_prev_kv_over_the_response_bound_changes_nothing() {
 #[test]
 fn append_creates_extends_and_is_bounded() {
     let mut store = Store::new(small_limits()).unwrap();
-    let created = op_response(store.apply(1, &plain(append(b"log", b"abc"))));
+    let created = op_response(store.apply(1, 1, &plain(append(b"log", b"abc"))));
     assert_eq!(
         created,
         OpResponse::Append(AppendResponse { value_bytes: 3 })
@@ -415,6 +441,7 @@ fn append_creates_extends_and_is_bounded() {
     store
         .apply(
             2,
+            2,
             &plain(Op::Put(PutRequest {
                 key: b"log".to_vec(),
                 value: b"abc".to_vec(),
@@ -423,7 +450,7 @@ fn append_creates_extends_and_is_bounded() {
             })),
         )
         .unwrap();
-    let extended = op_response(store.apply(3, &plain(append(b"log", b"defgh"))));
+    let extended = op_response(store.apply(3, 3, &plain(append(b"log", b"defgh"))));
     assert_eq!(
         extended,
         OpResponse::Append(AppendResponse { value_bytes: 8 })
@@ -436,7 +463,7 @@ fn append_creates_extends_and_is_bounded() {
     );
     assert_eq!(second.lease, 5, "append keeps the key's lease");
 
-    let refused = store.apply(4, &plain(append(b"log", b"123456789")));
+    let refused = store.apply(4, 4, &plain(append(b"log", b"123456789")));
     assert_eq!(
         refused,
         Err(KvError::ValueTooLarge {
@@ -445,15 +472,15 @@ fn append_creates_extends_and_is_bounded() {
         })
     );
     assert_eq!(store.get(b"log").unwrap(), second);
-    assert_eq!(store.revision(), 4);
+    assert_eq!(store.revision(), 3, "a refused append moves nothing");
 }
 
 /// Runs a Txn with one compare against key `k` (holding "m", created at 2, modified at
 /// 4, version 2) or against the missing key `missing`, and says which branch ran.
 fn compare_succeeds(key: &[u8], target: CompareTarget, result: CompareResult) -> bool {
     let mut store = Store::default();
-    store.apply(2, &plain(put(b"k", b"a"))).unwrap();
-    store.apply(4, &plain(put(b"k", b"m"))).unwrap();
+    store.apply(2, 2, &plain(put(b"k", b"a"))).unwrap();
+    store.apply(4, 4, &plain(put(b"k", b"m"))).unwrap();
     let txn = TxnRequest {
         compares: vec![Compare {
             key: key.to_vec(),
@@ -463,7 +490,7 @@ fn compare_succeeds(key: &[u8], target: CompareTarget, result: CompareResult) ->
         success: vec![],
         failure: vec![],
     };
-    match op_response(store.apply(5, &plain(Op::Txn(txn)))) {
+    match op_response(store.apply(5, 5, &plain(Op::Txn(txn)))) {
         OpResponse::Txn(response) => response.succeeded,
         other => panic!("not a txn response: {other:?}"),
     }
@@ -523,7 +550,7 @@ fn txn_compare_semantics() {
 #[test]
 fn txn_runs_one_branch_in_order() {
     let mut store = Store::default();
-    store.apply(1, &plain(put(b"k", b"1"))).unwrap();
+    store.apply(1, 1, &plain(put(b"k", b"1"))).unwrap();
     let txn = |expected: &[u8]| TxnRequest {
         compares: vec![Compare {
             key: b"k".to_vec(),
@@ -548,7 +575,8 @@ fn txn_runs_one_branch_in_order() {
             prev_kv: true,
         })],
     };
-    let OpResponse::Txn(success) = op_response(store.apply(2, &plain(Op::Txn(txn(b"1"))))) else {
+    let OpResponse::Txn(success) = op_response(store.apply(2, 2, &plain(Op::Txn(txn(b"1")))))
+    else {
         panic!("not a txn response");
     };
     assert!(success.succeeded);
@@ -559,7 +587,8 @@ fn txn_runs_one_branch_in_order() {
     assert_eq!(read.kvs[0].value, b"2+".to_vec());
     assert_eq!((read.kvs[0].mod_revision, read.kvs[0].version), (2, 3));
 
-    let OpResponse::Txn(failure) = op_response(store.apply(3, &plain(Op::Txn(txn(b"1"))))) else {
+    let OpResponse::Txn(failure) = op_response(store.apply(3, 3, &plain(Op::Txn(txn(b"1")))))
+    else {
         panic!("not a txn response");
     };
     assert!(!failure.succeeded);
@@ -570,7 +599,7 @@ fn txn_runs_one_branch_in_order() {
     assert_eq!(store.get(b"k"), None);
 
     let empty = TxnRequest::default();
-    let OpResponse::Txn(empty) = op_response(store.apply(4, &plain(Op::Txn(empty)))) else {
+    let OpResponse::Txn(empty) = op_response(store.apply(4, 4, &plain(Op::Txn(empty)))) else {
         panic!("not a txn response");
     };
     assert!(empty.succeeded && empty.responses.is_empty());
@@ -580,9 +609,9 @@ fn txn_runs_one_branch_in_order() {
 #[test]
 fn failed_txn_rolls_back_everything() {
     let mut store = Store::new(small_limits()).unwrap();
-    store.apply(1, &plain(put(b"a", b"old"))).unwrap();
-    store.apply(2, &plain(put(b"b", b"0123456789"))).unwrap();
-    store.apply(3, &plain(put(b"c", b"c"))).unwrap();
+    store.apply(1, 1, &plain(put(b"a", b"old"))).unwrap();
+    store.apply(2, 2, &plain(put(b"b", b"0123456789"))).unwrap();
+    store.apply(3, 3, &plain(put(b"c", b"c"))).unwrap();
     let before = store.clone();
     let txn = TxnRequest {
         compares: vec![],
@@ -609,7 +638,7 @@ fn failed_txn_rolls_back_everything() {
         ],
         failure: vec![],
     };
-    let refused = store.apply(4, &plain(Op::Txn(txn)));
+    let refused = store.apply(4, 4, &plain(Op::Txn(txn)));
     assert_eq!(
         refused,
         Err(KvError::ValueTooLarge {
@@ -618,7 +647,15 @@ fn failed_txn_rolls_back_everything() {
         })
     );
     assert_eq!(store.keys, before.keys);
-    assert_eq!(store.revision(), 4);
+    assert_eq!(
+        store.revision(),
+        before.revision(),
+        "a refused txn moves nothing"
+    );
+    assert_eq!(
+        store.history, before.history,
+        "its history pushes are taken back"
+    );
 }
 
 // An append creating a key inside a failed Txn is removed again.
@@ -645,7 +682,7 @@ fn failed_txn_removes_keys_it_created() {
         failure: vec![],
     };
     assert!(matches!(
-        store.apply(1, &plain(Op::Txn(txn))),
+        store.apply(1, 1, &plain(Op::Txn(txn))),
         Err(KvError::ValueTooLarge { .. })
     ));
     assert_eq!(store.key_count(), 0);
@@ -656,7 +693,7 @@ fn failed_txn_removes_keys_it_created() {
 #[test]
 fn invalid_commands_change_only_the_revision() {
     let mut store = Store::new(small_limits()).unwrap();
-    store.apply(1, &plain(put(b"a", b"1"))).unwrap();
+    store.apply(1, 1, &plain(put(b"a", b"1"))).unwrap();
     let before = store.snapshot();
     let invalid = [
         (
@@ -691,7 +728,7 @@ fn invalid_commands_change_only_the_revision() {
     ];
     for (offset, (op, error)) in invalid.into_iter().enumerate() {
         let index = 2 + offset as u64;
-        assert_eq!(store.apply(index, &plain(op)), Err(error));
+        assert_eq!(store.apply(index, index, &plain(op)), Err(error));
     }
     let mut expected = Store::restore(&before).unwrap();
     expected.apply_noop(store.applied_index());
@@ -743,20 +780,20 @@ fn reads_outside_the_log() {
 fn session_retry_is_not_applied_twice() {
     let mut store = Store::default();
     let first = store
-        .apply(1, &with_session(9, 1, append(b"k", b"x")))
+        .apply(1, 1, &with_session(9, 1, append(b"k", b"x")))
         .unwrap();
     let retry = store
-        .apply(2, &with_session(9, 1, append(b"k", b"x")))
+        .apply(2, 2, &with_session(9, 1, append(b"k", b"x")))
         .unwrap();
     assert_eq!(
         retry, first,
         "the retry returns the original response, revision included"
     );
     assert_eq!(store.get(b"k").unwrap().value, b"x".to_vec());
-    assert_eq!(store.revision(), 2);
+    assert_eq!(store.revision(), 1, "the retry wrote nothing");
 
     let next = store
-        .apply(3, &with_session(9, 2, append(b"k", b"y")))
+        .apply(3, 3, &with_session(9, 2, append(b"k", b"y")))
         .unwrap();
     assert_eq!(
         next.op,
@@ -764,8 +801,8 @@ fn session_retry_is_not_applied_twice() {
     );
     assert_eq!(store.session_last_seq(9), Some(2));
     // Without a session the same append applies every time.
-    store.apply(4, &plain(append(b"k", b"z"))).unwrap();
-    store.apply(5, &plain(append(b"k", b"z"))).unwrap();
+    store.apply(4, 4, &plain(append(b"k", b"z"))).unwrap();
+    store.apply(5, 5, &plain(append(b"k", b"z"))).unwrap();
     assert_eq!(store.get(b"k").unwrap().value, b"xyzz".to_vec());
     assert_eq!(store.session_count(), 1);
 }
@@ -775,14 +812,14 @@ fn session_retry_is_not_applied_twice() {
 fn session_caches_errors_too() {
     let mut store = Store::new(small_limits()).unwrap();
     store
-        .apply(1, &with_session(4, 1, append(b"k", &[0; 10])))
+        .apply(1, 1, &with_session(4, 1, append(b"k", &[0; 10])))
         .unwrap();
-    let refused = store.apply(2, &with_session(4, 2, append(b"k", &[0; 10])));
+    let refused = store.apply(2, 2, &with_session(4, 2, append(b"k", &[0; 10])));
     assert!(matches!(refused, Err(KvError::ValueTooLarge { .. })));
     // The key shrinks; a real re-run would now succeed, the cached answer does not change.
-    store.apply(3, &plain(put(b"k", b""))).unwrap();
+    store.apply(3, 3, &plain(put(b"k", b""))).unwrap();
     assert_eq!(
-        store.apply(4, &with_session(4, 2, append(b"k", &[0; 10]))),
+        store.apply(4, 4, &with_session(4, 2, append(b"k", &[0; 10]))),
         refused
     );
     assert_eq!(store.get(b"k").unwrap().value, Vec::<u8>::new());
@@ -793,7 +830,7 @@ fn session_caches_errors_too() {
 fn session_stale_expired_and_gaps() {
     let mut store = Store::default();
     assert_eq!(
-        store.apply(1, &with_session(5, 2, put(b"k", b"1"))),
+        store.apply(1, 1, &with_session(5, 2, put(b"k", b"1"))),
         Err(KvError::Session(SessionError::Expired {
             client_id: 5,
             seq: 2
@@ -803,13 +840,13 @@ fn session_stale_expired_and_gaps() {
     assert_eq!(store.session_count(), 0);
 
     store
-        .apply(2, &with_session(5, 1, put(b"k", b"1")))
+        .apply(2, 2, &with_session(5, 1, put(b"k", b"1")))
         .unwrap();
     store
-        .apply(3, &with_session(5, 4, put(b"k", b"4")))
+        .apply(3, 3, &with_session(5, 4, put(b"k", b"4")))
         .unwrap();
     assert_eq!(
-        store.apply(4, &with_session(5, 3, put(b"k", b"3"))),
+        store.apply(4, 4, &with_session(5, 3, put(b"k", b"3"))),
         Err(KvError::Session(SessionError::Stale {
             client_id: 5,
             seq: 3,
@@ -824,19 +861,22 @@ fn session_stale_expired_and_gaps() {
 #[test]
 fn session_rerun_of_reads() {
     let mut store = Store::default();
-    store.apply(1, &plain(put(b"k", b"1"))).unwrap();
+    store.apply(1, 1, &plain(put(b"k", b"1"))).unwrap();
     let read = Op::Range(RangeRequest::get(b"k"));
-    let first = store.apply(2, &with_session(3, 1, read.clone())).unwrap();
-    store.apply(3, &plain(put(b"k", b"2"))).unwrap();
-    let again = store.apply(4, &with_session(3, 1, read)).unwrap();
-    assert_eq!(first.revision, 2);
-    assert_eq!(again.revision, 4);
+    let first = store
+        .apply(2, 2, &with_session(3, 1, read.clone()))
+        .unwrap();
+    store.apply(3, 3, &plain(put(b"k", b"2"))).unwrap();
+    let again = store.apply(4, 4, &with_session(3, 1, read)).unwrap();
+    // A read answers with the store's revision: the last write's.
+    assert_eq!(first.revision, 1);
+    assert_eq!(again.revision, 3);
     let OpResponse::Range(again) = again.op else {
         panic!("not a range")
     };
     assert_eq!(again.kvs[0].value, b"2".to_vec());
     // A write under the seq of a cached read is not applied.
-    let refused = store.apply(5, &with_session(3, 1, put(b"k", b"3")));
+    let refused = store.apply(5, 5, &with_session(3, 1, put(b"k", b"3")));
     assert_eq!(refused, Err(KvError::NotReadOnly));
     assert_eq!(store.get(b"k").unwrap().value, b"2".to_vec());
 }
@@ -847,26 +887,26 @@ fn session_rerun_of_reads() {
 fn session_eviction_is_least_recently_used() {
     let mut store = Store::new(small_limits()).unwrap();
     store
-        .apply(1, &with_session(1, 1, put(b"a", b"1")))
+        .apply(1, 1, &with_session(1, 1, put(b"a", b"1")))
         .unwrap();
     store
-        .apply(2, &with_session(2, 1, put(b"b", b"1")))
+        .apply(2, 2, &with_session(2, 1, put(b"b", b"1")))
         .unwrap();
     store
-        .apply(3, &with_session(3, 1, put(b"c", b"1")))
+        .apply(3, 3, &with_session(3, 1, put(b"c", b"1")))
         .unwrap();
     // A duplicate from client 1 makes client 2 the oldest.
     store
-        .apply(4, &with_session(1, 1, put(b"a", b"1")))
+        .apply(4, 4, &with_session(1, 1, put(b"a", b"1")))
         .unwrap();
     store
-        .apply(5, &with_session(4, 1, put(b"d", b"1")))
+        .apply(5, 5, &with_session(4, 1, put(b"d", b"1")))
         .unwrap();
     assert_eq!(store.session_count(), 3);
     assert_eq!(store.session_last_seq(2), None);
     assert_eq!(store.session_last_seq(1), Some(1));
     assert_eq!(
-        store.apply(6, &with_session(2, 2, put(b"b", b"2"))),
+        store.apply(6, 6, &with_session(2, 2, put(b"b", b"2"))),
         Err(KvError::Session(SessionError::Expired {
             client_id: 2,
             seq: 2
@@ -884,18 +924,18 @@ fn session_eviction_by_cached_bytes() {
         ..small_limits()
     };
     let mut store = Store::new(limits).unwrap();
-    store.apply(1, &plain(put(b"k", &[b'v'; 16]))).unwrap();
+    store.apply(1, 1, &plain(put(b"k", &[b'v'; 16]))).unwrap();
     // Each cached Put answer with a previous key-value (1 + 1 + 8 + 1 + 1 + 57 = 69
     // bytes) is large; three of them exceed 150 bytes.
     store
-        .apply(2, &with_session(1, 1, put_prev(b"k", &[b'v'; 16])))
+        .apply(2, 2, &with_session(1, 1, put_prev(b"k", &[b'v'; 16])))
         .unwrap();
     store
-        .apply(3, &with_session(2, 1, put_prev(b"k", &[b'v'; 16])))
+        .apply(3, 3, &with_session(2, 1, put_prev(b"k", &[b'v'; 16])))
         .unwrap();
     assert_eq!(store.session_count(), 2);
     store
-        .apply(4, &with_session(3, 1, put_prev(b"k", &[b'v'; 16])))
+        .apply(4, 4, &with_session(3, 1, put_prev(b"k", &[b'v'; 16])))
         .unwrap();
     assert_eq!(store.session_count(), 2);
     assert_eq!(store.session_last_seq(1), None);
@@ -903,6 +943,7 @@ fn session_eviction_by_cached_bytes() {
     for client_id in 10..20 {
         store
             .apply(
+                client_id,
                 client_id,
                 &with_session(client_id, 1, Op::Range(RangeRequest::get(b"k"))),
             )
@@ -916,25 +957,25 @@ fn session_eviction_by_cached_bytes() {
 fn sessions_survive_snapshots() {
     let mut store = Store::new(small_limits()).unwrap();
     store
-        .apply(1, &with_session(1, 1, append(b"a", b"x")))
+        .apply(1, 1, &with_session(1, 1, append(b"a", b"x")))
         .unwrap();
     store
-        .apply(2, &with_session(2, 1, append(b"b", b"x")))
+        .apply(2, 2, &with_session(2, 1, append(b"b", b"x")))
         .unwrap();
     let cached = store
-        .apply(3, &with_session(1, 2, append(b"a", b"y")))
+        .apply(3, 3, &with_session(1, 2, append(b"a", b"y")))
         .unwrap();
     let mut restored = Store::restore(&store.snapshot()).unwrap();
     assert_eq!(restored, store);
     assert_eq!(
         restored
-            .apply(4, &with_session(1, 2, append(b"a", b"y")))
+            .apply(4, 4, &with_session(1, 2, append(b"a", b"y")))
             .unwrap(),
         cached
     );
     assert_eq!(restored.get(b"a").unwrap().value, b"xy".to_vec());
     assert_eq!(
-        restored.apply(5, &with_session(1, 1, append(b"a", b"x"))),
+        restored.apply(5, 5, &with_session(1, 1, append(b"a", b"x"))),
         Err(KvError::Session(SessionError::Stale {
             client_id: 1,
             seq: 1,
@@ -943,10 +984,10 @@ fn sessions_survive_snapshots() {
     );
     // Client 2 is now the oldest and is the one evicted by two new clients.
     restored
-        .apply(6, &with_session(3, 1, append(b"c", b"x")))
+        .apply(6, 6, &with_session(3, 1, append(b"c", b"x")))
         .unwrap();
     restored
-        .apply(7, &with_session(4, 1, append(b"d", b"x")))
+        .apply(7, 7, &with_session(4, 1, append(b"d", b"x")))
         .unwrap();
     assert_eq!(restored.session_last_seq(2), None);
     assert_eq!(restored.session_last_seq(1), Some(2));
@@ -957,10 +998,14 @@ fn sessions_survive_snapshots() {
 fn snapshot_round_trip_is_byte_identical() {
     let mut store = store_with_keys();
     store
-        .apply(6, &with_session(8, 1, put_prev(b"a", b"w")))
+        .apply(6, 6, &with_session(8, 1, put_prev(b"a", b"w")))
         .unwrap();
     store
-        .apply(7, &with_session(9, 1, Op::Range(RangeRequest::get(b"a"))))
+        .apply(
+            7,
+            7,
+            &with_session(9, 1, Op::Range(RangeRequest::get(b"a"))),
+        )
         .unwrap();
     store.apply_noop(8);
     let bytes = store.snapshot();
@@ -970,7 +1015,7 @@ fn snapshot_round_trip_is_byte_identical() {
     let empty = Store::default();
     assert_eq!(
         empty.snapshot().len(),
-        92,
+        132,
         "the smallest snapshot, as documented"
     );
     assert_eq!(Store::restore(&empty.snapshot()).unwrap(), empty);
@@ -981,29 +1026,32 @@ fn snapshot_round_trip_is_byte_identical() {
 fn snapshot_matches_the_documented_layout() {
     let mut store = Store::default();
     store
-        .apply(5, &with_session(7, 1, put(b"k", b"v")))
+        .apply(5, 5, &with_session(7, 1, put(b"k", b"v")))
         .unwrap();
     let bytes = store.snapshot();
     let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
     assert_eq!(&bytes[..4], b"CKVS");
-    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 1);
-    assert_eq!(u64_at(8), 5);
-    assert_eq!(u64_at(16), 4096);
-    assert_eq!(u64_at(24), 1024 * 1024);
-    assert_eq!(u64_at(32), 128);
-    assert_eq!(u64_at(56), 100_000);
-    assert_eq!(u64_at(72), 1);
+    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 2);
+    assert_eq!(u64_at(8), 5, "applied index");
+    assert_eq!((u64_at(16), u64_at(24), u64_at(32)), (5, 0, 0), "revisions");
+    assert_eq!(u64_at(40), 4096);
+    assert_eq!(u64_at(48), 1024 * 1024);
+    assert_eq!(u64_at(56), 128);
+    assert_eq!(u64_at(80), 100_000);
+    assert_eq!(u64_at(96), 32 * 1024 * 1024, "history bytes max");
+    assert_eq!(u64_at(104), 1, "key count");
     // The key record: "k", "v", create 5, mod 5, version 1, lease 0.
-    assert_eq!(&bytes[80..90], &[1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
+    assert_eq!(&bytes[112..122], &[1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
     assert_eq!(
-        (u64_at(90), u64_at(98), u64_at(106), u64_at(114)),
+        (u64_at(122), u64_at(130), u64_at(138), u64_at(146)),
         (5, 5, 1, 0)
     );
-    assert_eq!(u64_at(122), 1, "session count");
-    assert_eq!((u64_at(130), u64_at(138), u64_at(146)), (7, 1, 5));
-    assert_eq!(bytes[154], 1, "a stored outcome");
-    let outcome_bytes = u32::from_le_bytes(bytes[155..159].try_into().unwrap()) as usize;
-    let outcome = decode_outcome(&bytes[159..159 + outcome_bytes]).unwrap();
+    assert_eq!(u64_at(154), 0, "history key count");
+    assert_eq!(u64_at(162), 1, "session count");
+    assert_eq!((u64_at(170), u64_at(178), u64_at(186)), (7, 1, 5));
+    assert_eq!(bytes[194], 1, "a stored outcome");
+    let outcome_bytes = u32::from_le_bytes(bytes[195..199].try_into().unwrap()) as usize;
+    let outcome = decode_outcome(&bytes[199..199 + outcome_bytes]).unwrap();
     assert_eq!(
         outcome,
         Ok(Response {
@@ -1011,7 +1059,7 @@ fn snapshot_matches_the_documented_layout() {
             op: OpResponse::Put(PutResponse::default())
         })
     );
-    let crc_offset = 159 + outcome_bytes;
+    let crc_offset = 199 + outcome_bytes;
     assert_eq!(bytes.len(), crc_offset + 4);
     let crc = u32::from_le_bytes(bytes[crc_offset..].try_into().unwrap());
     assert_eq!(crc, crc32fast::hash(&bytes[..crc_offset]));
@@ -1038,10 +1086,10 @@ fn damaged_snapshots_are_refused() {
     assert_eq!(Store::restore(&magic), Err(SnapshotError::BadMagic));
 
     let mut version = bytes.clone();
-    version[4] = 2;
+    version[4] = 1;
     assert_eq!(
         Store::restore(&version),
-        Err(SnapshotError::UnsupportedVersion { version: 2 })
+        Err(SnapshotError::UnsupportedVersion { version: 1 })
     );
 
     let mut flipped = bytes.clone();
@@ -1063,11 +1111,12 @@ fn damaged_snapshots_are_refused() {
 // A well-sealed snapshot whose state breaks an invariant is refused, not trusted.
 #[test]
 fn inconsistent_snapshots_are_refused() {
-    // Header: magic 4, version 4, applied index 8, limits 56, key count 8.
-    let first_key_offset = 4 + 4 + 8 + 56 + 8;
+    // Header: magic 4, version 4, applied index 8, three revisions 24, limits 64, key
+    // count 8.
+    let first_key_offset = 4 + 4 + 8 + 24 + 64 + 8;
     let mut store = Store::default();
-    store.apply(1, &plain(put(b"a", b"1"))).unwrap();
-    store.apply(2, &plain(put(b"b", b"1"))).unwrap();
+    store.apply(1, 1, &plain(put(b"a", b"1"))).unwrap();
+    store.apply(2, 2, &plain(put(b"b", b"1"))).unwrap();
 
     // The second key renamed to the first: keys no longer strictly increase.
     let mut duplicate = store.snapshot();
@@ -1079,7 +1128,7 @@ fn inconsistent_snapshots_are_refused() {
         Err(SnapshotError::Invalid { .. })
     ));
 
-    // A mod revision past the applied index.
+    // A mod revision past the store's revision.
     let mut future = store.snapshot();
     let mod_revision_offset = first_key_offset + 4 + 1 + 4 + 1 + 8;
     future[mod_revision_offset] = 9;
@@ -1091,7 +1140,7 @@ fn inconsistent_snapshots_are_refused() {
 
     // Limits that do not check out.
     let mut limits = store.snapshot();
-    limits[16..24].copy_from_slice(&0u64.to_le_bytes());
+    limits[40..48].copy_from_slice(&0u64.to_le_bytes());
     reseal(&mut limits);
     assert!(matches!(
         Store::restore(&limits),

@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use crate::kv::{self, Command, KvError, Op, Store};
+use crate::kv::{self, Command, KvError, LogEntry, Op, Store};
 use crate::raft::{
-    self, ConfState, Entry, EntryKind, Index, InitialState, Message, NodeId, RaftNode, ReadError,
-    Role, Snapshot, Term, NO_NODE,
+    self, ConfState, Entry, EntryKind, Index, InitialState, Message, MessageKind, NodeId, RaftNode,
+    ReadError, Role, Snapshot, Term, NO_NODE,
 };
 
 /// A Raft group's id (a slice of the keyspace).
@@ -43,6 +43,31 @@ pub enum ClientError {
     Dropped,
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// A read at a revision, or a close it needs, did not come in time (retrying is safe).
+    #[error("group {group} did not close revision {revision} in time")]
+    ReadTimeout { group: GroupId, revision: u64 },
+    /// A snapshot read at `revision` found, at its read index, writes up to `needed`:
+    /// the snapshot must be taken at `needed` or later to contain everything committed
+    /// before the read began.
+    #[error("revision {revision} is behind writes at {needed}")]
+    RevisionBehind { revision: u64, needed: u64 },
+}
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// From this replica at once, possibly stale.
+    Serializable,
+    /// After a read index: everything committed before the read began is seen.
+    Linearizable,
+    /// The group's state at this revision, once this replica has applied a close (or a
+    /// write) at or past it; any replica may serve it. A leader closes the revision on
+    /// request; a follower asks its leader to.
+    At(u64),
+    /// A linearizable read at this revision: after a read index, like `Linearizable`,
+    /// then like `At`; refused with [`ClientError::RevisionBehind`] when the read index
+    /// shows writes past the revision.
+    SnapshotAt(u64),
 }
 
 /// The reply to one request.
@@ -71,7 +96,14 @@ pub struct ShardConfig {
     /// Ticks a linearizable read may wait for its read index. The request or the answer
     /// can be lost between a follower and the leader, or go to a leader that is gone; then
     /// the read is answered `NotLeader` after this many ticks (retrying a read is safe).
+    /// A read at a revision waits as long for its revision to close.
     pub read_index_timeout_ticks: u64,
+    /// Ticks between two close promises of a group's leader, also when the group is idle
+    /// (see `kv::store` on closed revisions).
+    pub close_interval_ticks: u64,
+    /// A deliberate bug, for the simulator to prove it checks closed revisions: the leader
+    /// stamps a write with the revision of its last promise instead of one above it.
+    pub unsafe_stamp_at_closed: bool,
 }
 
 impl ShardConfig {
@@ -86,6 +118,8 @@ impl ShardConfig {
             // Longer than an election (10 to 20 ticks by default), so a read survives a
             // quick leader change when its answer is merely slow.
             read_index_timeout_ticks: 30,
+            close_interval_ticks: 1,
+            unsafe_stamp_at_closed: false,
         }
     }
 }
@@ -185,21 +219,42 @@ struct Proposal {
     request: RequestId,
 }
 
+/// A read waiting for something: its op and how it is served.
+#[derive(Clone, Debug)]
+struct WaitingRead {
+    op: Op,
+    mode: ReadMode,
+}
+
 /// One Raft group with its state machine and waiting requests.
 #[derive(Debug)]
 struct Group {
     raft: RaftNode,
     store: Store,
     proposals: VecDeque<Proposal>,
+    /// The highest revision this replica's log holds or promises, and the term in which
+    /// it was worked out: a leader stamps every write above it. A new term means another
+    /// leader may have written, so it is worked out again from the log.
+    stamped: u64,
+    stamped_term: Term,
+    /// The highest close this replica wants: its own periodic one as leader, or one a
+    /// waiting read asks for; and the highest it proposed (as leader) or asked its
+    /// leader for (as follower).
+    close_wanted: u64,
+    close_asked: u64,
+    ticks_since_close: u64,
+    /// Reads at a revision waiting for it to close, by (revision, request id), with the
+    /// tick at which each gives up.
+    reads_at: BTreeMap<(u64, RequestId), (Op, u64)>,
     /// Linearizable reads waiting for a read index, by request id (the read context), with
     /// the tick at which each gives up.
-    reads_waiting: BTreeMap<RequestId, (Op, u64)>,
+    reads_waiting: BTreeMap<RequestId, (WaitingRead, u64)>,
     /// The same reads ordered by (deadline tick, request id).
     reads_deadlines: BTreeSet<(u64, RequestId)>,
     /// Ticks since this group was opened.
     ticks: u64,
     /// Reads with a read index, waiting for the store to apply it.
-    reads_ready: VecDeque<(Index, RequestId, Op)>,
+    reads_ready: VecDeque<(Index, RequestId, WaitingRead)>,
     /// Storage asked for a snapshot now (the group's old entries pin log segments).
     snapshot_requested: bool,
 }
@@ -261,6 +316,12 @@ impl MultiRaft {
             raft,
             store,
             proposals: VecDeque::new(),
+            stamped: 0,
+            stamped_term: 0,
+            close_wanted: 0,
+            close_asked: 0,
+            ticks_since_close: 0,
+            reads_at: BTreeMap::new(),
             reads_waiting: BTreeMap::new(),
             reads_deadlines: BTreeSet::new(),
             ticks: 0,
@@ -314,12 +375,23 @@ impl MultiRaft {
             .collect()
     }
 
-    /// Advances every group's clock by one tick, and answers the linearizable reads that
-    /// waited too long for their read index (see `read_index_timeout_ticks`).
-    pub fn tick(&mut self) {
+    /// Advances every group's clock by one tick; `now_revision` is the shard's hybrid
+    /// logical clock, which a leader's periodic close promises. Answers the reads that
+    /// waited too long for their read index (see `read_index_timeout_ticks`) or for
+    /// their revision to close.
+    pub fn tick(&mut self, now_revision: u64) {
+        let close_interval = self.config.close_interval_ticks;
         for (&id, group) in self.groups.iter_mut() {
             group.raft.tick();
             group.ticks += 1;
+            group.ticks_since_close += 1;
+            if group.raft.is_leader() && group.ticks_since_close >= close_interval {
+                group.close_wanted = group.close_wanted.max(now_revision);
+            }
+            if !group.raft.is_leader() && !group.reads_at.is_empty() {
+                // A close request or its effect may have been lost: ask again.
+                group.close_asked = 0;
+            }
             while let Some(&(deadline, request)) = group.reads_deadlines.first() {
                 if deadline > group.ticks {
                     break;
@@ -333,19 +405,49 @@ impl MultiRaft {
                 };
                 self.replies.push((request, Err(error)));
             }
+            let ticks = group.ticks;
+            let expired: Vec<(u64, RequestId)> = group
+                .reads_at
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline <= ticks)
+                .map(|(&key, _)| key)
+                .collect();
+            for (revision, request) in expired {
+                group.reads_at.remove(&(revision, request));
+                let error = ClientError::ReadTimeout {
+                    group: id,
+                    revision,
+                };
+                self.replies.push((request, Err(error)));
+            }
         }
     }
 
-    /// Feeds a peer's message to its group. Messages for unknown groups are dropped.
+    /// Feeds a peer's message to its group. Messages for unknown groups are dropped. A
+    /// close request is this layer's own: the leader closes the revision it names.
     pub fn step(&mut self, group: GroupId, message: Message) {
         if let Some(group) = self.groups.get_mut(&group) {
+            if message.kind == MessageKind::CloseRequest {
+                if group.raft.is_leader() {
+                    group.close_wanted = group.close_wanted.max(message.index);
+                }
+                return;
+            }
             group.raft.step(message);
         }
     }
 
-    /// Proposes a write (or a read through the log). The reply comes out of `ready()`.
-    pub fn propose(&mut self, request: RequestId, group_id: GroupId, command: &Command) {
-        let result = self.try_propose(request, group_id, command);
+    /// Proposes a write (or a read through the log), stamped with a revision at or above
+    /// `revision_floor` (the shard's clock, and what the client has seen). The reply
+    /// comes out of `ready()`.
+    pub fn propose(
+        &mut self,
+        request: RequestId,
+        group_id: GroupId,
+        command: &Command,
+        revision_floor: u64,
+    ) {
+        let result = self.try_propose(request, group_id, command, revision_floor);
         if let Err(error) = result {
             self.replies.push((request, Err(error)));
         }
@@ -356,9 +458,11 @@ impl MultiRaft {
         request: RequestId,
         group_id: GroupId,
         command: &Command,
+        revision_floor: u64,
     ) -> Result<(), ClientError> {
         kv::validate(command, &self.config.limits)?;
         let proposals_max = self.config.proposals_pending_max;
+        let unsafe_stamp = self.config.unsafe_stamp_at_closed;
         let group = self
             .groups
             .get_mut(&group_id)
@@ -366,9 +470,22 @@ impl MultiRaft {
         if group.proposals.len() >= proposals_max {
             return Err(ClientError::Busy("too many pending proposals"));
         }
-        let data: raft::Payload = Arc::from(command.encode());
+        if !group.raft.is_leader() {
+            return Err(ClientError::NotLeader {
+                group: group_id,
+                leader: group.raft.leader(),
+            });
+        }
+        let stamped = group.stamped_now();
+        let revision = if unsafe_stamp {
+            revision_floor.max(stamped)
+        } else {
+            revision_floor.max(stamped + 1)
+        };
+        let data: raft::Payload = Arc::from(LogEntry::encode_write(revision, command));
         match group.raft.propose(data) {
             Ok(index) => {
+                group.stamped = group.stamped.max(revision);
                 let term = group.raft.term();
                 group.proposals.push_back(Proposal {
                     index,
@@ -389,42 +506,88 @@ impl MultiRaft {
         }
     }
 
-    /// Reads through the state machine without the log. Linearizable reads wait for a
-    /// read index (any replica can serve them: a follower asks the leader); serializable
-    /// reads are answered at once from this replica, possibly stale.
-    pub fn read(&mut self, request: RequestId, group_id: GroupId, op: Op, serializable: bool) {
-        let reads_max = self.config.reads_pending_max;
+    /// Proposes a compaction of `group` to `revision` (a write of its own, without a
+    /// session: applying it twice compacts alike). The reply is the store's revision.
+    pub fn propose_compaction(&mut self, request: RequestId, group_id: GroupId, revision: u64) {
         let Some(group) = self.groups.get_mut(&group_id) else {
             self.replies
                 .push((request, Err(ClientError::GroupNotFound(group_id))));
             return;
         };
-        if serializable {
-            let reply = group.store.read(&op).map_err(ClientError::from);
-            self.replies.push((request, reply));
-            return;
-        }
-        if group.reads_waiting.len() + group.reads_ready.len() >= reads_max {
-            self.replies
-                .push((request, Err(ClientError::Busy("too many pending reads"))));
-            return;
-        }
-        match group.raft.read_index(request) {
-            Ok(()) => {
-                let deadline = group.ticks + self.config.read_index_timeout_ticks;
-                group.reads_waiting.insert(request, (op, deadline));
-                group.reads_deadlines.insert((deadline, request));
+        let data: raft::Payload = Arc::from(LogEntry::Compact { revision }.encode());
+        match group.raft.propose(data) {
+            Ok(index) => {
+                let term = group.raft.term();
+                group.proposals.push_back(Proposal {
+                    index,
+                    term,
+                    request,
+                });
             }
-            Err(ReadError::NoLeader) => {
+            Err(raft::ProposeError::NotLeader { leader }) => {
+                let error = ClientError::NotLeader {
+                    group: group_id,
+                    leader,
+                };
+                self.replies.push((request, Err(error)));
+            }
+            Err(_) => {
                 let error = ClientError::NotLeader {
                     group: group_id,
                     leader: NO_NODE,
                 };
                 self.replies.push((request, Err(error)));
             }
-            Err(ReadError::Busy) => {
-                self.replies
-                    .push((request, Err(ClientError::Busy("too many pending reads"))));
+        }
+    }
+
+    /// Reads through the state machine without the log, as `mode` says (see
+    /// [`ReadMode`]).
+    pub fn read(&mut self, request: RequestId, group_id: GroupId, op: Op, mode: ReadMode) {
+        let reads_max = self.config.reads_pending_max;
+        let timeout_ticks = self.config.read_index_timeout_ticks;
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            self.replies
+                .push((request, Err(ClientError::GroupNotFound(group_id))));
+            return;
+        };
+        if group.reads_waiting.len() + group.reads_ready.len() + group.reads_at.len() >= reads_max
+            && mode != ReadMode::Serializable
+        {
+            self.replies
+                .push((request, Err(ClientError::Busy("too many pending reads"))));
+            return;
+        }
+        match mode {
+            ReadMode::Serializable => {
+                let reply = group.store.read(&op).map_err(ClientError::from);
+                self.replies.push((request, reply));
+            }
+            ReadMode::At(revision) => {
+                if let Some(reply) = group.read_at_now(request, op, revision, timeout_ticks) {
+                    self.replies.push((request, reply));
+                }
+            }
+            ReadMode::Linearizable | ReadMode::SnapshotAt(_) => {
+                match group.raft.read_index(request) {
+                    Ok(()) => {
+                        let deadline = group.ticks + timeout_ticks;
+                        let read = WaitingRead { op, mode };
+                        group.reads_waiting.insert(request, (read, deadline));
+                        group.reads_deadlines.insert((deadline, request));
+                    }
+                    Err(ReadError::NoLeader) => {
+                        let error = ClientError::NotLeader {
+                            group: group_id,
+                            leader: NO_NODE,
+                        };
+                        self.replies.push((request, Err(error)));
+                    }
+                    Err(ReadError::Busy) => {
+                        self.replies
+                            .push((request, Err(ClientError::Busy("too many pending reads"))));
+                    }
+                }
             }
         }
     }
@@ -464,19 +627,23 @@ impl MultiRaft {
     /// Is there anything to do?
     pub fn has_ready(&self) -> bool {
         !self.replies.is_empty()
-            || self
-                .groups
-                .values()
-                .any(|group| group.raft.has_ready() || group.snapshot_requested)
+            || self.groups.values().any(|group| {
+                group.raft.has_ready()
+                    || group.snapshot_requested
+                    || group.close_wanted > group.close_asked
+            })
     }
 
     /// Collects every group's Ready, applies what committed, and answers what it can.
     pub fn ready(&mut self) -> ShardReady {
         let mut out = ShardReady::default();
         let compact_entries = self.config.compact_entries;
+        let node_id = self.config.node_id;
+        let read_timeout_ticks = self.config.read_index_timeout_ticks;
         for (&id, group) in self.groups.iter_mut() {
+            group.ask_for_close(node_id, id, &mut out.messages);
             if group.raft.has_ready() {
-                group_ready(id, group, &mut out);
+                group_ready(id, group, read_timeout_ticks, &mut out);
             }
             // After applying (or on request, for an idle group whose old entries pin WAL
             // segments): a snapshot that lets the log be compacted. Taking one stops the
@@ -510,9 +677,87 @@ impl MultiRaft {
     }
 }
 
+impl Group {
+    /// The highest revision the log holds or promises, worked out again from the log in a
+    /// new term (another leader may have written since this replica last knew).
+    fn stamped_now(&mut self) -> u64 {
+        let term = self.raft.term();
+        if self.stamped_term != term {
+            let log = self.raft.log();
+            let mut highest = self.store.closed_revision();
+            for index in log.applied + 1..=log.last_index() {
+                if let Some(revision) = log
+                    .entry_at(index)
+                    .and_then(|entry| LogEntry::revision_of(&entry.data))
+                {
+                    highest = highest.max(revision);
+                }
+            }
+            self.stamped = highest;
+            self.stamped_term = term;
+        }
+        self.stamped
+    }
+
+    /// Proposes the close this replica wants (as leader), or asks its leader for it (as
+    /// follower); one per group per turn, however many reads want it.
+    fn ask_for_close(
+        &mut self,
+        node_id: NodeId,
+        id: GroupId,
+        messages: &mut Vec<(GroupId, Message)>,
+    ) {
+        if self.close_wanted <= self.close_asked {
+            return;
+        }
+        // One try per want: a leader that cannot propose now (a transfer, the bound on
+        // uncommitted entries) tries again at its next periodic close; a follower without
+        // a leader, or whose request was lost, asks again at the next tick while reads
+        // wait (see `tick`).
+        let wanted = self.close_wanted;
+        self.close_asked = wanted;
+        if self.raft.is_leader() {
+            let revision = wanted.max(self.stamped_now());
+            let data: raft::Payload = Arc::from(LogEntry::Close { revision }.encode());
+            if self.raft.propose(data).is_ok() {
+                self.stamped = self.stamped.max(revision);
+                self.close_asked = revision;
+                self.ticks_since_close = 0;
+            }
+            return;
+        }
+        let leader = self.raft.leader();
+        if leader == NO_NODE {
+            return;
+        }
+        let mut request =
+            Message::new(MessageKind::CloseRequest, node_id, leader, self.raft.term());
+        request.index = wanted;
+        messages.push((id, request));
+    }
+
+    /// Serves a read at `revision` now if it is closed here, else waits for it (and asks
+    /// for it to be closed). `None`: it waits.
+    fn read_at_now(
+        &mut self,
+        request: RequestId,
+        op: Op,
+        revision: u64,
+        timeout_ticks: u64,
+    ) -> Option<Reply> {
+        if revision <= self.store.closed_revision() || revision < self.store.compact_revision() {
+            return Some(self.store.read_at(&op, revision).map_err(ClientError::from));
+        }
+        let deadline = self.ticks + timeout_ticks;
+        self.reads_at.insert((revision, request), (op, deadline));
+        self.close_wanted = self.close_wanted.max(revision);
+        None
+    }
+}
+
 /// Takes one group's Ready into `out`: what to persist and send, then applies what
 /// committed and serves the reads that became ready.
-fn group_ready(id: GroupId, group: &mut Group, out: &mut ShardReady) {
+fn group_ready(id: GroupId, group: &mut Group, timeout_ticks: u64, out: &mut ShardReady) {
     let ready = group.raft.ready();
     out.token.numbers.push((id, ready.number));
     if let Some(soft) = ready.soft_state {
@@ -551,9 +796,11 @@ fn group_ready(id: GroupId, group: &mut Group, out: &mut ShardReady) {
         apply_entry(group, entry, &mut out.replies);
     }
     for read in ready.read_states {
-        if let Some((op, deadline)) = group.reads_waiting.remove(&read.context) {
+        if let Some((waiting, deadline)) = group.reads_waiting.remove(&read.context) {
             group.reads_deadlines.remove(&(deadline, read.context));
-            group.reads_ready.push_back((read.index, read.context, op));
+            group
+                .reads_ready
+                .push_back((read.index, read.context, waiting));
         }
     }
     for context in ready.failed_reads {
@@ -566,7 +813,7 @@ fn group_ready(id: GroupId, group: &mut Group, out: &mut ShardReady) {
             out.replies.push((context, Err(error)));
         }
     }
-    serve_reads(group, &mut out.replies);
+    serve_reads(group, timeout_ticks, &mut out.replies);
 }
 
 fn restore_store(group: GroupId, data: &[u8]) -> Store {
@@ -581,8 +828,23 @@ fn restore_store(group: GroupId, data: &[u8]) -> Store {
 /// Applies one committed entry and answers the proposal that carried it, if it was ours.
 fn apply_entry(group: &mut Group, entry: &Entry, replies: &mut Vec<(RequestId, Reply)>) {
     let outcome = match entry.kind {
-        EntryKind::Normal if !entry.data.is_empty() => match Command::decode(&entry.data) {
-            Ok(command) => Some(group.store.apply_owned(entry.index, command)),
+        EntryKind::Normal if !entry.data.is_empty() => match LogEntry::decode(&entry.data) {
+            Ok(LogEntry::Write { revision, command }) => {
+                Some(group.store.apply_owned(entry.index, revision, command))
+            }
+            Ok(LogEntry::Close { revision }) => {
+                group.store.apply_close(entry.index, revision);
+                None
+            }
+            Ok(LogEntry::Compact { revision }) => {
+                group.store.apply_compact(entry.index, revision);
+                Some(Ok(kv::Response {
+                    revision: group.store.revision(),
+                    op: kv::OpResponse::Compact(kv::CompactResponse {
+                        compact_revision: group.store.compact_revision(),
+                    }),
+                }))
+            }
             Err(_) => {
                 // Every replica decodes the same bytes the same way, so skipping keeps
                 // them identical; the proposer validated what it encoded.
@@ -612,16 +874,47 @@ fn apply_entry(group: &mut Group, entry: &Entry, replies: &mut Vec<(RequestId, R
     }
 }
 
-/// Answers the reads whose read index the store has reached.
-fn serve_reads(group: &mut Group, replies: &mut Vec<(RequestId, Reply)>) {
+/// Answers the reads whose read index the store has reached, and the reads at a revision
+/// the store has closed.
+fn serve_reads(group: &mut Group, timeout_ticks: u64, replies: &mut Vec<(RequestId, Reply)>) {
     let applied = group.store.applied_index();
     while group
         .reads_ready
         .front()
         .is_some_and(|(index, _, _)| *index <= applied)
     {
-        let (_, request, op) = group.reads_ready.pop_front().expect("present");
-        replies.push((request, group.store.read(&op).map_err(ClientError::from)));
+        let (_, request, read) = group.reads_ready.pop_front().expect("present");
+        match read.mode {
+            ReadMode::SnapshotAt(revision) => {
+                // Everything committed before the read began is applied now: the
+                // snapshot must not be older than any of it.
+                let needed = group.store.revision();
+                if needed > revision {
+                    let error = ClientError::RevisionBehind { revision, needed };
+                    replies.push((request, Err(error)));
+                } else if let Some(reply) =
+                    group.read_at_now(request, read.op, revision, timeout_ticks)
+                {
+                    replies.push((request, reply));
+                }
+            }
+            _ => replies.push((
+                request,
+                group.store.read(&read.op).map_err(ClientError::from),
+            )),
+        }
+    }
+    let closed = group.store.closed_revision();
+    while let Some(entry) = group.reads_at.first_entry() {
+        if entry.key().0 > closed {
+            break;
+        }
+        let ((revision, request), (op, _)) = entry.remove_entry();
+        let reply = group
+            .store
+            .read_at(&op, revision)
+            .map_err(ClientError::from);
+        replies.push((request, reply));
     }
 }
 
@@ -636,8 +929,22 @@ fn compact_threshold(group: GroupId, compact_entries: u64) -> u64 {
 }
 
 /// Whether `group` has applied enough entries past its last snapshot to take another.
+/// A leader streaming its snapshot to a follower waits this many thresholds before it
+/// takes a newer one.
+const COMPACT_WHILE_SENDING_THRESHOLDS: u64 = 4;
+
+/// Whether `group` has applied enough entries past its last snapshot to take another. A
+/// newer snapshot restarts a transfer under way, and a follower whose transfer takes
+/// longer than the leader takes to compact would never catch up: while a transfer runs,
+/// the leader waits for a few thresholds more (its log stays bounded).
 fn compact_due(group: &Group, threshold: u64) -> bool {
-    group.raft.log().applied + 1 >= group.raft.log().first_index() + threshold
+    let log = group.raft.log();
+    let threshold = if group.raft.is_sending_snapshot() {
+        threshold * COMPACT_WHILE_SENDING_THRESHOLDS
+    } else {
+        threshold
+    };
+    log.applied + 1 >= log.first_index() + threshold
 }
 
 /// Snapshots the store and compacts the log when `threshold` entries were applied since

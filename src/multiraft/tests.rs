@@ -72,7 +72,7 @@ impl Cluster {
     fn tick(&mut self, ticks: usize) {
         for _ in 0..ticks {
             for node in self.nodes.values_mut() {
-                node.shard.tick();
+                node.shard.tick(1 << 40);
             }
             self.stabilize();
         }
@@ -109,6 +109,7 @@ fn writes_reads_and_session_retries() {
             100 + group,
             group,
             &put(7 + group, 1, "k", &format!("v{group}")),
+            0,
         );
     }
     cluster.stabilize();
@@ -122,6 +123,7 @@ fn writes_reads_and_session_retries() {
             200 + group,
             group,
             &put(7 + group, 1, "k", &format!("v{group}")),
+            0,
         );
         cluster.stabilize();
         let retry = cluster.nodes[&leader].replies[&(200 + group)]
@@ -135,7 +137,7 @@ fn writes_reads_and_session_retries() {
             300 + group,
             group,
             Op::Range(RangeRequest::get(b"k")),
-            false,
+            ReadMode::Linearizable,
         );
         cluster.stabilize();
         let read = cluster.nodes[&follower].replies[&(300 + group)]
@@ -156,7 +158,7 @@ fn follower_redirects_to_leader() {
     let leader = cluster.leader(0);
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     let node = cluster.nodes.get_mut(&follower).unwrap();
-    node.shard.propose(1, 0, &put(1, 1, "k", "v"));
+    node.shard.propose(1, 0, &put(1, 1, "k", "v"), 0);
     cluster.stabilize();
     let reply = &cluster.nodes[&follower].replies[&1];
     assert_eq!(reply, &Err(ClientError::NotLeader { group: 0, leader }));
@@ -171,7 +173,7 @@ fn compaction_keeps_serving() {
     for seq in 1..=20 {
         let node = cluster.nodes.get_mut(&leader).unwrap();
         node.shard
-            .propose(seq, 0, &put(1, seq, &format!("k{seq}"), "v"));
+            .propose(seq, 0, &put(1, seq, &format!("k{seq}"), "v"), 0);
         cluster.stabilize();
     }
     for node in cluster.nodes.values() {
@@ -194,7 +196,7 @@ fn requested_snapshot_compacts_early() {
     for seq in 1..=5 {
         let node = cluster.nodes.get_mut(&leader).unwrap();
         node.shard
-            .propose(seq, 0, &put(1, seq, &format!("k{seq}"), "v"));
+            .propose(seq, 0, &put(1, seq, &format!("k{seq}"), "v"), 0);
         cluster.stabilize();
     }
     let before = cluster.nodes[&leader]
@@ -230,6 +232,7 @@ fn snapshots_are_spread_over_readies() {
             group + 1,
             group,
             &put(group + 1, 1, &format!("g{group}"), "v"),
+            0,
         );
         cluster.stabilize();
     }
@@ -272,8 +275,12 @@ fn lost_read_index_request_times_out() {
     let leader = cluster.leader(0);
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     let node = cluster.nodes.get_mut(&follower).unwrap();
-    node.shard
-        .read(1, 0, Op::Range(RangeRequest::get(b"k")), false);
+    node.shard.read(
+        1,
+        0,
+        Op::Range(RangeRequest::get(b"k")),
+        ReadMode::Linearizable,
+    );
     // The ReadIndex message to the leader is lost.
     let ready = node.shard.ready();
     assert!(ready.replies.is_empty());

@@ -299,10 +299,10 @@ pub struct TxnOpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 12;
+pub const ENUM_MAX_OP: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 13] = [
+pub const ENUM_VALUES_OP: [Op; 14] = [
   Op::NONE,
   Op::PutRequest,
   Op::RangeRequest,
@@ -316,6 +316,7 @@ pub const ENUM_VALUES_OP: [Op; 13] = [
   Op::WatchCreateRequest,
   Op::WatchCancelRequest,
   Op::StatusRequest,
+  Op::CompactRequest,
 ];
 
 /// Every operation a client can ask for. Members are only ever appended.
@@ -337,9 +338,10 @@ impl Op {
   pub const WatchCreateRequest: Self = Self(10);
   pub const WatchCancelRequest: Self = Self(11);
   pub const StatusRequest: Self = Self(12);
+  pub const CompactRequest: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::PutRequest,
@@ -354,6 +356,7 @@ impl Op {
     Self::WatchCreateRequest,
     Self::WatchCancelRequest,
     Self::StatusRequest,
+    Self::CompactRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -371,6 +374,7 @@ impl Op {
       Self::WatchCreateRequest => Some("WatchCreateRequest"),
       Self::WatchCancelRequest => Some("WatchCancelRequest"),
       Self::StatusRequest => Some("StatusRequest"),
+      Self::CompactRequest => Some("CompactRequest"),
       _ => None,
     }
   }
@@ -430,10 +434,10 @@ pub struct OpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_STATUS_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_STATUS_CODE: u16 = 19;
+pub const ENUM_MAX_STATUS_CODE: u16 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_STATUS_CODE: [StatusCode; 20] = [
+pub const ENUM_VALUES_STATUS_CODE: [StatusCode; 21] = [
   StatusCode::Ok,
   StatusCode::NotLeader,
   StatusCode::KeyTooLarge,
@@ -454,6 +458,7 @@ pub const ENUM_VALUES_STATUS_CODE: [StatusCode; 20] = [
   StatusCode::SessionExpired,
   StatusCode::WatchNotFound,
   StatusCode::NoLeader,
+  StatusCode::StaleRevision,
 ];
 
 /// Outcome of a request. Zero is `Ok`; new codes are only ever appended.
@@ -495,9 +500,12 @@ impl StatusCode {
   pub const WatchNotFound: Self = Self(18);
   /// No leader is known for the key's group (an election is in progress); retry.
   pub const NoLeader: Self = Self(19);
+  /// Between the shards of one node: a snapshot read must be taken at `Response.revision`
+  /// or later, because writes up to it were committed before the read began.
+  pub const StaleRevision: Self = Self(20);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 19;
+  pub const ENUM_MAX: u16 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotLeader,
@@ -519,6 +527,7 @@ impl StatusCode {
     Self::SessionExpired,
     Self::WatchNotFound,
     Self::NoLeader,
+    Self::StaleRevision,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -543,6 +552,7 @@ impl StatusCode {
       Self::SessionExpired => Some("SessionExpired"),
       Self::WatchNotFound => Some("WatchNotFound"),
       Self::NoLeader => Some("NoLeader"),
+      Self::StaleRevision => Some("StaleRevision"),
       _ => None,
     }
   }
@@ -880,10 +890,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupRole {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP_RESULT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP_RESULT: u8 = 11;
+pub const ENUM_MAX_OP_RESULT: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP_RESULT: [OpResult; 12] = [
+pub const ENUM_VALUES_OP_RESULT: [OpResult; 13] = [
   OpResult::NONE,
   OpResult::PutResult,
   OpResult::RangeResult,
@@ -896,6 +906,7 @@ pub const ENUM_VALUES_OP_RESULT: [OpResult; 12] = [
   OpResult::LeaseTimeToLiveResult,
   OpResult::WatchResult,
   OpResult::StatusResult,
+  OpResult::CompactResult,
 ];
 
 /// Per-operation results. Members are only ever appended.
@@ -916,9 +927,10 @@ impl OpResult {
   pub const LeaseTimeToLiveResult: Self = Self(9);
   pub const WatchResult: Self = Self(10);
   pub const StatusResult: Self = Self(11);
+  pub const CompactResult: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::PutResult,
@@ -932,6 +944,7 @@ impl OpResult {
     Self::LeaseTimeToLiveResult,
     Self::WatchResult,
     Self::StatusResult,
+    Self::CompactResult,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -948,6 +961,7 @@ impl OpResult {
       Self::LeaseTimeToLiveResult => Some("LeaseTimeToLiveResult"),
       Self::WatchResult => Some("WatchResult"),
       Self::StatusResult => Some("StatusResult"),
+      Self::CompactResult => Some("CompactResult"),
       _ => None,
     }
   }
@@ -2853,6 +2867,105 @@ impl ::core::fmt::Debug for StatusRequest<'_> {
       ds.finish()
   }
 }
+pub enum CompactRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Drops the history before `revision` in every group: reads below it are then refused
+/// with `Compacted`. Applied by every group; a revision past a group's closed revision
+/// compacts it only that far.
+pub struct CompactRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CompactRequest<'a> {
+  type Inner = CompactRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CompactRequest<'a> {
+  pub const VT_REVISION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CompactRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CompactRequestArgs
+  ) -> ::flatbuffers::WIPOffset<CompactRequest<'bldr>> {
+    let mut builder = CompactRequestBuilder::new(_fbb);
+    builder.add_revision(args.revision);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn revision(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CompactRequest::VT_REVISION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CompactRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("revision", Self::VT_REVISION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CompactRequestArgs {
+    pub revision: u64,
+}
+impl<'a> Default for CompactRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    CompactRequestArgs {
+      revision: 0,
+    }
+  }
+}
+
+pub struct CompactRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CompactRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_revision(&mut self, revision: u64) {
+    self.fbb_.push_slot::<u64>(CompactRequest::VT_REVISION, revision, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CompactRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CompactRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CompactRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CompactRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CompactRequest");
+      ds.field("revision", &self.revision());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2877,6 +2990,7 @@ impl<'a> Request<'a> {
   pub const VT_OP_TYPE: ::flatbuffers::VOffsetT = 12;
   pub const VT_OP: ::flatbuffers::VOffsetT = 14;
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SEEN_REVISION: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2888,6 +3002,7 @@ impl<'a> Request<'a> {
     args: &'args RequestArgs
   ) -> ::flatbuffers::WIPOffset<Request<'bldr>> {
     let mut builder = RequestBuilder::new(_fbb);
+    builder.add_seen_revision(args.seen_revision);
     if let Some(x) = args.group { builder.add_group(x); }
     builder.add_seq(args.seq);
     builder.add_client_id(args.client_id);
@@ -2961,6 +3076,16 @@ impl<'a> Request<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Request::VT_GROUP, None)}
+  }
+  /// The highest revision the client has seen (in any answer from any node): the serving
+  /// node's clock moves past it, so the client's next write gets a higher revision and
+  /// its reads see at least what it saw. 0: none.
+  #[inline]
+  pub fn seen_revision(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Request::VT_SEEN_REVISION, Some(0)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -3130,6 +3255,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_compact_request(&self) -> Option<CompactRequest<'a>> {
+    if self.op_type() == Op::CompactRequest {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CompactRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -3156,10 +3295,12 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Op::WatchCreateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCreateRequest>>("Op::WatchCreateRequest", pos),
           Op::WatchCancelRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCancelRequest>>("Op::WatchCancelRequest", pos),
           Op::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Op::StatusRequest", pos),
+          Op::CompactRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactRequest>>("Op::CompactRequest", pos),
           _ => Ok(()),
         }
      })?
      .visit_field::<u64>("group", Self::VT_GROUP, false)?
+     .visit_field::<u64>("seen_revision", Self::VT_SEEN_REVISION, false)?
      .finish();
     Ok(())
   }
@@ -3172,6 +3313,7 @@ pub struct RequestArgs {
     pub op_type: Op,
     pub op: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
     pub group: Option<u64>,
+    pub seen_revision: u64,
 }
 impl<'a> Default for RequestArgs {
   #[inline]
@@ -3184,6 +3326,7 @@ impl<'a> Default for RequestArgs {
       op_type: Op::NONE,
       op: None, // required field
       group: None,
+      seen_revision: 0,
     }
   }
 }
@@ -3220,6 +3363,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_group(&mut self, group: u64) {
     self.fbb_.push_slot_always::<u64>(Request::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_seen_revision(&mut self, seen_revision: u64) {
+    self.fbb_.push_slot::<u64>(Request::VT_SEEN_REVISION, seen_revision, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestBuilder<'a, 'b, A> {
@@ -3330,12 +3477,20 @@ impl ::core::fmt::Debug for Request<'_> {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        Op::CompactRequest => {
+          if let Some(x) = self.op_as_compact_request() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("op", &x)
         },
       };
       ds.field("group", &self.group());
+      ds.field("seen_revision", &self.seen_revision());
       ds.finish()
   }
 }
@@ -5636,6 +5791,103 @@ impl ::core::fmt::Debug for Member<'_> {
       ds.finish()
   }
 }
+pub enum CompactResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CompactResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CompactResult<'a> {
+  type Inner = CompactResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CompactResult<'a> {
+  pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CompactResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CompactResultArgs
+  ) -> ::flatbuffers::WIPOffset<CompactResult<'bldr>> {
+    let mut builder = CompactResultBuilder::new(_fbb);
+    builder.add_compact_revision(args.compact_revision);
+    builder.finish()
+  }
+
+
+  /// The lowest compaction revision among the groups after the compaction.
+  #[inline]
+  pub fn compact_revision(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CompactResult::VT_COMPACT_REVISION, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CompactResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CompactResultArgs {
+    pub compact_revision: u64,
+}
+impl<'a> Default for CompactResultArgs {
+  #[inline]
+  fn default() -> Self {
+    CompactResultArgs {
+      compact_revision: 0,
+    }
+  }
+}
+
+pub struct CompactResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CompactResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_compact_revision(&mut self, compact_revision: u64) {
+    self.fbb_.push_slot::<u64>(CompactResult::VT_COMPACT_REVISION, compact_revision, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CompactResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CompactResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CompactResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CompactResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CompactResult");
+      ds.field("compact_revision", &self.compact_revision());
+      ds.finish()
+  }
+}
 pub enum StatusResultOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5901,7 +6153,9 @@ impl<'a> Response<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<LeaderHint>>(Response::VT_LEADER, None)}
   }
-  /// The store's revision when the request was served.
+  /// The store's revision when the request was served: a write's own revision, the
+  /// revision a read saw (one revision for a read across groups). With `Compacted`: the
+  /// oldest revision still available.
   #[inline]
   pub fn revision(&self) -> u64 {
     // Safety:
@@ -6089,6 +6343,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn result_as_compact_result(&self) -> Option<CompactResult<'a>> {
+    if self.result_type() == OpResult::CompactResult {
+      self.result().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CompactResult::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -6115,6 +6384,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           OpResult::LeaseTimeToLiveResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLiveResult>>("OpResult::LeaseTimeToLiveResult", pos),
           OpResult::WatchResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResult>>("OpResult::WatchResult", pos),
           OpResult::StatusResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResult>>("OpResult::StatusResult", pos),
+          OpResult::CompactResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactResult>>("OpResult::CompactResult", pos),
           _ => Ok(()),
         }
      })?
@@ -6276,6 +6546,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         OpResult::StatusResult => {
           if let Some(x) = self.result_as_status_result() {
+            ds.field("result", &x)
+          } else {
+            ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        OpResult::CompactResult => {
+          if let Some(x) = self.result_as_compact_result() {
             ds.field("result", &x)
           } else {
             ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -194,10 +194,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConfChangeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_MESSAGE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_MESSAGE_KIND: u8 = 13;
+pub const ENUM_MAX_MESSAGE_KIND: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_MESSAGE_KIND: [MessageKind; 14] = [
+pub const ENUM_VALUES_MESSAGE_KIND: [MessageKind; 15] = [
   MessageKind::Unspecified,
   MessageKind::Vote,
   MessageKind::VoteResponse,
@@ -212,6 +212,7 @@ pub const ENUM_VALUES_MESSAGE_KIND: [MessageKind; 14] = [
   MessageKind::TimeoutNow,
   MessageKind::ReadIndex,
   MessageKind::ReadIndexResponse,
+  MessageKind::CloseRequest,
 ];
 
 /// The kinds of message replicas exchange. Zero is `Unspecified` so that a message whose
@@ -247,9 +248,13 @@ impl MessageKind {
   pub const ReadIndex: Self = Self(12);
   /// Leader answers a follower's read: `index` is the read index (`reject`: retry).
   pub const ReadIndexResponse: Self = Self(13);
+  /// A follower asks its group's leader to promise that no later write gets a revision
+  /// at or below `index` (a closed revision): reads at that revision wait for it. Handled
+  /// by the shard's groups, not by the Raft replica.
+  pub const CloseRequest: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unspecified,
     Self::Vote,
@@ -265,6 +270,7 @@ impl MessageKind {
     Self::TimeoutNow,
     Self::ReadIndex,
     Self::ReadIndexResponse,
+    Self::CloseRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -283,6 +289,7 @@ impl MessageKind {
       Self::TimeoutNow => Some("TimeoutNow"),
       Self::ReadIndex => Some("ReadIndex"),
       Self::ReadIndexResponse => Some("ReadIndexResponse"),
+      Self::CloseRequest => Some("CloseRequest"),
       _ => None,
     }
   }

@@ -434,6 +434,9 @@ fn message_text(message: &Message) -> String {
                 let _ = write!(text, " index={}", message.index);
             }
         }
+        MessageKind::CloseRequest => {
+            let _ = write!(text, " revision={}", message.index);
+        }
     }
     text
 }

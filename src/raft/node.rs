@@ -334,6 +334,15 @@ impl RaftNode {
         self.progress.get(&id)
     }
 
+    /// Whether this leader is streaming its snapshot to some follower.
+    pub fn is_sending_snapshot(&self) -> bool {
+        self.role == Role::Leader
+            && self
+                .progress
+                .values()
+                .any(|progress| progress.state == ProgressState::Snapshot)
+    }
+
     pub fn status(&self) -> Status {
         Status {
             id: self.id,

@@ -219,6 +219,10 @@ pub enum MessageKind {
     /// Leader answers a follower's read: `index` is the read index (`reject`: no leader
     /// could serve it; retry).
     ReadIndexResponse,
+    /// A follower asks its group's leader to close the revision `index` (see
+    /// `kv::store` on closed revisions). The shard's groups handle it; a replica that is
+    /// handed one ignores it.
+    CloseRequest,
 }
 
 /// A message between two replicas of one group. Fields not used by a kind are zero.

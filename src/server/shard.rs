@@ -226,8 +226,11 @@ async fn run_loop(
 ) {
     loop {
         // Wait for news unless the core still has output to hand out (a mesh message it
-        // learned was undeliverable, say).
-        if !shard.borrow().core.has_work() {
+        // learned was undeliverable, say); then let the other tasks (ticker, sockets) run
+        // first, since the loop would otherwise not wait for anything.
+        if shard.borrow().core.has_work() {
+            futures_lite::future::yield_now().await;
+        } else {
             let Some(event) = receiver.recv().await else {
                 return;
             };

@@ -13,6 +13,8 @@ use crate::raft::NodeId;
 pub const FORWARD_TIMEOUT_TICKS_DEFAULT: u64 = 600;
 /// Default of [`CoreConfig::status_timeout_ticks`].
 pub const STATUS_TIMEOUT_TICKS_DEFAULT: u64 = 200;
+/// Default of [`CoreConfig::max_clock_offset_ms`].
+pub const MAX_CLOCK_OFFSET_MS_DEFAULT: u64 = 500;
 
 /// Which nodes hold a replica of each group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub struct CoreConfig {
     pub forward_timeout_ticks: u64,
     /// Ticks a node status waits for the other shards' groups.
     pub status_timeout_ticks: u64,
+    /// How far apart the nodes' clocks may be: a read at a revision further ahead of
+    /// this node's clock is refused `FutureRevision` rather than waited for.
+    pub max_clock_offset_ms: u64,
     /// A deliberate bug, for the simulator to prove it catches shard-layer mistakes: a
     /// linearizable read forwarded to another shard is served as a serializable one.
     pub unsafe_forward_reads_as_serializable: bool,
@@ -86,6 +91,7 @@ impl CoreConfig {
             raft: ShardConfig::new(node_id),
             forward_timeout_ticks: FORWARD_TIMEOUT_TICKS_DEFAULT,
             status_timeout_ticks: STATUS_TIMEOUT_TICKS_DEFAULT,
+            max_clock_offset_ms: MAX_CLOCK_OFFSET_MS_DEFAULT,
             unsafe_forward_reads_as_serializable: false,
             unsafe_ack_before_fsync: false,
         }

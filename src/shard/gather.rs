@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::pending::Origin;
 use crate::api::{ApiError, ErrorCode, GroupStatus};
-use crate::kv::{self, OpResponse, Response};
+use crate::kv::{self, Command, OpResponse, Response};
 
 /// Requests split over groups waiting for their parts, per shard. Each part is bounded in
 /// time on its own (a local part always gets its reply from the Raft layer, a forwarded
@@ -30,6 +30,23 @@ struct Scatter {
     merge: Merge,
     remaining: usize,
     parts: Vec<Result<Response, ApiError>>,
+    /// For a snapshot read: the command, to read again at a later revision if a group
+    /// says the snapshot's is behind its writes.
+    retry: Option<Command>,
+}
+
+/// What became of a scatter once every part answered.
+#[derive(Debug)]
+pub enum ScatterEnd {
+    /// The merged answer for `origin`.
+    Answer(Origin, Result<Response, ApiError>),
+    /// A snapshot read must be taken again at `revision` (the highest a group named).
+    Retry {
+        origin: Origin,
+        merge: Merge,
+        command: Command,
+        revision: u64,
+    },
 }
 
 /// The scatters of one shard.
@@ -43,8 +60,16 @@ impl Scatters {
         self.waiting.len() >= SCATTERS_MAX
     }
 
-    /// Starts waiting for `parts` answers under `id`.
-    pub fn start(&mut self, id: u64, origin: Origin, merge: Merge, parts: usize) {
+    /// Starts waiting for `parts` answers under `id`; `retry` is the command of a
+    /// snapshot read (see [`ScatterEnd::Retry`]).
+    pub fn start(
+        &mut self,
+        id: u64,
+        origin: Origin,
+        merge: Merge,
+        parts: usize,
+        retry: Option<Command>,
+    ) {
         debug_assert!(!self.is_full());
         self.waiting.insert(
             id,
@@ -53,17 +78,13 @@ impl Scatters {
                 merge,
                 remaining: parts,
                 parts: Vec::with_capacity(parts),
+                retry,
             },
         );
     }
 
-    /// Adds one part's answer; once every part answered, the merged answer and where it
-    /// goes.
-    pub fn part(
-        &mut self,
-        id: u64,
-        reply: Result<Response, ApiError>,
-    ) -> Option<(Origin, Result<Response, ApiError>)> {
+    /// Adds one part's answer; once every part answered, what to do.
+    pub fn part(&mut self, id: u64, reply: Result<Response, ApiError>) -> Option<ScatterEnd> {
         let scatter = self.waiting.get_mut(&id)?;
         scatter.parts.push(reply);
         scatter.remaining -= 1;
@@ -71,7 +92,26 @@ impl Scatters {
             return None;
         }
         let scatter = self.waiting.remove(&id).expect("present");
-        Some((scatter.origin, merge(scatter.merge, scatter.parts)))
+        let behind = scatter
+            .parts
+            .iter()
+            .filter_map(|part| match part {
+                Err(error) if error.code == ErrorCode::StaleRevision => Some(error.revision),
+                _ => None,
+            })
+            .max();
+        if let (Some(revision), Some(command)) = (behind, scatter.retry) {
+            return Some(ScatterEnd::Retry {
+                origin: scatter.origin,
+                merge: scatter.merge,
+                command,
+                revision,
+            });
+        }
+        Some(ScatterEnd::Answer(
+            scatter.origin,
+            merge(scatter.merge, scatter.parts),
+        ))
     }
 
     pub fn len(&self) -> usize {
@@ -365,19 +405,57 @@ mod tests {
     #[test]
     fn a_scatter_answers_after_its_last_part() {
         let mut scatters = Scatters::default();
-        scatters.start(1, origin(), Merge::Delete, 2);
+        scatters.start(1, origin(), Merge::Delete, 2, None);
         let part = Response {
             revision: 3,
             op: OpResponse::Delete(kv::DeleteResponse::default()),
         };
         assert!(scatters.part(1, Ok(part.clone())).is_none());
-        let (_, merged) = scatters.part(1, Ok(part.clone())).expect("complete");
+        let Some(ScatterEnd::Answer(_, merged)) = scatters.part(1, Ok(part.clone())) else {
+            panic!("complete");
+        };
         assert_eq!(merged.unwrap().revision, 3);
         assert!(scatters.is_empty());
-        scatters.start(2, origin(), Merge::Delete, 2);
+        scatters.start(2, origin(), Merge::Delete, 2, None);
         scatters.part(2, Err(ApiError::new(ErrorCode::NoLeader, "none")));
-        let (_, merged) = scatters.part(2, Ok(part)).expect("complete");
+        let Some(ScatterEnd::Answer(_, merged)) = scatters.part(2, Ok(part)) else {
+            panic!("complete");
+        };
         assert_eq!(merged.unwrap_err().code, ErrorCode::NoLeader);
+    }
+
+    // A snapshot read some group says is behind is taken again at the highest revision
+    // the groups named; without a command to retry, the refusal is the answer.
+    #[test]
+    fn a_snapshot_behind_a_group_is_read_again() {
+        let mut scatters = Scatters::default();
+        let command = Command {
+            client_id: 0,
+            seq: 0,
+            op: kv::Op::Range(kv::RangeRequest::default()),
+        };
+        let behind = |revision| {
+            let mut error = ApiError::new(ErrorCode::StaleRevision, "behind");
+            error.revision = revision;
+            Err(error)
+        };
+        let merge = Merge::Range { limit: 0 };
+        scatters.start(1, origin(), merge, 3, Some(command));
+        assert!(scatters.part(1, behind(50)).is_none());
+        assert!(scatters.part(1, behind(70)).is_none());
+        let ok = Ok(Response {
+            revision: 40,
+            op: OpResponse::Range(kv::RangeResponse::default()),
+        });
+        assert!(matches!(
+            scatters.part(1, ok),
+            Some(ScatterEnd::Retry { revision: 70, .. })
+        ));
+        scatters.start(2, origin(), merge, 1, None);
+        assert!(matches!(
+            scatters.part(2, behind(50)),
+            Some(ScatterEnd::Answer(_, Err(_)))
+        ));
     }
 
     // A status gather that lost a part ends at its deadline with an error instead of

@@ -2,7 +2,7 @@
 //! client requests and responses (the same bytes a client sends), so a shard never reads
 //! another shard's memory: the driver moves these values over bounded channels.
 
-use crate::multiraft::GroupId;
+use crate::multiraft::{GroupId, ReadMode};
 
 /// A message between two shards of one node.
 #[derive(Debug)]
@@ -18,8 +18,12 @@ pub struct MeshMessage {
 #[derive(Debug)]
 pub enum MeshBody {
     /// Serve this client request (FlatBuffers `Request`) on `group`, which the receiving
-    /// shard owns; answer with a `Reply` carrying the same token.
-    Request { group: GroupId, request: Vec<u8> },
+    /// shard owns, a read as `read` says; answer with a `Reply` carrying the same token.
+    Request {
+        group: GroupId,
+        request: Vec<u8>,
+        read: ReadMode,
+    },
     /// The answer (FlatBuffers `Response`) to the request with this token.
     Reply { response: Vec<u8> },
     /// Report the status of every group of the receiving shard.

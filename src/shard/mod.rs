@@ -38,6 +38,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod gather;
+pub mod hlc;
 pub mod mesh;
 pub mod pending;
 pub mod persist;
@@ -59,10 +60,11 @@ use crate::api::{
 };
 use crate::keyspace::shard_of;
 use crate::kv::{Command, Op, Response};
-use crate::multiraft::{GroupId, MultiRaft, MultiRaftError, Reply, RequestId};
+use crate::multiraft::{GroupId, MultiRaft, MultiRaftError, ReadMode, Reply, RequestId};
 use crate::raft::{self, Message, NodeId, Snapshot};
 use dispatch::Target;
-use gather::{GatherEnd, Merge, Scatters, StatusGathers};
+use gather::{GatherEnd, Merge, ScatterEnd, Scatters, StatusGathers};
+use hlc::Hlc;
 use pending::{Forwarded, Origin, Proposed};
 use persist::Unpersisted;
 use snapshots::SnapshotQueue;
@@ -140,8 +142,8 @@ pub struct ShardCore {
     snapshots: SnapshotQueue,
     unpersisted: Unpersisted,
     ticks: u64,
-    /// The physical clock as the last tick carried it (Unix milliseconds).
-    now_ms: u64,
+    /// The shard's clock: revisions are its values (see [`hlc`]).
+    hlc: Hlc,
     accepting: bool,
     shutdown_started_tick: Option<u64>,
     builder: FlatBufferBuilder<'static>,
@@ -188,7 +190,7 @@ impl ShardCore {
             snapshots: SnapshotQueue::new(compacted),
             unpersisted: Unpersisted::default(),
             ticks: 0,
-            now_ms: 0,
+            hlc: Hlc::default(),
             accepting: true,
             shutdown_started_tick: None,
             builder: FlatBufferBuilder::new(),
@@ -245,13 +247,75 @@ impl ShardCore {
                 command,
                 serializable,
                 group,
-            } => match dispatch::target(&command.op, group, self.config.groups) {
-                Ok(Target::One(group)) => self.send_to_group(origin, group, command, serializable),
-                Ok(Target::All(merge)) => self.scatter(origin, merge, command, serializable),
-                Err(error) => self.answer(origin, Err(error)),
-            },
+                seen_revision,
+            } => {
+                self.hlc.observe(seen_revision);
+                if let Err(error) = self.check_read_revision(&command.op) {
+                    self.answer(origin, Err(error));
+                    return;
+                }
+                match dispatch::target(&command.op, group, self.config.groups) {
+                    Ok(Target::One(group)) => {
+                        let read = single_group_read(&command.op, serializable);
+                        let work = Work::Command {
+                            command,
+                            read,
+                            seen_revision,
+                        };
+                        self.send_to_group(origin, group, work);
+                    }
+                    Ok(Target::All(merge)) => {
+                        let read = match &command.op {
+                            Op::Range(range) if range.revision != 0 => ReadMode::At(range.revision),
+                            _ if serializable => ReadMode::Serializable,
+                            // One revision for every group: a snapshot of the whole range.
+                            Op::Range(_) => ReadMode::SnapshotAt(self.hlc.now()),
+                            _ => ReadMode::Linearizable,
+                        };
+                        self.scatter(origin, merge, command, read, seen_revision);
+                    }
+                    Err(error) => self.answer(origin, Err(error)),
+                }
+            }
+            RequestKind::Compact {
+                revision,
+                seen_revision,
+                group,
+            } => {
+                self.hlc.observe(seen_revision);
+                match group {
+                    Some(group) if group < self.config.groups => {
+                        self.send_to_group(origin, group, Work::Compact { revision });
+                    }
+                    _ => {
+                        let error = ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            "a compaction names one group; the SDK sends one per group",
+                        );
+                        self.answer(origin, Err(error));
+                    }
+                }
+            }
             RequestKind::Status => self.start_status(origin),
         }
+    }
+
+    /// Refuses a read at a revision too far ahead of this node's clock to be a revision
+    /// anyone was given: waiting for it would only time out.
+    fn check_read_revision(&self, op: &Op) -> Result<(), ApiError> {
+        let Op::Range(range) = op else {
+            return Ok(());
+        };
+        let horizon = self.hlc.peek() + hlc::revision_of_millis(self.config.max_clock_offset_ms);
+        if range.revision > horizon {
+            let message = format!(
+                "revision {} is in the future (this node's clock is at {})",
+                range.revision,
+                self.hlc.peek()
+            );
+            return Err(ApiError::new(ErrorCode::FutureRevision, message));
+        }
+        Ok(())
     }
 
     /// Raft messages a peer shard sent this shard.
@@ -273,25 +337,41 @@ impl ShardCore {
             token: message.token,
         };
         match message.body {
-            MeshBody::Request { group, request } => match api::decode_request(&request) {
-                Ok(ApiRequest {
-                    kind:
-                        RequestKind::Kv {
-                            command,
-                            serializable,
-                            ..
-                        },
-                    ..
-                }) if self.accepting => self.run_here(origin, group, command, serializable),
-                Ok(ApiRequest {
-                    kind: RequestKind::Kv { .. },
-                    ..
-                }) => self.answer(origin, Err(shutting_down())),
-                Ok(_) | Err(_) => {
-                    let error = ApiError::new(ErrorCode::Internal, "bad request between shards");
-                    self.answer(origin, Err(error));
+            MeshBody::Request {
+                group,
+                request,
+                read,
+            } => {
+                let work = match api::decode_request(&request) {
+                    Ok(ApiRequest {
+                        kind:
+                            RequestKind::Kv {
+                                command,
+                                seen_revision,
+                                ..
+                            },
+                        ..
+                    }) => Some(Work::Command {
+                        command,
+                        read,
+                        seen_revision,
+                    }),
+                    Ok(ApiRequest {
+                        kind: RequestKind::Compact { revision, .. },
+                        ..
+                    }) => Some(Work::Compact { revision }),
+                    Ok(_) | Err(_) => None,
+                };
+                match work {
+                    Some(work) if self.accepting => self.run_here(origin, group, work),
+                    Some(_) => self.answer(origin, Err(shutting_down())),
+                    None => {
+                        let error =
+                            ApiError::new(ErrorCode::Internal, "bad request between shards");
+                        self.answer(origin, Err(error));
+                    }
                 }
-            },
+            }
             MeshBody::Reply { response } => {
                 let Some(origin) = self.forwarded.remove(message.token) else {
                     // Timed out here already; the answer came too late.
@@ -383,8 +463,9 @@ impl ShardCore {
     /// One tick of the shard's clock; `now_ms` is the physical clock (Unix milliseconds).
     pub fn on_tick(&mut self, now_ms: u64) {
         self.ticks += 1;
-        self.now_ms = self.now_ms.max(now_ms);
-        self.raft.tick();
+        self.hlc.set_physical(now_ms);
+        let now_revision = self.hlc.now();
+        self.raft.tick(now_revision);
         for origin in self.forwarded.expire(self.ticks) {
             let error = ApiError::new(ErrorCode::Timeout, "the owning shard did not answer");
             self.answer(origin, Err(error));
@@ -518,17 +599,11 @@ impl ShardCore {
 
     // ----- routing -------------------------------------------------------------------------
 
-    /// Runs `command` on `group` here, or forwards it to the shard that owns the group.
-    fn send_to_group(
-        &mut self,
-        origin: Origin,
-        group: GroupId,
-        command: Command,
-        serializable: bool,
-    ) {
+    /// Runs `work` on `group` here, or forwards it to the shard that owns the group.
+    fn send_to_group(&mut self, origin: Origin, group: GroupId, work: Work) {
         let owner = shard_of(group, self.config.shards);
         if owner == self.config.shard {
-            self.run_here(origin, group, command, serializable);
+            self.run_here(origin, group, work);
             return;
         }
         if self.forwarded.is_full() {
@@ -537,15 +612,39 @@ impl ShardCore {
             return;
         }
         let token = self.next_id();
-        let serializable = serializable || self.config.unsafe_forward_reads_as_serializable;
+        let (kind, read) = match work {
+            Work::Command {
+                command,
+                read,
+                seen_revision,
+            } => {
+                let read = match read {
+                    ReadMode::Linearizable if self.config.unsafe_forward_reads_as_serializable => {
+                        ReadMode::Serializable
+                    }
+                    read => read,
+                };
+                let kind = RequestKind::Kv {
+                    serializable: read == ReadMode::Serializable,
+                    command,
+                    // The mesh message names the group.
+                    group: None,
+                    seen_revision,
+                };
+                (kind, read)
+            }
+            Work::Compact { revision } => {
+                let kind = RequestKind::Compact {
+                    revision,
+                    seen_revision: 0,
+                    group: Some(group),
+                };
+                (kind, ReadMode::Linearizable)
+            }
+        };
         let request = ApiRequest {
             request_id: token,
-            kind: RequestKind::Kv {
-                command,
-                serializable,
-                // The mesh message names the group.
-                group: None,
-            },
+            kind,
         };
         let bytes = api::encode_request(&mut self.builder, &request).to_vec();
         let deadline = self.ticks + self.config.forward_timeout_ticks;
@@ -557,12 +656,21 @@ impl ShardCore {
             body: MeshBody::Request {
                 group,
                 request: bytes,
+                read,
             },
         });
     }
 
-    /// Splits a request over the whole keyspace into one part per group.
-    fn scatter(&mut self, origin: Origin, merge: Merge, command: Command, serializable: bool) {
+    /// Splits a request over the whole keyspace into one part per group, each read as
+    /// `read` says.
+    fn scatter(
+        &mut self,
+        origin: Origin,
+        merge: Merge,
+        command: Command,
+        read: ReadMode,
+        seen_revision: u64,
+    ) {
         if self.scatters.is_full() {
             let error = ApiError::new(ErrorCode::Overloaded, "too many requests split over groups");
             self.answer(origin, Err(error));
@@ -570,7 +678,11 @@ impl ShardCore {
         }
         let scatter = self.next_id();
         let groups = self.config.groups;
-        self.scatters.start(scatter, origin, merge, groups as usize);
+        // A snapshot read whose revision turns out to be behind a group's writes is
+        // taken again, once, at the revision the groups named.
+        let retry = matches!(read, ReadMode::SnapshotAt(_)).then(|| command.clone());
+        self.scatters
+            .start(scatter, origin, merge, groups as usize, retry);
         // A range delete spread over groups is one write per group: a retry may apply
         // twice, and deleting twice leaves the same state, so these parts carry no
         // session.
@@ -581,13 +693,18 @@ impl ShardCore {
         }
         for group in 0..groups {
             let origin = Origin::Part { scatter };
-            self.send_to_group(origin, group, part.clone(), serializable);
+            let work = Work::Command {
+                command: part.clone(),
+                read,
+                seen_revision,
+            };
+            self.send_to_group(origin, group, work);
         }
     }
 
-    /// Hands `command` to `group`'s replica on this shard, or says where the group lives
+    /// Hands `work` to `group`'s replica on this shard, or says where the group lives
     /// when this node holds no replica of it.
-    fn run_here(&mut self, origin: Origin, group: GroupId, command: Command, serializable: bool) {
+    fn run_here(&mut self, origin: Origin, group: GroupId, work: Work) {
         if !self.raft.has_group(group) {
             let error = self.not_here(group);
             self.answer(origin, Err(error));
@@ -595,9 +712,19 @@ impl ShardCore {
         }
         let id = self.next_id();
         self.proposed.insert(id, origin);
-        match command.op {
-            Op::Range(_) => self.raft.read(id, group, command.op, serializable),
-            _ => self.raft.propose(id, group, &command),
+        match work {
+            Work::Command {
+                command,
+                read,
+                seen_revision,
+            } => match command.op {
+                Op::Range(_) => self.raft.read(id, group, command.op, read),
+                _ => {
+                    let floor = self.hlc.now().max(seen_revision.saturating_add(1));
+                    self.raft.propose(id, group, &command, floor);
+                }
+            },
+            Work::Compact { revision } => self.raft.propose_compaction(id, group, revision),
         }
     }
 
@@ -625,6 +752,7 @@ impl ShardCore {
                 node_id: pick,
                 client_address: self.config.client_address(pick),
             }),
+            revision: 0,
         }
     }
 
@@ -667,11 +795,16 @@ impl ShardCore {
                     body: MeshBody::Reply { response: bytes },
                 });
             }
-            Origin::Part { scatter } => {
-                if let Some((origin, merged)) = self.scatters.part(scatter, reply) {
-                    self.answer(origin, merged);
-                }
-            }
+            Origin::Part { scatter } => match self.scatters.part(scatter, reply) {
+                Some(ScatterEnd::Answer(origin, merged)) => self.answer(origin, merged),
+                Some(ScatterEnd::Retry {
+                    origin,
+                    merge,
+                    command,
+                    revision,
+                }) => self.scatter(origin, merge, command, ReadMode::At(revision), 0),
+                None => {}
+            },
         }
     }
 
@@ -740,6 +873,30 @@ impl ShardCore {
                 debug_assert!(false, "a status gather for {origin:?}");
             }
         }
+    }
+}
+
+/// What one group is asked to do for a request.
+#[derive(Clone, Debug)]
+enum Work {
+    /// A key-value command: a write (stamped above `seen_revision`) or a read served as
+    /// `read` says.
+    Command {
+        command: Command,
+        read: ReadMode,
+        seen_revision: u64,
+    },
+    /// A compaction of the group's history.
+    Compact { revision: u64 },
+}
+
+/// How a read confined to one group is served: at its revision, or from the local
+/// replica when asked, or linearizably (everything before it is seen).
+fn single_group_read(op: &Op, serializable: bool) -> ReadMode {
+    match op {
+        Op::Range(range) if range.revision != 0 => ReadMode::At(range.revision),
+        _ if serializable => ReadMode::Serializable,
+        _ => ReadMode::Linearizable,
     }
 }
 

@@ -140,6 +140,7 @@ fn put(key: &[u8], value: &[u8], request_id: u64) -> ApiRequest {
             },
             serializable: false,
             group: None,
+            seen_revision: 0,
         },
     }
 }
@@ -155,6 +156,7 @@ fn range(range: RangeRequest, request_id: u64) -> ApiRequest {
             },
             serializable: false,
             group: None,
+            seen_revision: 0,
         },
     }
 }

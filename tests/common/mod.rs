@@ -456,6 +456,7 @@ impl TestCluster {
                 },
                 serializable: true,
                 group: None,
+                seen_revision: 0,
             },
         };
         let response = raw_call(&self.endpoint(id), &request).expect("node answers");
@@ -539,6 +540,7 @@ impl RawGet {
                 },
                 serializable: false,
                 group: None,
+                seen_revision: 0,
             },
         };
         let mut bytes = Vec::new();

@@ -375,6 +375,7 @@ impl Client {
                     command: op.command.clone(),
                     serializable: false,
                     group: None,
+                    seen_revision: 0,
                 },
             },
         }

@@ -112,6 +112,10 @@ pub struct Params {
     pub mesh_delay_steps_max: u64,
     /// Ticks a request forwarded to another shard waits for its answer.
     pub forward_timeout_ticks: u64,
+    /// Ticks between a leader's close promises.
+    pub close_interval_ticks: u64,
+    /// Bytes of history a group keeps before it compacts the oldest away.
+    pub history_bytes_max: u64,
     pub clients: usize,
     pub keys: usize,
     pub fsync_steps_max: u64,
@@ -167,6 +171,8 @@ pub fn draw_params(rng: &mut SimRng, mix: FaultMix) -> (Params, NetworkFaults) {
         mesh_channel_messages_max: rng.between(2, 64) as usize,
         mesh_delay_steps_max: rng.between(0, 3),
         forward_timeout_ticks: rng.between(40, 120),
+        close_interval_ticks: rng.between(2, 10),
+        history_bytes_max: rng.between(2 << 10, 64 << 10),
         clients: rng.between(3, 6) as usize,
         keys: rng.between(4, 10) as usize,
         fsync_steps_max: rng.between(1, 20),

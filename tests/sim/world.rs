@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use corekv::api::Member;
 use corekv::check::{self, CheckOptions, CheckResult, History};
 use corekv::keyspace::{group_of, shard_of};
-use corekv::kv::Store;
+use corekv::kv::{LogEntry, Store};
 use corekv::multiraft::{GroupId, ShardConfig};
 use corekv::raft::log::RaftLog;
 use corekv::raft::{Message, NodeId, RaftNode};
@@ -429,6 +429,8 @@ impl World {
         raft.raft.append_bytes_max = self.params.append_bytes_max;
         raft.raft.inflight_messages_max = self.params.inflight_messages_max;
         raft.raft.unsafe_commit_old_terms = self.config.broken == Broken::CommitOldTerms;
+        raft.close_interval_ticks = self.params.close_interval_ticks;
+        raft.limits.history_bytes_max = self.params.history_bytes_max;
         let placement = Placement::PerGroup(self.members.clone());
         let mut config = CoreConfig::new(
             node,
@@ -602,7 +604,7 @@ impl World {
                     .node(member)
                     .store(group, shards)
                     .expect("every node is up after healing");
-                if store != reference {
+                if !store.same_contents(reference) {
                     return Err(Violation::new(
                         "replica convergence",
                         format!(
@@ -621,23 +623,34 @@ impl World {
         self.check_log_matching()
     }
 
+    /// Every request answered, and every group with a leader whose members all applied
+    /// every write in their logs and hold the same data. Close promises keep coming in an
+    /// idle group (the leader closes every interval), so positions never stop moving:
+    /// only writes and data are compared.
     fn converged(&self) -> bool {
         let shards = self.params.shards;
         let answered = self.nodes.iter().all(|slot| slot.outstanding.is_empty());
         answered
             && self.members.iter().all(|(&group, members)| {
-                let positions: Vec<(u64, u64, u64)> = members
+                let replicas: Vec<(&RaftNode, &Store)> = members
                     .iter()
                     .filter_map(|&member| {
-                        let log = self.node(member).raft(group, shards)?.log();
-                        Some((log.last_index(), log.committed, log.applied))
+                        let slot = self.node(member);
+                        Some((slot.raft(group, shards)?, slot.store(group, shards)?))
                     })
                     .collect();
-                positions.len() == members.len()
-                    && positions.iter().all(|&(last, committed, applied)| {
-                        last == committed && committed == applied
+                let writes_applied = |raft: &RaftNode| {
+                    let log = raft.log();
+                    (log.applied + 1..=log.last_index()).all(|index| {
+                        log.entry_at(index)
+                            .is_none_or(|entry| !LogEntry::is_write(&entry.data))
                     })
-                    && positions.windows(2).all(|pair| pair[0] == pair[1])
+                };
+                replicas.len() == members.len()
+                    && replicas.iter().all(|(raft, _)| writes_applied(raft))
+                    && replicas
+                        .windows(2)
+                        .all(|pair| pair[0].1.same_contents(pair[1].1))
                     && self.has_leader(group)
             })
     }
