@@ -2,9 +2,9 @@
 //! `corekv::client::routing::Router` over the cluster's nodes, one
 //! `corekv::client::session::Session`, and one operation at a time through the SDK's
 //! `corekv::client::attempt::AttemptLoop`. The client sends each attempt where the loop
-//! says, feeds back every reply and every attempt timeout, and records the operation in
-//! the history the checker reads from the loop's final result, under the SDK's error
-//! contract:
+//! says, feeds back every reply, every attempt timeout and every connection lost to a
+//! crash, and records the operation in the history the checker reads from the loop's
+//! final result, under the SDK's error contract:
 //!
 //! - `complete` on `Ok`;
 //! - `give_up` (pending) when the write may have applied: `OutcomeUnknown`, or any failure
@@ -495,6 +495,36 @@ impl Client {
         };
         op.attempts
             .end_attempt(time(shared.now), answered, router, &mut *shared.rng);
+        if op.attempts.is_done() {
+            self.conclude(shared)?;
+        }
+        Ok(())
+    }
+
+    /// Node `node` crashed: the connection to it is lost, and with it the answer to an
+    /// attempt in flight there. The world calls this for every client when it crashes a
+    /// node.
+    pub fn on_node_crashed(
+        &mut self,
+        shared: &mut Shared<'_>,
+        node: NodeId,
+    ) -> Result<(), Violation> {
+        let (Some(op), Some(router)) = (self.current.as_mut(), self.router.as_mut()) else {
+            return Ok(());
+        };
+        let Some((_, index)) = op
+            .awaiting
+            .filter(|&(_, index)| router.node_id(index) == node)
+        else {
+            return Ok(());
+        };
+        op.awaiting = None;
+        let lost = AttemptEnd::Failed {
+            node: index,
+            error: CallError::Lost(format!("n{node} crashed")),
+        };
+        op.attempts
+            .end_attempt(time(shared.now), lost, router, &mut *shared.rng);
         if op.attempts.is_done() {
             self.conclude(shared)?;
         }
