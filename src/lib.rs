@@ -29,7 +29,9 @@
 //! glommio, nor the modules that do: time arrives as ticks (carrying `now`), randomness
 //! as a seeded generator, and I/O as data handed in and out. That is what lets one
 //! process simulate a whole cluster, shard cores included, deterministically;
-//! `tests/tidy.rs` keeps it true. `server` is the glommio driver of `shard`.
+//! `tests/tidy.rs` keeps it true. `server` is the glommio driver of `shard`. The SDK's
+//! decisions (`client::routing`, `client::attempt`, `client::session`) are pure in the
+//! same way, so the simulator's clients route, retry and keep sessions as the SDK does.
 
 pub mod api;
 pub mod check;

@@ -27,8 +27,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flatbuffers::FlatBufferBuilder;
-use thiserror::Error;
 
+use super::attempt::CallError;
 use super::completions::Notify;
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::frame::{self, FRAME_BYTES_MAX};
@@ -50,42 +50,6 @@ thread_local! {
     /// its own buffer.
     static ENCODER: std::cell::RefCell<FlatBufferBuilder<'static>> =
         std::cell::RefCell::new(FlatBufferBuilder::with_capacity(1024));
-}
-
-/// Why a call produced no response.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub(crate) enum CallError {
-    /// The request never fully left this process (the connection was closed, or the
-    /// write failed): the server cannot have applied it.
-    #[error("not sent: {0}")]
-    NotSent(String),
-    /// No slot freed up among the requests in flight before the wait ended; not sent.
-    #[error("{0} requests already in flight on the connection")]
-    InFlightFull(usize),
-    /// The request does not fit in a frame; not sent.
-    #[error("request of {bytes} bytes exceeds the frame maximum")]
-    TooLarge { bytes: usize },
-    /// Sent, then the connection broke before the answer arrived.
-    #[error("connection lost: {0}")]
-    Lost(String),
-    /// Sent, and no answer arrived before the wait ended.
-    #[error("no answer in time")]
-    TimedOut,
-    /// Sent, and the answer could not be read.
-    #[error("unreadable response: {0}")]
-    Protocol(String),
-}
-
-impl CallError {
-    /// True when the request may have reached the server (and a write may have applied).
-    pub(crate) fn maybe_delivered(&self) -> bool {
-        match self {
-            CallError::NotSent(_) | CallError::InFlightFull(_) | CallError::TooLarge { .. } => {
-                false
-            }
-            CallError::Lost(_) | CallError::TimedOut | CallError::Protocol(_) => true,
-        }
-    }
 }
 
 /// What the reader hands to a waiting caller.

@@ -32,6 +32,17 @@
 //!   leader with that group's session, and merges the answers
 //!   ([`Client::delete_with`]).
 //!
+//! # Decisions and I/O
+//!
+//! The decisions above are plain code without clock, sockets or threads, so that the
+//! simulator's clients run them too: [`routing`] (the nodes, the leader cache, the order
+//! in which nodes are tried, leader hints), [`attempt`] (one operation's attempt loop:
+//! retries, backoff, deadline, redirects, the result) and [`session`] (a client id's seqs
+//! per group). Time is passed in as a duration since an epoch and randomness as a
+//! [`random::Random`]. What is left here is I/O: connections (`client/connection.rs`),
+//! node health (`client/node.rs`), the session pool (`client/pool.rs`) and the driver of
+//! the attempt loop, [`Pending`] (`client/pending.rs`).
+//!
 //! # Sessions
 //!
 //! Writes are exactly-once through sessions (`client/session.rs`): each write checks a client id
@@ -108,16 +119,19 @@
 //! `OutcomeUnknown` (never `Timeout` or `Unavailable`), so a caller can tell "not
 //! applied" from "maybe applied".
 
+pub mod attempt;
 mod completions;
 mod connection;
 mod error;
 mod node;
 mod options;
 mod pending;
-mod session;
+mod pool;
+pub mod random;
+pub mod routing;
+pub mod session;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -130,6 +144,7 @@ pub use options::{
     RETRY_BACKOFF_MAX_DEFAULT, SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
 };
 pub use pending::{Batch, Pending};
+pub use routing::NODES_MAX;
 
 pub use crate::api::{ErrorCode, GroupStatus, Member, StatusInfo};
 pub use crate::kv::{
@@ -137,20 +152,18 @@ pub use crate::kv::{
     RangeRequest, RangeResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 
-use crate::api::{ApiRequest, ApiResponse, ApiResult, LeaderHint, RequestKind};
+use crate::api::{ApiRequest, ApiResponse, ApiResult, RequestKind};
+// Named by the documentation's links only.
+#[cfg(doc)]
 use crate::keyspace::group_of;
 use crate::kv::{self, OpResponse};
 use crate::multiraft::GroupId;
 use crate::raft::{NodeId, NO_NODE};
-use completions::Notify;
-use connection::{Call, CallError, Connection, WriteWhen};
+use attempt::CallError;
+use connection::Connection;
 use node::Node;
-use pending::Attempt;
-use session::SessionPool;
-
-/// Most nodes one client knows: the members from the status it connected with, plus nodes
-/// first named by leader hints.
-pub const NODES_MAX: usize = 1024;
+use pool::SessionPool;
+use routing::{NodeOrder, Router};
 
 /// Options of a put.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,27 +191,24 @@ pub struct Client {
     cluster_id: u64,
     group_count: u64,
     members: Vec<Member>,
-    /// Only ever appended to, so an index names the same node for the client's life.
+    /// Where requests go: the nodes, the leader cache, the rotation (`client/routing.rs`).
+    /// Taken for each decision and let go before any I/O.
+    router: Mutex<Router>,
+    /// Each router node's connection and health, at the router's index. Only ever
+    /// appended to, and only under the router's lock, so an index the router gives out
+    /// names a node here too.
     nodes: RwLock<Vec<Arc<Node>>>,
-    /// The node believed to lead each group, as an index into `nodes`.
-    leaders: Mutex<HashMap<GroupId, usize>>,
-    /// Where the next "any node" choice starts, so that such requests rotate.
-    next_node: AtomicUsize,
-    /// The node that answered `connect`, when it is among `nodes`.
-    endpoint_node: Option<usize>,
     sessions: SessionPool,
+    /// The moment the client's time values count from (the attempt loop reads time as a
+    /// duration since then).
+    epoch: Instant,
+    /// The highest revision any answer carried: every request sends it, so that what the
+    /// client does next is ordered after what it saw (see `shard/hlc.rs`).
+    seen_revision: AtomicU64,
 }
 
 /// Groups a range delete writes to at once (each part holds a session until answered).
 pub const DELETE_PARTS_IN_FLIGHT_MAX: usize = 16;
-
-/// The group whose leader should see `op`: the group of its key, or of a transaction's
-/// first key. `None` for a read across groups, which any node serves.
-fn route_group(op: &kv::Op, group_count: u64) -> Option<GroupId> {
-    let first = op.keys().next()?;
-    let read_across_groups = first.range_start && matches!(op, kv::Op::Range(_));
-    (!read_across_groups).then(|| group_of(first.key, group_count))
-}
 
 fn unexpected_result(asked: &str, response: &OpResponse) -> ClientError {
     ClientError::Protocol(format!("asked for a {asked}, got {response:?}"))
@@ -281,7 +291,7 @@ impl Client {
                 });
             }
             attempts += 1;
-            let node = Arc::new(Node::new(endpoint.clone(), NO_NODE));
+            let node = Arc::new(Node::new(endpoint.clone()));
             let connection = match node.connection(&options, deadline) {
                 Ok(connection) => connection,
                 Err(unavailable) => {
@@ -316,17 +326,13 @@ impl Client {
                 answered.address()
             )));
         }
-        answered.learn_node_id(status.node_id);
-        let mut nodes: Vec<Arc<Node>> = Vec::new();
         let member_addresses = status
             .members
             .iter()
             .filter(|member| !member.client_address.is_empty())
-            .map(|member| (member.client_address.as_str(), member.node_id));
-        let endpoint_addresses = endpoints
-            .iter()
-            .map(|endpoint| (endpoint.as_str(), NO_NODE));
-        let addresses: Vec<(&str, NodeId)> = if status
+            .map(|member| (member.client_address.clone(), member.node_id));
+        let endpoint_addresses = endpoints.iter().map(|endpoint| (endpoint.clone(), NO_NODE));
+        let addresses: Vec<(String, NodeId)> = if status
             .members
             .iter()
             .any(|member| !member.client_address.is_empty())
@@ -335,38 +341,51 @@ impl Client {
         } else {
             endpoint_addresses.collect()
         };
-        for (address, node_id) in addresses {
-            if nodes.len() >= NODES_MAX {
-                break;
-            }
-            if nodes.iter().any(|node| node.address() == address) {
-                continue;
-            }
-            if address == answered.address() {
-                answered.learn_node_id(node_id);
-                nodes.push(Arc::clone(&answered));
-            } else {
-                nodes.push(Arc::new(Node::new(address.to_string(), node_id)));
+        let mut router = Router::new(addresses, Some(answered.address()));
+        assert!(!router.is_empty(), "a status names at least one address");
+        if let Some(endpoint) = router.endpoint_node() {
+            // The members' list names the node's id; the node's own status does when the
+            // list does not.
+            if router.node_id(endpoint) == NO_NODE {
+                router.learn_node_id(endpoint, status.node_id);
             }
         }
-        assert!(!nodes.is_empty(), "a status names at least one address");
-        let endpoint_node = nodes.iter().position(|node| Arc::ptr_eq(node, &answered));
+        // The node that answered keeps its connection.
+        let nodes = (0..router.len())
+            .map(|index| {
+                if Some(index) == router.endpoint_node() {
+                    Arc::clone(&answered)
+                } else {
+                    Arc::new(Node::new(router.address(index).to_string()))
+                }
+            })
+            .collect();
         Ok(Client {
             sessions: SessionPool::new(options.sessions_max),
             options,
             cluster_id: status.cluster_id,
             group_count: status.group_count,
             members: status.members,
+            router: Mutex::new(router),
             nodes: RwLock::new(nodes),
-            leaders: Mutex::new(HashMap::new()),
-            next_node: AtomicUsize::new(0),
-            endpoint_node,
+            epoch: Instant::now(),
+            seen_revision: AtomicU64::new(0),
         })
     }
 
     /// The cluster's id as its first node reported it (0: not reported).
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+
+    /// The highest revision this client has seen in an answer.
+    pub fn seen_revision(&self) -> u64 {
+        self.seen_revision.load(Ordering::Relaxed)
+    }
+
+    /// Takes in a revision an answer carried.
+    fn observe_revision(&self, revision: u64) {
+        self.seen_revision.fetch_max(revision, Ordering::Relaxed);
     }
 
     /// How many groups the keyspace is cut into.
@@ -605,43 +624,18 @@ impl Client {
         }
     }
 
-    /// Sends one attempt: to `preferred` when it can take it, else to the next node in
-    /// turn that can. Returns the node and the call in flight, or the attempt as it ended
-    /// at once. With `deferred`, the request is queued for a flush of its connection,
-    /// which is added to `deferred`.
-    fn send_attempt(
-        &self,
-        preferred: Option<usize>,
-        avoid: Option<usize>,
-        request: &mut ApiRequest,
-        wait_until: Instant,
-        notify: Option<&Notify>,
-        deferred: Option<&mut Vec<Arc<Connection>>>,
-    ) -> Result<(usize, Call), Attempt> {
-        let (node, connection) = match self.pick_node(preferred, avoid, wait_until) {
-            Ok(picked) => picked,
-            Err(reason) => return Err(Attempt::NoNode(reason)),
-        };
-        let write = if deferred.is_some() {
-            WriteWhen::Deferred
-        } else {
-            WriteWhen::Now
-        };
-        match connection.send(request, wait_until, notify, write) {
-            Ok(call) => {
-                if let Some(deferred) = deferred {
-                    if !deferred
-                        .iter()
-                        .any(|queued| Arc::ptr_eq(queued, &connection))
-                    {
-                        debug_assert!(deferred.len() < NODES_MAX);
-                        deferred.push(connection);
-                    }
-                }
-                Ok((node, call))
-            }
-            Err(error) => Err(Attempt::of_call(node, Err(error))),
-        }
+    /// Now, as the attempt loop counts time: since the client's epoch.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// The moment `since_epoch` after the client's epoch.
+    fn instant(&self, since_epoch: Duration) -> Instant {
+        self.epoch + since_epoch
+    }
+
+    fn router(&self) -> MutexGuard<'_, Router> {
+        lock(&self.router)
     }
 
     fn nodes_snapshot(&self) -> Vec<Arc<Node>> {
@@ -651,24 +645,37 @@ impl Client {
             .clone()
     }
 
-    fn address_of(&self, node: usize) -> String {
-        self.nodes_snapshot()
-            .get(node)
-            .map_or_else(String::new, |node| node.address().to_string())
+    /// Gives each node the router learned since the last call (from a leader hint) its
+    /// connection slot. Called with the router's lock held, so that no index the router
+    /// gives out lacks its node.
+    fn add_new_nodes(&self, router: &Router) {
+        let known = self
+            .nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        if known == router.len() {
+            return;
+        }
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for index in nodes.len()..router.len() {
+            nodes.push(Arc::new(Node::new(router.address(index).to_string())));
+        }
+        debug_assert!(nodes.len() <= NODES_MAX);
     }
 
-    /// A node with an open connection: `preferred` first, then every node in turn from a
-    /// rotating start, with `avoid` (the node the last attempt failed on: hung, cut off or
-    /// without a leader) last. Down nodes are skipped without touching the network.
+    /// The first node of `order` with an open connection. Down nodes are skipped without
+    /// touching the network.
     fn pick_node(
         &self,
-        preferred: Option<usize>,
-        avoid: Option<usize>,
+        order: NodeOrder,
         wait_until: Instant,
     ) -> Result<(usize, Arc<Connection>), String> {
-        // Nodes are only ever appended, so an index stays valid; each node is taken out
-        // of the lock on its own (this runs for every request, and a connection attempt
-        // must not hold the lock).
+        // Each node is taken out of the lock on its own (this runs for every request, and
+        // a connection attempt must not hold the lock).
         let node_at = |index: usize| {
             Arc::clone(
                 &self
@@ -677,19 +684,6 @@ impl Client {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)[index],
             )
         };
-        let count = self
-            .nodes
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len();
-        let start = self.next_node.fetch_add(1, Ordering::Relaxed);
-        let rotation = (0..count)
-            .map(|offset| (start + offset) % count)
-            .filter(|&index| Some(index) != preferred && Some(index) != avoid);
-        let order = preferred
-            .into_iter()
-            .chain(rotation)
-            .chain(avoid.filter(|&index| Some(index) != preferred && index < count));
         let mut reasons = Vec::new();
         for index in order {
             match node_at(index).connection(&self.options, wait_until) {
@@ -701,63 +695,6 @@ impl Client {
             "no node can take the request: {}",
             reasons.join("; ")
         ))
-    }
-
-    fn leader_of(&self, group: GroupId) -> Option<usize> {
-        lock(&self.leaders).get(&group).copied()
-    }
-
-    fn set_leader(&self, group: GroupId, node: usize) {
-        lock(&self.leaders).insert(group, node);
-    }
-
-    /// Forgets `node` as `group`'s leader (and nothing else: another thread may have
-    /// learned a newer leader meanwhile).
-    fn forget_leader(&self, group: GroupId, node: usize) {
-        let mut leaders = lock(&self.leaders);
-        if leaders.get(&group) == Some(&node) {
-            leaders.remove(&group);
-        }
-    }
-
-    /// The node a leader hint names: by id, else by address, else a new node at the
-    /// hinted address (while under [`NODES_MAX`]).
-    fn node_for_hint(&self, hint: &LeaderHint) -> Option<usize> {
-        let find = |nodes: &[Arc<Node>]| {
-            nodes
-                .iter()
-                .position(|node| node.node_id() == hint.node_id)
-                .or_else(|| {
-                    let by_address = nodes.iter().position(|node| {
-                        !hint.client_address.is_empty() && node.address() == hint.client_address
-                    });
-                    if let Some(index) = by_address {
-                        nodes[index].learn_node_id(hint.node_id);
-                    }
-                    by_address
-                })
-        };
-        if let Some(index) = find(&self.nodes_snapshot()) {
-            return Some(index);
-        }
-        if hint.client_address.is_empty() {
-            return None;
-        }
-        let mut nodes = self
-            .nodes
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(index) = find(&nodes) {
-            return Some(index);
-        }
-        if nodes.len() >= NODES_MAX {
-            return None;
-        }
-        nodes.push(Arc::new(Node::new(
-            hint.client_address.clone(),
-            hint.node_id,
-        )));
-        Some(nodes.len() - 1)
     }
 
     // ----------------------------------------------------------------------------------
@@ -807,18 +744,20 @@ impl Client {
             nodes
                 .iter()
                 .zip(asks)
-                .map(|(node, ask)| {
+                .enumerate()
+                .map(|(index, (node, ask))| {
                     let result = ask.join().unwrap_or_else(|_| {
                         Err(ClientError::Protocol(
                             "the status request panicked".to_string(),
                         ))
                     });
+                    let mut router = self.router();
                     if let Ok(status) = &result {
-                        node.learn_node_id(status.node_id);
+                        router.learn_node_id(index, status.node_id);
                     }
                     NodeStatus {
                         address: node.address().to_string(),
-                        node_id: node.node_id(),
+                        node_id: router.node_id(index),
                         result,
                     }
                 })
@@ -853,51 +792,6 @@ pub fn prefix_range(prefix: &[u8]) -> RangeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn put(key: &[u8]) -> kv::TxnOp {
-        kv::TxnOp::Put(kv::PutRequest {
-            key: key.to_vec(),
-            ..kv::PutRequest::default()
-        })
-    }
-
-    // Single-key ops route by their key, a transaction by its first key (compares
-    // first), and reads across groups route nowhere.
-    #[test]
-    fn operations_route_by_their_key() {
-        let groups = 64;
-        let by_key = |key: &[u8]| Some(group_of(key, groups));
-        let range = kv::Op::Range(RangeRequest::get(b"a"));
-        assert_eq!(route_group(&range, groups), by_key(b"a"));
-        let scan = kv::Op::Range(RangeRequest::prefix(b"a"));
-        assert_eq!(route_group(&scan, groups), None);
-        let delete = kv::Op::Delete(kv::DeleteRequest {
-            key: b"d".to_vec(),
-            range_end: b"e".to_vec(),
-            prev_kv: false,
-        });
-        assert_eq!(route_group(&delete, groups), by_key(b"d"));
-        let txn = kv::Op::Txn(TxnRequest {
-            compares: vec![Compare {
-                key: b"c".to_vec(),
-                target: CompareTarget::Version(0),
-                result: CompareResult::Equal,
-            }],
-            success: vec![put(b"s")],
-            failure: vec![],
-        });
-        assert_eq!(route_group(&txn, groups), by_key(b"c"));
-        let txn = kv::Op::Txn(TxnRequest {
-            compares: vec![],
-            success: vec![],
-            failure: vec![put(b"f")],
-        });
-        assert_eq!(route_group(&txn, groups), by_key(b"f"));
-        assert_eq!(
-            route_group(&kv::Op::Txn(TxnRequest::default()), groups),
-            None
-        );
-    }
 
     // An empty prefix scans every key; another prefix scans up to its successor.
     #[test]

@@ -1,5 +1,5 @@
-//! One node of the cluster as the SDK sees it: its address, its id when known, and the
-//! health of its connection (healthy, probing, down), so that a dead node is skipped
+//! One node of the cluster as the blocking SDK sees it: its address and the health of
+//! its connection (healthy, probing, down), so that a dead node is skipped
 //! until it answers again instead of costing every request a connection timeout.
 //!
 //! ```text
@@ -18,13 +18,11 @@
 //! that served answers and then closed (a server restart, an idle close) is replaced at
 //! once on the next use.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::connection::Connection;
 use super::options::{backoff, ClientOptions};
-use crate::raft::{NodeId, NO_NODE};
 
 /// Where a node's connection stands.
 #[derive(Debug)]
@@ -53,12 +51,10 @@ pub(crate) struct NodeUnavailable {
     pub(crate) reason: String,
 }
 
-/// One node and its connection.
+/// One node and its connection (its id is the router's to know).
 #[derive(Debug)]
 pub(crate) struct Node {
     address: String,
-    /// [`NO_NODE`] until the cluster names the node.
-    node_id: AtomicU64,
     health: Mutex<Health>,
 }
 
@@ -69,27 +65,15 @@ fn lock(mutex: &Mutex<Health>) -> MutexGuard<'_, Health> {
 }
 
 impl Node {
-    pub(crate) fn new(address: String, node_id: NodeId) -> Node {
+    pub(crate) fn new(address: String) -> Node {
         Node {
             address,
-            node_id: AtomicU64::new(node_id),
             health: Mutex::new(Health::Idle),
         }
     }
 
     pub(crate) fn address(&self) -> &str {
         &self.address
-    }
-
-    pub(crate) fn node_id(&self) -> NodeId {
-        self.node_id.load(Ordering::Relaxed)
-    }
-
-    /// Records the node's id once the cluster names it.
-    pub(crate) fn learn_node_id(&self, node_id: NodeId) {
-        if node_id != NO_NODE {
-            self.node_id.store(node_id, Ordering::Relaxed);
-        }
     }
 
     /// A short word for the node's state, for diagnostics.

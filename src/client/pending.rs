@@ -1,175 +1,27 @@
-//! One key-value operation from its start to its result: the attempt loop (routing,
-//! leader hints, retries, session refusals) as a state machine that either blocks until
-//! the result ([`Pending::wait`]) or moves on only as far as it can without blocking
-//! ([`Pending::is_ready`]). The blocking calls of the [`Client`] are `start` then `wait`,
-//! so there is one attempt loop for both.
-//!
-//! ```text
-//!             start
-//!               │
-//!               ▼       send fails at once (no node, not sent): settle
-//!   ┌──────▶ Ready ───────────────────────────────────────────┐
-//!   │           │ send                                        │
-//!   │           ▼                                             ▼
-//!   │       InFlight ──answer, lost, timed out: settle──▶ (settle)
-//!   │                                                     │       │
-//!   └───── retry: pause until `resume_at`, or at once ────┘       │ final
-//!                                                                 ▼
-//!                                                               Done
-//! ```
+//! One key-value operation from its start to its result, over the client's connections:
+//! the driver of the operation's [`AttemptLoop`] (`client/attempt.rs`, where the
+//! decisions are: routing, leader hints, retries, session refusals), which either blocks
+//! until the result ([`Pending::wait`]) or moves on only as far as it can without
+//! blocking ([`Pending::is_ready`]). The blocking calls of the [`Client`] are `start` then
+//! `wait`, so there is one attempt loop for both, and the simulator drives the same one.
 //!
 //! A write holds its session from `start` to its result, so a thread with many writes in
 //! flight holds as many sessions (see [`ClientOptions::sessions_max`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::attempt::{AttemptEnd, AttemptLoop, Next};
 use super::completions::{Completions, Notify};
-use super::connection::{Call, CallError, Connection};
-use super::options::{self, ClientOptions};
-use super::session::{self, SessionGuard, WriteEnd};
-use super::{route_group, Client, ClientError};
-use crate::api::{ApiError, ApiRequest, ApiResponse, ApiResult, ErrorCode, RequestKind};
-use crate::frame::FRAME_BYTES_MAX;
-use crate::kv::{self, Command};
+use super::connection::{Call, Connection, WriteWhen};
+use super::random::OsRandom;
+use super::routing::NodeOrder;
+use super::{Client, ClientError, NODES_MAX};
+// Named by the documentation's links only.
+#[cfg(doc)]
+use super::ClientOptions;
+use crate::kv;
 use crate::multiraft::GroupId;
-
-/// Why the attempt loop stopped without an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GiveUp {
-    RetriesExhausted,
-    DeadlinePassed,
-}
-
-/// The attempts of one operation: how many were made, the last failure, the pause
-/// before the next one.
-#[derive(Debug)]
-struct Attempts<'a> {
-    options: &'a ClientOptions,
-    deadline: Instant,
-    made: u32,
-    failures_in_a_row: u32,
-    last_error: String,
-    /// The next attempt waits until then (a backoff after a failure).
-    resume_at: Option<Instant>,
-}
-
-impl<'a> Attempts<'a> {
-    fn new(options: &'a ClientOptions, deadline: Instant) -> Attempts<'a> {
-        Attempts {
-            options,
-            deadline,
-            made: 0,
-            failures_in_a_row: 0,
-            last_error: String::from("no attempt was made"),
-            resume_at: None,
-        }
-    }
-
-    /// Starts the next attempt and returns when its wait ends, or why there is none.
-    fn begin(&mut self) -> Result<Instant, GiveUp> {
-        self.resume_at = None;
-        if self.made > self.options.retries_max {
-            return Err(GiveUp::RetriesExhausted);
-        }
-        let now = Instant::now();
-        if now >= self.deadline {
-            return Err(GiveUp::DeadlinePassed);
-        }
-        self.made += 1;
-        Ok((now + self.options.attempt_timeout).min(self.deadline))
-    }
-
-    /// Records a failed attempt; with `pause`, the next one waits for the backoff (never
-    /// past the deadline, and not at all when no attempt is left).
-    fn failed(&mut self, error: String, pause: bool) {
-        self.last_error = error;
-        if !pause || self.made > self.options.retries_max {
-            return;
-        }
-        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-        let ceiling = options::backoff(
-            self.options.retry_backoff_initial,
-            self.options.retry_backoff_max,
-            self.failures_in_a_row,
-        );
-        // Jitter in [ceiling / 2, ceiling] keeps clients that failed together from
-        // retrying together.
-        let fraction = (session::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let pause = ceiling.mul_f64(0.5 + fraction / 2.0);
-        self.resume_at = Some((Instant::now() + pause).min(self.deadline));
-    }
-
-    fn error(&self, give_up: GiveUp, write_maybe_applied: bool) -> ClientError {
-        let attempts = self.made;
-        let last_error = self.last_error.clone();
-        if write_maybe_applied {
-            return ClientError::OutcomeUnknown {
-                attempts,
-                last_error,
-            };
-        }
-        match give_up {
-            GiveUp::RetriesExhausted => ClientError::Unavailable {
-                attempts,
-                last_error,
-            },
-            GiveUp::DeadlinePassed => ClientError::Timeout {
-                timeout: self.options.request_timeout,
-                attempts,
-                last_error,
-            },
-        }
-    }
-}
-
-/// What one attempt produced.
-#[derive(Debug)]
-pub(super) enum Attempt {
-    /// A node answered.
-    Answered {
-        node: usize,
-        result: Result<ApiResult, ApiError>,
-    },
-    /// The call to `node` failed.
-    Failed { node: usize, error: CallError },
-    /// No node could take the request.
-    NoNode(String),
-    /// The request can never succeed (it does not fit in a frame).
-    Fatal(ClientError),
-}
-
-impl Attempt {
-    /// The attempt that a call to `node` ended in.
-    pub(super) fn of_call(node: usize, outcome: Result<ApiResponse, CallError>) -> Attempt {
-        match outcome {
-            Ok(response) => Attempt::Answered {
-                node,
-                result: response.result,
-            },
-            Err(CallError::TooLarge { bytes }) => Attempt::Fatal(ClientError::RequestTooLarge {
-                bytes,
-                max: FRAME_BYTES_MAX,
-            }),
-            Err(error) => Attempt::Failed { node, error },
-        }
-    }
-}
-
-/// Where an operation stands.
-#[derive(Debug)]
-enum Stage {
-    /// The next attempt goes out once `Attempts::resume_at` has passed.
-    Ready,
-    /// An attempt was sent to `node`; its answer is awaited until `wait_until`.
-    InFlight {
-        node: usize,
-        call: Call,
-        wait_until: Instant,
-    },
-    /// The result; the session (if any) is back in the pool.
-    Done(Result<kv::Response, ClientError>),
-}
 
 /// A key-value operation in progress, started by [`Client::start`] or
 /// [`Client::start_tagged`]. [`Pending::wait`] blocks until its result;
@@ -183,87 +35,28 @@ enum Stage {
 #[must_use = "an operation's result comes from `wait`"]
 pub struct Pending<'client> {
     client: &'client Client,
-    request: ApiRequest,
-    /// A write's session, from its start until its result.
-    session: Option<SessionGuard<'client>>,
-    /// The group the op belongs to; `None` for a read across groups.
-    routed: Option<GroupId>,
-    group: GroupId,
-    /// The seq the request carries (a write's).
-    seq: u64,
-    is_write: bool,
-    serializable: bool,
-    /// The current (client id, seq) may have reached a server: its outcome is open.
-    delivered: bool,
-    attempts: Attempts<'client>,
-    /// The node a leader hint named, tried next.
-    redirect: Option<usize>,
-    /// The node whose attempt timed out, was lost or refused for want of a leader: the
-    /// next attempt without a preferred node asks the others first.
-    avoid: Option<usize>,
-    redirects_in_a_row: u32,
-    stage: Stage,
+    /// The decisions: where each attempt goes, how its end is taken, the result.
+    attempts: AttemptLoop,
+    /// The call of the attempt in flight (to the node the loop awaits).
+    call: Option<Call>,
     /// Where the end of each attempt is reported, until the result.
     notify: Option<Notify>,
 }
 
 impl<'client> Pending<'client> {
-    /// A new operation; a write comes with its session, whose (client id, seq) stays the
-    /// same across retries. Nothing is sent yet.
-    pub(super) fn new(
-        client: &'client Client,
-        op: kv::Op,
-        serializable: bool,
-        deadline: Instant,
-        session: Option<SessionGuard<'client>>,
-        notify: Option<Notify>,
-        scope: Option<GroupId>,
-    ) -> Pending<'client> {
-        let is_write = session.is_some();
-        let routed = scope.or_else(|| route_group(&op, client.group_count));
-        debug_assert!(!is_write || routed.is_some(), "a write has a key");
-        let group = routed.unwrap_or(0);
-        let (client_id, seq) = match &session {
-            Some(session) => (session.client_id(), session.next_seq(group)),
-            None => (0, 0),
-        };
-        let serializable = serializable && !is_write;
-        Pending {
-            client,
-            request: ApiRequest {
-                request_id: 0,
-                kind: RequestKind::Kv {
-                    command: Command { client_id, seq, op },
-                    serializable,
-                    group: scope,
-                    seen_revision: 0,
-                },
-            },
-            session,
-            routed,
-            group,
-            seq,
-            is_write,
-            serializable,
-            delivered: false,
-            attempts: Attempts::new(&client.options, deadline),
-            redirect: None,
-            avoid: None,
-            redirects_in_a_row: 0,
-            stage: Stage::Ready,
-            notify,
-        }
-    }
-
     /// Blocks until the operation's result: the first attempt's answer, and when that is
     /// not final, the retries and redirects that follow (see the module's documentation
     /// of [`client`](super)).
     pub fn wait(mut self) -> Result<kv::Response, ClientError> {
         self.advance(true, None);
-        match std::mem::replace(&mut self.stage, Stage::Ready) {
-            Stage::Done(result) => result,
-            stage => unreachable!("a blocking advance ends done, not in {stage:?}"),
+        let result = self
+            .attempts
+            .take_result()
+            .expect("a blocking advance ends with the result");
+        if let Ok(response) = &result {
+            self.client.observe_revision(response.revision);
         }
+        result
     }
 
     /// Moves the operation on as far as it goes without waiting for the network: takes
@@ -276,7 +69,7 @@ impl<'client> Pending<'client> {
     /// (bounded by [`ClientOptions::in_flight_max`] answers to come).
     pub fn is_ready(&mut self) -> bool {
         self.advance(false, None);
-        matches!(self.stage, Stage::Done(_))
+        self.attempts.is_done()
     }
 
     /// When the operation next moves on without news on its completion queue: the end of
@@ -284,11 +77,9 @@ impl<'client> Pending<'client> {
     /// known. A thread that holds many operations can call [`Pending::is_ready`] on just
     /// those whose moment has come, instead of on all of them.
     pub fn poll_at(&self) -> Option<Instant> {
-        match &self.stage {
-            Stage::Ready => Some(self.attempts.resume_at.unwrap_or_else(Instant::now)),
-            Stage::InFlight { wait_until, .. } => Some(*wait_until),
-            Stage::Done(_) => None,
-        }
+        self.attempts
+            .wake_at()
+            .map(|moment| self.client.instant(moment))
     }
 
     /// Runs the attempt loop until the result, or (when `block` is false) until it would
@@ -297,283 +88,101 @@ impl<'client> Pending<'client> {
     /// `deferred` for a later flush.
     fn advance(&mut self, block: bool, mut deferred: Option<&mut Vec<Arc<Connection>>>) {
         loop {
-            match &mut self.stage {
-                Stage::Done(_) => return,
-                Stage::Ready => {
-                    if let Some(resume_at) = self.attempts.resume_at {
-                        let now = Instant::now();
-                        if now < resume_at {
-                            if !block {
-                                return;
-                            }
-                            std::thread::sleep(resume_at - now);
-                        }
-                    }
-                    self.send_attempt(deferred.as_deref_mut());
+            let now = self.client.now();
+            let next = self
+                .attempts
+                .next(now, &mut self.client.router(), &mut OsRandom);
+            match next {
+                Next::Done => {
+                    self.finish();
+                    return;
                 }
-                Stage::InFlight {
-                    call, wait_until, ..
-                } => {
+                Next::Pause { until } => {
                     if !block {
-                        let arrived = call.poll();
-                        if !arrived && Instant::now() < *wait_until {
-                            return;
-                        }
+                        return;
                     }
-                    let Stage::InFlight {
-                        node,
-                        call,
-                        wait_until,
-                    } = std::mem::replace(&mut self.stage, Stage::Ready)
-                    else {
-                        unreachable!("matched as in flight above");
-                    };
-                    let outcome = call.wait(wait_until);
-                    self.settle(Attempt::of_call(node, outcome));
+                    std::thread::sleep(until.saturating_sub(now));
+                }
+                Next::Send { order, wait_until } => {
+                    self.send(order, wait_until, deferred.as_deref_mut());
+                }
+                Next::Await { node, until } => {
+                    let call = self.call.as_mut().expect("an attempt in flight has a call");
+                    if !block && !call.poll() && now < until {
+                        return;
+                    }
+                    let call = self.call.take().expect("checked above");
+                    let outcome = call.wait(self.client.instant(until));
+                    self.end_attempt(AttemptEnd::of_call(node, outcome));
                 }
             }
         }
     }
 
-    /// Begins the next attempt and sends it: to the node a hint named, else the group's
-    /// cached leader (writes and linearizable reads of one key), else any node.
-    fn send_attempt(&mut self, deferred: Option<&mut Vec<Arc<Connection>>>) {
-        debug_assert!(matches!(self.stage, Stage::Ready));
-        let wait_until = match self.attempts.begin() {
-            Ok(wait_until) => wait_until,
-            Err(give_up) => {
-                let error = self.attempts.error(give_up, self.delivered);
-                self.conclude(Err(error), false);
-                return;
-            }
-        };
-        let preferred = self.redirect.take().or_else(|| {
-            if self.serializable {
-                let at_endpoint = self.client.options.serializable_reads_at_endpoint;
-                return at_endpoint.then_some(self.client.endpoint_node).flatten();
-            }
-            self.routed
-                .is_some()
-                .then(|| self.client.leader_of(self.group))
-                .flatten()
-        });
-        match self.client.send_attempt(
-            preferred,
-            self.avoid,
-            &mut self.request,
-            wait_until,
-            self.notify.as_ref(),
-            deferred,
-        ) {
-            Ok((node, call)) => {
-                self.stage = Stage::InFlight {
-                    node,
-                    call,
-                    wait_until,
-                }
-            }
-            Err(attempt) => self.settle(attempt),
-        }
-    }
-
-    /// Forgets `node` as the group's leader; a read across groups has no group, so it
-    /// teaches nothing about leaders.
-    fn forget_leader(&self, node: usize) {
-        if self.routed.is_some() {
-            self.client.forget_leader(self.group, node);
-        }
-    }
-
-    /// Takes in what an attempt produced: ends the operation with its result, or leaves
-    /// it ready for the next attempt (after a pause when the failure calls for one).
-    fn settle(&mut self, attempt: Attempt) {
-        let client = self.client;
-        let is_write = self.is_write;
-        let mut redirected = false;
-        let end = match attempt {
-            Attempt::Answered { node, result } => match result {
-                Ok(ApiResult::Kv(response)) => {
-                    if is_write {
-                        client.set_leader(self.group, node);
-                    }
-                    Some((Ok(response), false))
-                }
-                Ok(ApiResult::Status(_)) => {
-                    self.delivered |= is_write;
-                    Some((
-                        Err(ClientError::Protocol(
-                            "a status result for a key-value request".to_string(),
-                        )),
-                        false,
-                    ))
-                }
-                Err(error) => {
-                    let description = format!("{}: {error}", client.address_of(node));
-                    match error.code {
-                        ErrorCode::NotLeader => {
-                            self.forget_leader(node);
-                            let hinted = error
-                                .leader
-                                .as_ref()
-                                .and_then(|hint| client.node_for_hint(hint))
-                                .filter(|&hinted| hinted != node);
-                            if let Some(hinted) = hinted {
-                                if self.routed.is_some() {
-                                    client.set_leader(self.group, hinted);
-                                }
-                                self.redirect = Some(hinted);
-                                redirected = true;
-                                // One redirect goes at once; a second in a row waits, so
-                                // stale hints cannot spin through the attempts.
-                                let pause = self.redirects_in_a_row > 0;
-                                self.attempts.failed(description, pause);
-                            } else {
-                                self.attempts.failed(description, true);
-                            }
-                            None
-                        }
-                        ErrorCode::NoLeader | ErrorCode::Overloaded => {
-                            if error.code == ErrorCode::NoLeader {
-                                self.forget_leader(node);
-                                self.avoid = Some(node);
-                            }
-                            self.attempts.failed(description, true);
-                            None
-                        }
-                        ErrorCode::ShuttingDown | ErrorCode::Timeout => {
-                            // A node shutting down may have proposed the write first.
-                            self.delivered |= is_write;
-                            self.forget_leader(node);
-                            self.avoid = Some(node);
-                            self.attempts.failed(description, true);
-                            None
-                        }
-                        ErrorCode::SessionExpired if is_write => self.session_expired(description),
-                        code => Some((
-                            Err(ClientError::Rejected {
-                                code,
-                                message: error.message,
-                            }),
-                            false,
-                        )),
-                    }
-                }
-            },
-            Attempt::Failed { node, error } => {
-                self.delivered |= is_write && error.maybe_delivered();
-                let description = format!("{}: {error}", client.address_of(node));
-                match error {
-                    CallError::Protocol(_) => {
-                        Some((Err(ClientError::Protocol(description)), false))
-                    }
-                    CallError::TooLarge { bytes } => Some((
-                        Err(ClientError::RequestTooLarge {
-                            bytes,
-                            max: FRAME_BYTES_MAX,
-                        }),
-                        false,
-                    )),
-                    // A leader that takes no answer in time may be hung or cut off while
-                    // the others elected a new one: the next attempt asks another node,
-                    // which answers or names the leader it knows.
-                    CallError::NotSent(_) | CallError::Lost(_) | CallError::TimedOut => {
-                        self.forget_leader(node);
-                        self.avoid = Some(node);
-                        self.attempts.failed(description, true);
-                        None
-                    }
-                    CallError::InFlightFull(_) => {
-                        self.attempts.failed(description, true);
-                        None
-                    }
-                }
-            }
-            Attempt::NoNode(reason) => {
-                self.attempts.failed(reason, true);
-                None
-            }
-            Attempt::Fatal(error) => Some((Err(error), false)),
-        };
-        match end {
-            Some((result, retired)) => self.conclude(result, retired),
-            None => {
-                self.stage = Stage::Ready;
-                self.redirects_in_a_row = if redirected {
-                    self.redirects_in_a_row + 1
-                } else {
-                    0
-                };
-            }
-        }
-    }
-
-    /// A write's group answered `SessionExpired`: the result, with whether the session
-    /// was retired, or `None` to send the write again under a fresh client id.
-    fn session_expired(
+    /// Sends the attempt just begun to the first node of `order` that has an open
+    /// connection (connecting when due), and reports where it went, or how it ended.
+    fn send(
         &mut self,
-        description: String,
-    ) -> Option<(Result<kv::Response, ClientError>, bool)> {
-        let session = self.session.as_mut().expect("a write has a session");
-        session.retire();
-        // A refusal does not mark its own delivery: `delivered` says whether an earlier
-        // copy of the write may still be on its way.
-        if self.delivered {
-            // An earlier delivery may have applied, and the session that could tell is
-            // gone.
-            return Some((
-                Err(ClientError::OutcomeUnknown {
-                    attempts: self.attempts.made,
-                    last_error: description,
-                }),
-                true,
-            ));
+        order: NodeOrder,
+        wait_until: Duration,
+        deferred: Option<&mut Vec<Arc<Connection>>>,
+    ) {
+        let wait_until = self.client.instant(wait_until);
+        let (node, connection) = match self.client.pick_node(order, wait_until) {
+            Ok(picked) => picked,
+            Err(reason) => return self.end_attempt(AttemptEnd::NoNode(reason)),
+        };
+        let write = if deferred.is_some() {
+            WriteWhen::Deferred
+        } else {
+            WriteWhen::Now
+        };
+        let request = self.attempts.request_mut();
+        match connection.send(request, wait_until, self.notify.as_ref(), write) {
+            Ok(call) => {
+                if let Some(deferred) = deferred {
+                    if !deferred
+                        .iter()
+                        .any(|queued| Arc::ptr_eq(queued, &connection))
+                    {
+                        debug_assert!(deferred.len() < NODES_MAX);
+                        deferred.push(connection);
+                    }
+                }
+                self.attempts.sent(node);
+                self.call = Some(call);
+            }
+            Err(error) => self.end_attempt(AttemptEnd::Failed { node, error }),
         }
-        // This seq reached no server before, and the refusal applied nothing: the write
-        // is sent again, as the first write of a fresh client id.
-        self.seq = session.next_seq(self.group);
-        if let RequestKind::Kv { command, .. } = &mut self.request.kind {
-            command.client_id = session.client_id();
-            command.seq = self.seq;
-        }
-        self.delivered = false;
-        self.attempts.failed(description, false);
-        None
     }
 
-    /// Ends the operation with `result`: records how the write ended in its session
-    /// (unless the session was `retired` already) and returns the session to the pool.
-    fn conclude(&mut self, result: Result<kv::Response, ClientError>, retired: bool) {
-        if let Some(mut session) = self.session.take() {
-            if !retired {
-                // A refusal does not mark its own delivery: `delivered` says whether an
-                // earlier copy of the write may still be on its way.
-                let end = match &result {
-                    Ok(_) => WriteEnd::Applied,
-                    Err(_) if self.delivered => WriteEnd::Unknown,
-                    Err(ClientError::Rejected { .. }) => WriteEnd::Refused,
-                    Err(_) => WriteEnd::NotSent,
-                };
-                session.finish(self.group, self.seq, end);
-            }
+    /// Hands the end of the current attempt to the loop, under the router's lock (a hint
+    /// may name a node the client did not know, which then gets its connection slot).
+    fn end_attempt(&mut self, end: AttemptEnd) {
+        let now = self.client.now();
+        let mut router = self.client.router();
+        self.attempts
+            .end_attempt(now, end, &mut router, &mut OsRandom);
+        self.client.add_new_nodes(&router);
+    }
+
+    /// The operation has its result: its session goes back to the pool (with the write's
+    /// end recorded) and its completion queue stops counting it.
+    fn finish(&mut self) {
+        if let Some(session) = self.attempts.take_session() {
+            self.client.sessions.give_back(session);
         }
         if let Some(notify) = self.notify.take() {
             notify.completions.unregister();
         }
-        self.stage = Stage::Done(result);
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        // Only an operation without its result still holds these.
-        if let Some(mut session) = self.session.take() {
-            let maybe_sent = self.delivered || matches!(self.stage, Stage::InFlight { .. });
-            let end = if maybe_sent {
-                WriteEnd::Unknown
-            } else {
-                WriteEnd::NotSent
-            };
-            session.finish(self.group, self.seq, end);
+        // Only an operation without its result still holds its session.
+        if let Some(session) = self.attempts.abandon(&mut OsRandom) {
+            self.client.sessions.give_back(session);
         }
         if let Some(notify) = self.notify.take() {
             notify.completions.unregister();
@@ -680,7 +289,8 @@ impl Client {
                 }
             }
         }
-        let deadline = Instant::now() + self.options.request_timeout;
+        let started = self.now();
+        let deadline = self.instant(started) + self.options.request_timeout;
         let session = if op.is_read_only() {
             None
         } else {
@@ -700,7 +310,22 @@ impl Client {
             }
             session
         };
-        let mut pending = Pending::new(self, op, serializable, deadline, session, notify, scope);
+        let mut attempts = AttemptLoop::new(
+            op,
+            serializable,
+            scope,
+            self.group_count,
+            session,
+            &self.options,
+            started,
+        );
+        attempts.set_seen_revision(self.seen_revision());
+        let mut pending = Pending {
+            client: self,
+            attempts,
+            call: None,
+            notify,
+        };
         pending.advance(false, deferred);
         Ok(pending)
     }

@@ -1,5 +1,7 @@
-//! Sessions for exactly-once writes: a pool of client ids, each with its next sequence
-//! number per group, checked out by one write at a time.
+//! Sessions for exactly-once writes: one client id with its next sequence number per
+//! group, used by one write at a time, as plain data (fresh ids come from the
+//! [`Random`] passed in). The blocking client keeps many in a pool (`client/pool.rs`);
+//! the simulator gives each simulated client one.
 //!
 //! The server's rules (see `kv::session`): per (client id, group), seq 1 opens the
 //! session and each later write takes a higher seq (gaps are allowed); a retry of the same
@@ -24,43 +26,14 @@
 //! is. And after an unknown outcome, a copy of the write may still be on its way to the
 //! log: a fresh client id keeps the next write from being outstanding beside it.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::random::Random;
 use crate::multiraft::GroupId;
 
-/// A random 64-bit number. The standard library's `RandomState` keys its hasher from the
-/// operating system's randomness; hashing a process-wide counter, the time and the
-/// process id with it gives distinct, unpredictable values without another crate.
-pub(crate) fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    hasher.write_u128(since_epoch.as_nanos());
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
-/// A fresh client id: random and never 0 (0 means "no session").
-pub(crate) fn random_client_id() -> u64 {
-    loop {
-        let id = random_u64();
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
 /// One client id and where its session stands in each group it wrote to.
-#[derive(Debug)]
-pub(crate) struct Session {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
     client_id: u64,
     groups: HashMap<GroupId, GroupSession>,
 }
@@ -81,7 +54,7 @@ impl GroupSession {
 
 /// How a write ended, as far as its session is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WriteEnd {
+pub enum WriteEnd {
     /// A success answer: applied exactly once.
     Applied,
     /// Refused by the server on the write's only delivery: the seq is used up, and no
@@ -94,11 +67,12 @@ pub(crate) enum WriteEnd {
 }
 
 impl Session {
-    pub(crate) fn fresh() -> Session {
-        Session::with_client_id(random_client_id())
+    /// A session under a fresh client id from `random`.
+    pub fn fresh(random: &mut dyn Random) -> Session {
+        Session::with_client_id(random.client_id())
     }
 
-    pub(crate) fn with_client_id(client_id: u64) -> Session {
+    pub fn with_client_id(client_id: u64) -> Session {
         assert_ne!(client_id, 0, "client id 0 means no session");
         Session {
             client_id,
@@ -106,19 +80,20 @@ impl Session {
         }
     }
 
-    pub(crate) fn client_id(&self) -> u64 {
+    pub fn client_id(&self) -> u64 {
         self.client_id
     }
 
     /// The seq the next write to `group` carries (1 opens the session).
-    pub(crate) fn next_seq(&self, group: GroupId) -> u64 {
+    pub fn next_seq(&self, group: GroupId) -> u64 {
         self.groups
             .get(&group)
             .map_or(1, |session| session.next_seq)
     }
 
     /// Records how the write of `seq` to `group` ended (see the module's table).
-    pub(crate) fn finish(&mut self, group: GroupId, seq: u64, end: WriteEnd) {
+    /// `random` gives the fresh client id when the end retires the session.
+    pub fn finish(&mut self, group: GroupId, seq: u64, end: WriteEnd, random: &mut dyn Random) {
         // One hash lookup per write: this runs for every write the client makes.
         let session = self.groups.entry(group).or_insert(GroupSession::NEW);
         assert_eq!(
@@ -134,184 +109,57 @@ impl Session {
                 };
             }
             WriteEnd::Refused if session.opened => session.next_seq = seq + 1,
-            WriteEnd::Refused | WriteEnd::Unknown => self.retire(),
+            WriteEnd::Refused | WriteEnd::Unknown => self.retire(random),
         }
     }
 
     /// Replaces the client id by a fresh one with no sessions: the old id is never used
     /// again.
-    pub(crate) fn retire(&mut self) {
-        *self = Session::fresh();
-    }
-}
-
-/// The idle sessions and how many are out.
-#[derive(Debug)]
-struct PoolState {
-    idle: Vec<Session>,
-    checked_out: usize,
-}
-
-/// At most `sessions_max` sessions; a write past the bound waits for one to come back.
-#[derive(Debug)]
-pub(crate) struct SessionPool {
-    state: Mutex<PoolState>,
-    returned: Condvar,
-    sessions_max: usize,
-}
-
-fn lock(mutex: &Mutex<PoolState>) -> MutexGuard<'_, PoolState> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl SessionPool {
-    pub(crate) fn new(sessions_max: usize) -> SessionPool {
-        assert!(sessions_max > 0, "the pool holds at least one session");
-        SessionPool {
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                checked_out: 0,
-            }),
-            returned: Condvar::new(),
-            sessions_max,
-        }
-    }
-
-    /// Takes an idle session (the most recently returned: its sessions are the warmest
-    /// on the server), or opens a new one while under the bound, or waits for one until
-    /// `wait_until` (`None` when the wait ends first).
-    pub(crate) fn checkout(&self, wait_until: Instant) -> Option<SessionGuard<'_>> {
-        let mut state = lock(&self.state);
-        loop {
-            if let Some(session) = state.idle.pop() {
-                state.checked_out += 1;
-                return Some(SessionGuard {
-                    pool: self,
-                    session: Some(session),
-                });
-            }
-            if state.checked_out < self.sessions_max {
-                state.checked_out += 1;
-                return Some(SessionGuard {
-                    pool: self,
-                    session: Some(Session::fresh()),
-                });
-            }
-            let now = Instant::now();
-            if now >= wait_until {
-                return None;
-            }
-            state = self
-                .returned
-                .wait_timeout(state, wait_until - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn give_back(&self, session: Session) {
-        let mut state = lock(&self.state);
-        assert!(state.checked_out > 0, "a session returns only once");
-        state.checked_out -= 1;
-        state.idle.push(session);
-        debug_assert!(state.idle.len() + state.checked_out <= self.sessions_max);
-        drop(state);
-        self.returned.notify_one();
-    }
-}
-
-/// A checked-out session; it goes back to the pool when dropped.
-#[derive(Debug)]
-pub(crate) struct SessionGuard<'pool> {
-    pool: &'pool SessionPool,
-    session: Option<Session>,
-}
-
-impl std::ops::Deref for SessionGuard<'_> {
-    type Target = Session;
-
-    fn deref(&self) -> &Session {
-        self.session.as_ref().expect("present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for SessionGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Session {
-        self.session.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for SessionGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.pool.give_back(session);
-        }
+    pub fn retire(&mut self, random: &mut dyn Random) {
+        *self = Session::fresh(random);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::raft::rng::SeededRng;
 
     // Seqs start at 1 per group and rise by one per applied write, independently per
     // group; an unsent write leaves its seq for the next one.
     #[test]
     fn seqs_are_per_group_and_start_at_one() {
+        let random = &mut SeededRng::new(1);
         let mut session = Session::with_client_id(7);
         assert_eq!((session.next_seq(0), session.next_seq(1)), (1, 1));
-        session.finish(0, 1, WriteEnd::Applied);
-        session.finish(0, 2, WriteEnd::Applied);
-        session.finish(1, 1, WriteEnd::NotSent);
+        session.finish(0, 1, WriteEnd::Applied, random);
+        session.finish(0, 2, WriteEnd::Applied, random);
+        session.finish(1, 1, WriteEnd::NotSent, random);
         assert_eq!((session.next_seq(0), session.next_seq(1)), (3, 1));
-        session.finish(1, 1, WriteEnd::Applied);
+        session.finish(1, 1, WriteEnd::Applied, random);
         assert_eq!((session.next_seq(0), session.next_seq(1)), (3, 2));
         assert_eq!(session.client_id(), 7);
     }
 
     // A refusal on an opened session leaves a gap; a refusal on a session that may not
-    // be open, or an unknown outcome, retires the client id.
+    // be open, or an unknown outcome, retires the client id to one the random source
+    // gives.
     #[test]
     fn used_seqs_gap_or_retire() {
+        let random = &mut SeededRng::new(1);
         let mut session = Session::with_client_id(7);
-        session.finish(0, 1, WriteEnd::Applied);
-        session.finish(0, 2, WriteEnd::Refused);
+        session.finish(0, 1, WriteEnd::Applied, random);
+        session.finish(0, 2, WriteEnd::Refused, random);
         assert_eq!((session.client_id(), session.next_seq(0)), (7, 3));
-        session.finish(5, 1, WriteEnd::Refused);
-        assert_ne!(session.client_id(), 7);
+        session.finish(5, 1, WriteEnd::Refused, random);
+        let expected = SeededRng::new(1).client_id();
+        assert_eq!(session.client_id(), expected);
         assert_eq!((session.next_seq(0), session.next_seq(5)), (1, 1));
 
         let mut session = Session::with_client_id(8);
-        session.finish(0, 1, WriteEnd::Applied);
-        session.finish(0, 2, WriteEnd::Unknown);
+        session.finish(0, 1, WriteEnd::Applied, random);
+        session.finish(0, 2, WriteEnd::Unknown, random);
         assert_ne!(session.client_id(), 8);
         assert_eq!(session.next_seq(0), 1);
-    }
-
-    // The pool never hands out more than its bound; a returned session is reused with its
-    // seqs, and a waiter past the bound gives up at its deadline.
-    #[test]
-    fn pool_is_bounded_and_reuses_sessions() {
-        let pool = SessionPool::new(2);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut first = pool.checkout(deadline).unwrap();
-        let second = pool.checkout(deadline).unwrap();
-        assert_ne!(first.client_id(), second.client_id());
-        assert!(pool.checkout(Instant::now()).is_none());
-        first.finish(3, 1, WriteEnd::Applied);
-        let first_id = first.client_id();
-        drop(first);
-        let again = pool.checkout(deadline).unwrap();
-        assert_eq!((again.client_id(), again.next_seq(3)), (first_id, 2));
-    }
-
-    // Client ids are nonzero and do not repeat over many draws.
-    #[test]
-    fn client_ids_are_distinct() {
-        let ids: std::collections::HashSet<u64> = (0..10_000).map(|_| random_client_id()).collect();
-        assert_eq!(ids.len(), 10_000);
-        assert!(!ids.contains(&0));
     }
 }

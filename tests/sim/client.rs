@@ -1,22 +1,34 @@
-//! Simulated clients: each runs one operation at a time, routes it to the node it believes
-//! leads the key's group, retries with the same (client id, seq) so a write applies at most
-//! once, and records every operation in the history the checker reads.
+//! Simulated clients that run the SDK's own decisions: each owns a
+//! `corekv::client::routing::Router` over the cluster's nodes, one
+//! `corekv::client::session::Session`, and one operation at a time through the SDK's
+//! `corekv::client::attempt::AttemptLoop`. The client sends each attempt where the loop
+//! says, feeds back every reply, every attempt timeout and every connection lost to a
+//! crash, and records the operation in the history the checker reads from the loop's
+//! final result, under the SDK's error contract:
 //!
-//! How an operation ends in the history:
-//! - `complete` at the first successful reply to any of its attempts;
-//! - `fail` only when no attempt can ever apply: the one attempt ever sent came back
-//!   `Dropped`, or validation refused the command (which every attempt would be);
-//! - `give_up` (pending) after [`ATTEMPTS_MAX`] attempts, or at the end of the run. A
-//!   write given up on may still apply later, so the client then starts a new session
-//!   under a new client id (a retry of an abandoned seq 1 could otherwise open the session
-//!   behind its successor's back).
+//! - `complete` on `Ok`;
+//! - `give_up` (pending) when the write may have applied: `OutcomeUnknown`, or any failure
+//!   after a copy of the write may have been delivered; and at the end of the run;
+//! - `fail` when it certainly did not apply: `Unavailable` or `Timeout` of an operation
+//!   never delivered, or the refusal of a put with an empty key (validation refuses every
+//!   attempt alike). Any other refusal of a valid operation is a protocol violation.
+//!
+//! Steps map to the SDK's time as the nodes' clocks do (2 ms a step, see `world.rs`), so
+//! the SDK's timeouts are set in steps here: an attempt waits [`ATTEMPT_TIMEOUT_STEPS`],
+//! a retry pauses 10 to 40 steps, and the deadline of a final read after healing leaves
+//! room for elections (10 to 20 ticks of about 5 steps) and many attempts.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use corekv::api::{ApiRequest, ApiResponse, ApiResult, ErrorCode, RequestKind};
+use corekv::api::{ApiRequest, ApiResponse, ErrorCode};
 use corekv::check::{ClientId, History, Input, OperationId, Output};
+use corekv::client::attempt::{AttemptEnd, AttemptLoop, CallError, Next};
+use corekv::client::routing::Router;
+use corekv::client::session::Session;
+use corekv::client::{ClientError, ClientOptions};
 use corekv::kv::{
-    AppendRequest, Command, Compare, CompareResult, CompareTarget, DeleteRequest, Op, OpResponse,
+    AppendRequest, Compare, CompareResult, CompareTarget, DeleteRequest, Op, OpResponse,
     PutRequest, RangeRequest, Response, TxnOp, TxnRequest,
 };
 use corekv::multiraft::{GroupId, RequestId};
@@ -26,17 +38,32 @@ use crate::invariants::Violation;
 use crate::rng::SimRng;
 use crate::trace::{Event, OpKind, ReplyKind, Trace};
 
+/// Milliseconds of SDK time per step: the clients' clock runs with the nodes' clocks
+/// (`STEP_MS` in `world.rs`).
+const STEP_MS: u64 = 2;
 /// Steps a client waits for an attempt's reply before it tries another node.
 pub const ATTEMPT_TIMEOUT_STEPS: u64 = 250;
-/// Attempts of one operation before the client gives up on it.
+/// Attempts of one operation of a worker before the SDK gives up on it.
 pub const ATTEMPTS_MAX: u32 = 8;
+/// Steps a worker's operation may take, retries included: room for every attempt to time
+/// out, with the pauses between them, and within the world's drain phase.
+const REQUEST_TIMEOUT_STEPS: u64 = 2_500;
 /// Attempts of a final read after healing; running out means the cluster did not recover.
 pub const FINAL_READ_ATTEMPTS_MAX: u32 = 40;
-/// Wait before retrying after "busy" or "no leader known".
-const BACKOFF_STEPS_MIN: u64 = 10;
+/// Steps a final read may take: every attempt may time out, and the world waits 12,000
+/// steps for all final reads.
+const FINAL_READ_TIMEOUT_STEPS: u64 = 11_000;
+/// The first pause after a failure is drawn from [this / 2, this] steps; each later one
+/// doubles the ceiling up to [`BACKOFF_STEPS_MAX`]: pauses of 10 to 40 steps.
+const BACKOFF_STEPS_INITIAL: u64 = 20;
 const BACKOFF_STEPS_MAX: u64 = 40;
 /// Pause between two operations of one client.
 const THINK_STEPS_MAX: u64 = 20;
+
+const _: () = assert!(BACKOFF_STEPS_INITIAL <= BACKOFF_STEPS_MAX);
+const _: () = assert!(ATTEMPTS_MAX as u64 * ATTEMPT_TIMEOUT_STEPS < REQUEST_TIMEOUT_STEPS);
+const _: () =
+    assert!(FINAL_READ_ATTEMPTS_MAX as u64 * ATTEMPT_TIMEOUT_STEPS < FINAL_READ_TIMEOUT_STEPS);
 
 /// What the world shares with a client while it acts.
 #[derive(Debug)]
@@ -50,6 +77,10 @@ pub struct Shared<'a> {
     pub key_groups: &'a [GroupId],
     pub members: &'a BTreeMap<GroupId, Vec<NodeId>>,
     pub next_request_id: &'a mut RequestId,
+    /// The world's counter of client ids. Sessions retire to fresh ids the SDK draws from
+    /// the run's generator, so clients no longer take ids from it; the field can go with
+    /// its line in `World::with_clients`.
+    #[allow(dead_code)]
     pub next_client_id: &'a mut u64,
 }
 
@@ -76,28 +107,28 @@ struct InFlight {
     kind: OpKind,
     key: usize,
     group: GroupId,
-    /// Every attempt carries the same command: a write's (client id, seq) stay the same.
-    command: Command,
-    /// The session seq of a write (0 for a read).
-    seq: u64,
     /// The value the key holds if the operation applies (put, compare-and-set).
     written: Option<Vec<u8>>,
-    /// Every attempt sent; a reply to any of them answers the operation.
-    requests: Vec<RequestId>,
-    target: NodeId,
-    attempt_deadline: u64,
-    retry_at: Option<u64>,
+    /// The SDK's attempt loop, holding a write's session until the result.
+    attempts: AttemptLoop,
+    /// The request id of the attempt in flight and the router's index of its node. A
+    /// reply to an earlier attempt is dropped, as the SDK's connection drops an answer
+    /// nobody waits for any more.
+    awaiting: Option<(RequestId, usize)>,
 }
 
 /// One simulated client.
 #[derive(Debug)]
 pub struct Client {
     pub role: Role,
-    /// The id of the current session incarnation.
+    /// The id the world gave this client: its name in the history and the trace, and the
+    /// client id of its first session.
     pub client_id: u64,
-    /// The next seq per group (1 when the group has not seen this incarnation).
-    seqs: BTreeMap<GroupId, u64>,
-    leader_guess: BTreeMap<GroupId, NodeId>,
+    options: ClientOptions,
+    /// The SDK's routing over every node of the cluster, built at the first poll.
+    router: Option<Router>,
+    /// The session of the next write (`None` while a write holds it).
+    session: Option<Session>,
     /// The last value this client saw or wrote per key, to make compare-and-sets that
     /// sometimes succeed.
     known_values: BTreeMap<usize, Option<Vec<u8>>>,
@@ -106,8 +137,42 @@ pub struct Client {
     ops_started: u64,
     /// A final reader that got its answer.
     pub finished: bool,
-    /// A final reader that ran out of attempts.
+    /// A final reader whose read failed.
     pub gave_up: bool,
+}
+
+/// The SDK's time at step `step`.
+fn time(step: u64) -> Duration {
+    Duration::from_millis(step * STEP_MS)
+}
+
+/// The SDK's options for a client of `role`, in steps.
+fn options(role: Role) -> ClientOptions {
+    let (attempts_max, timeout_steps) = match role {
+        Role::Worker => (ATTEMPTS_MAX, REQUEST_TIMEOUT_STEPS),
+        Role::FinalReader { .. } => (FINAL_READ_ATTEMPTS_MAX, FINAL_READ_TIMEOUT_STEPS),
+    };
+    let options = ClientOptions {
+        request_timeout: time(timeout_steps),
+        attempt_timeout: time(ATTEMPT_TIMEOUT_STEPS),
+        retries_max: attempts_max - 1,
+        retry_backoff_initial: time(BACKOFF_STEPS_INITIAL),
+        retry_backoff_max: time(BACKOFF_STEPS_MAX),
+        ..ClientOptions::default()
+    };
+    options
+        .check()
+        .expect("the simulated clients' options work");
+    options
+}
+
+/// The SDK's router over every node that holds a group, addressed as the nodes name
+/// each other in their leader hints.
+fn cluster_router(members: &BTreeMap<GroupId, Vec<NodeId>>) -> Router {
+    let mut nodes: Vec<NodeId> = members.values().flatten().copied().collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    Router::new(nodes.into_iter().map(|id| (format!("n{id}"), id)), None)
 }
 
 fn reply_kind(response: &ApiResponse) -> ReplyKind {
@@ -129,8 +194,9 @@ impl Client {
         Client {
             role,
             client_id,
-            seqs: BTreeMap::new(),
-            leader_guess: BTreeMap::new(),
+            options: options(role),
+            router: None,
+            session: Some(Session::with_client_id(client_id)),
             known_values: BTreeMap::new(),
             current: None,
             next_op_at: first_op_at,
@@ -152,51 +218,86 @@ impl Client {
         }
     }
 
-    fn attempts_max(&self) -> u32 {
-        match self.role {
-            Role::Worker => ATTEMPTS_MAX,
-            Role::FinalReader { .. } => FINAL_READ_ATTEMPTS_MAX,
-        }
-    }
-
-    /// Retries, gives up, or starts a new operation when it is time. `issue_new` is false
-    /// once the run stops taking new operations.
+    /// Moves the operation on (an attempt whose wait ended times out, a retry goes when
+    /// due), or starts a new one when it is time; returns the attempt to send, if any.
+    /// `issue_new` is false once the run stops taking new operations.
     pub fn poll(
         &mut self,
         shared: &mut Shared<'_>,
         issue_new: bool,
     ) -> Result<Option<Outgoing>, Violation> {
-        let now = shared.now;
-        let attempts_max = self.attempts_max();
-        if let Some(op) = self.current.as_mut() {
-            let timed_out = op.retry_at.is_none() && now >= op.attempt_deadline;
-            let retry_due = op.retry_at.is_some_and(|at| now >= at);
-            if !timed_out && !retry_due {
+        if self.current.is_none() {
+            let start = match self.role {
+                Role::Worker => issue_new && shared.now >= self.next_op_at,
+                Role::FinalReader { .. } => !self.finished,
+            };
+            if !start {
                 return Ok(None);
             }
-            if op.requests.len() as u32 >= attempts_max {
-                self.give_up(shared)?;
-                return Ok(None);
-            }
-            if timed_out {
-                // The target may be down or cut off: try the next member.
-                let members = &shared.members[&op.group];
-                op.target = next_member(members, op.target);
-            }
-            return Ok(Some(self.send_attempt(shared)));
+            self.start(shared);
         }
-        let start = match self.role {
-            Role::Worker => issue_new && now >= self.next_op_at,
-            Role::FinalReader { .. } => !self.finished,
-        };
-        if !start {
-            return Ok(None);
+        let now = time(shared.now);
+        let router = self
+            .router
+            .get_or_insert_with(|| cluster_router(shared.members));
+        let op = self.current.as_mut().expect("an operation started above");
+        // Each turn either returns or ends an attempt, and an operation makes at most
+        // `retries_max + 1` attempts, so this loop ends.
+        loop {
+            match op.attempts.next(now, router, &mut *shared.rng) {
+                Next::Done => break,
+                Next::Pause { .. } => return Ok(None),
+                Next::Await { node, until } => {
+                    if now < until {
+                        return Ok(None);
+                    }
+                    op.awaiting = None;
+                    let timed_out = AttemptEnd::Failed {
+                        node,
+                        error: CallError::TimedOut,
+                    };
+                    op.attempts
+                        .end_attempt(now, timed_out, router, &mut *shared.rng);
+                }
+                Next::Send { mut order, .. } => {
+                    // A simulated connection always takes the request (a node that is
+                    // down swallows it), so the attempt goes to the first node in order.
+                    let Some(node) = order.next() else {
+                        let none = AttemptEnd::NoNode("the router knows no node".to_string());
+                        op.attempts.end_attempt(now, none, router, &mut *shared.rng);
+                        continue;
+                    };
+                    op.attempts.sent(node);
+                    *shared.next_request_id += 1;
+                    let request_id = *shared.next_request_id;
+                    op.awaiting = Some((request_id, node));
+                    let to = router.node_id(node);
+                    let (session, seq) = op.attempts.session_seq();
+                    shared.trace.record(
+                        shared.now,
+                        Event::Request {
+                            client: self.client_id,
+                            operation: op.operation.index(),
+                            attempt: op.attempts.attempts_made(),
+                            request: request_id,
+                            node: to,
+                            group: op.group,
+                            kind: op.kind,
+                            session,
+                            seq,
+                        },
+                    );
+                    let mut request = op.attempts.request().clone();
+                    request.request_id = request_id;
+                    return Ok(Some(Outgoing { to, request }));
+                }
+            }
         }
-        self.start(shared);
-        Ok(Some(self.send_attempt(shared)))
+        self.conclude(shared)?;
+        Ok(None)
     }
 
-    /// Picks and records a new operation.
+    /// Picks and records a new operation and hands it to a fresh attempt loop.
     fn start(&mut self, shared: &mut Shared<'_>) {
         let number = self.ops_started;
         self.ops_started += 1;
@@ -216,7 +317,6 @@ impl Client {
             }
         };
         let key_bytes = shared.keys[key].clone();
-        let group = shared.key_groups[key];
         let unique = format!("{}.{}", self.client_id, number).into_bytes();
         let mut written = None;
         let (input, op) = match kind {
@@ -308,77 +408,36 @@ impl Client {
                 )
             }
         };
-        let (command, seq) = if kind == OpKind::Get {
-            let command = Command {
-                client_id: 0,
-                seq: 0,
-                op,
-            };
-            (command, 0)
-        } else {
-            let seq = *self.seqs.entry(group).or_insert(1);
-            let command = Command {
-                client_id: self.client_id,
-                seq,
-                op,
-            };
-            (command, seq)
-        };
         let operation = shared
             .history
             .invoke(ClientId(self.client_id), input, shared.now);
-        let members = &shared.members[&group];
-        let target = match self.leader_guess.get(&group) {
-            Some(&leader) => leader,
-            None => members[shared.rng.index(members.len())],
+        let session = if op.is_read_only() {
+            None
+        } else {
+            Some(self.session.take().expect("one operation at a time"))
         };
+        let group_count = shared.members.len() as u64;
+        let attempts = AttemptLoop::new(
+            op,
+            false,
+            None,
+            group_count,
+            session,
+            &self.options,
+            time(shared.now),
+        );
+        // The SDK routes by the key as the world placed it (an empty key has a group too).
+        let group = attempts.group().expect("every operation here has a key");
+        debug_assert!(kind == OpKind::InvalidPut || shared.key_groups[key] == group);
         self.current = Some(InFlight {
             operation,
             kind,
             key,
             group,
-            command,
-            seq,
             written,
-            requests: Vec::new(),
-            target,
-            attempt_deadline: 0,
-            retry_at: None,
+            attempts,
+            awaiting: None,
         });
-    }
-
-    fn send_attempt(&mut self, shared: &mut Shared<'_>) -> Outgoing {
-        let op = self.current.as_mut().expect("an operation in flight");
-        *shared.next_request_id += 1;
-        let request = *shared.next_request_id;
-        op.requests.push(request);
-        op.attempt_deadline = shared.now + ATTEMPT_TIMEOUT_STEPS;
-        op.retry_at = None;
-        shared.trace.record(
-            shared.now,
-            Event::Request {
-                client: self.client_id,
-                operation: op.operation.index(),
-                attempt: op.requests.len() as u32,
-                request,
-                node: op.target,
-                group: op.group,
-                kind: op.kind,
-                seq: op.seq,
-            },
-        );
-        Outgoing {
-            to: op.target,
-            request: ApiRequest {
-                request_id: request,
-                kind: RequestKind::Kv {
-                    command: op.command.clone(),
-                    serializable: false,
-                    group: None,
-                    seen_revision: 0,
-                },
-            },
-        }
     }
 
     /// Handles a node's answer to one of this client's requests.
@@ -388,10 +447,9 @@ impl Client {
         node: NodeId,
         response: ApiResponse,
     ) -> Result<(), Violation> {
-        let now = shared.now;
         let request = response.request_id;
         shared.trace.record(
-            now,
+            shared.now,
             Event::Reply {
                 request,
                 node,
@@ -401,65 +459,117 @@ impl Client {
         let Some(op) = self.current.as_mut() else {
             return Ok(());
         };
-        if !op.requests.contains(&request) {
-            // A late answer to an operation this client already finished or abandoned.
+        let Some((_, index)) = op.awaiting.filter(|&(awaited, _)| awaited == request) else {
+            // A late answer to an attempt (or an operation) no longer waited for.
             return Ok(());
-        }
-        let backoff = shared.rng.between(BACKOFF_STEPS_MIN, BACKOFF_STEPS_MAX);
-        let error = match response.result {
-            Ok(ApiResult::Kv(response)) => return self.complete(shared, response),
-            Ok(ApiResult::Status(_)) => {
-                return Err(Violation::new(
-                    "client protocol",
-                    format!("request {request} was answered with a node status"),
-                ));
-            }
-            Err(error) => error,
         };
-        match error.code {
-            ErrorCode::NotLeader => {
-                let leader = error.leader.as_ref().map_or(NO_NODE, |hint| hint.node_id);
-                let members = &shared.members[&op.group];
-                if leader != NO_NODE && members.contains(&leader) {
-                    self.leader_guess.insert(op.group, leader);
-                    op.target = leader;
-                    op.retry_at = Some(now);
-                } else {
-                    op.target = next_member(members, op.target);
-                    op.retry_at = Some(now + backoff);
-                }
-            }
-            ErrorCode::NoLeader => {
-                op.target = next_member(&shared.members[&op.group], op.target);
-                op.retry_at = Some(now + backoff);
-            }
-            // Busy, or the outcome is unknown: the same (client id, seq) again is safe.
-            ErrorCode::Overloaded | ErrorCode::Timeout => op.retry_at = Some(now + backoff),
-            ErrorCode::SessionExpired => {
+        if let Err(error) = &response.result {
+            // The SDK takes SessionExpired as an evicted session: on a first delivery it
+            // sends the write again under a fresh client id, after a delivery it reports
+            // OutcomeUnknown; either way the history would never show it. Nothing evicts
+            // sessions here (a group's table holds 100,000, the run opens a few dozen),
+            // so the refusal itself is the bug: the group forgot a session whose earlier
+            // seqs it applied, or took a seq this session had already moved past.
+            if error.code == ErrorCode::SessionExpired {
+                let (session, seq) = op.attempts.session_seq();
                 return Err(Violation::new(
                     "exactly-once sessions",
                     format!(
-                        "request {request} (client {} seq {} in group {}) was refused by its \
-                         session although every earlier seq of this session was applied: {}",
-                        self.client_id, op.seq, op.group, error.message
-                    ),
-                ));
-            }
-            ErrorCode::EmptyKey if op.kind == OpKind::InvalidPut => {
-                // Validation is deterministic: every attempt is refused alike.
-                return self.fail(shared);
-            }
-            code => {
-                return Err(Violation::new(
-                    "client protocol",
-                    format!(
-                        "a valid {:?} to n{node} was refused with {code:?}: {}",
-                        op.kind, error.message
+                        "request {request} (client {session} seq {seq} in group {}) was \
+                         refused by its session, which nothing evicts here: the group forgot \
+                         a session it had opened, or was sent a seq the session had passed: \
+                         {}",
+                        op.group, error.message
                     ),
                 ));
             }
         }
+        op.awaiting = None;
+        let router = self
+            .router
+            .as_mut()
+            .expect("a client that sent has its router");
+        let answered = AttemptEnd::Answered {
+            node: index,
+            result: response.result,
+        };
+        op.attempts
+            .end_attempt(time(shared.now), answered, router, &mut *shared.rng);
+        if op.attempts.is_done() {
+            self.conclude(shared)?;
+        }
         Ok(())
+    }
+
+    /// Node `node` crashed: the connection to it is lost, and with it the answer to an
+    /// attempt in flight there. The world calls this for every client when it crashes a
+    /// node.
+    pub fn on_node_crashed(
+        &mut self,
+        shared: &mut Shared<'_>,
+        node: NodeId,
+    ) -> Result<(), Violation> {
+        let (Some(op), Some(router)) = (self.current.as_mut(), self.router.as_mut()) else {
+            return Ok(());
+        };
+        let Some((_, index)) = op
+            .awaiting
+            .filter(|&(_, index)| router.node_id(index) == node)
+        else {
+            return Ok(());
+        };
+        op.awaiting = None;
+        let lost = AttemptEnd::Failed {
+            node: index,
+            error: CallError::Lost(format!("n{node} crashed")),
+        };
+        op.attempts
+            .end_attempt(time(shared.now), lost, router, &mut *shared.rng);
+        if op.attempts.is_done() {
+            self.conclude(shared)?;
+        }
+        Ok(())
+    }
+
+    /// Records the result of the finished operation as the SDK's error contract reads it.
+    fn conclude(&mut self, shared: &mut Shared<'_>) -> Result<(), Violation> {
+        let op = self.current.as_mut().expect("an operation in flight");
+        let result = op.attempts.take_result().expect("a finished operation");
+        if let Some(session) = op.attempts.take_session() {
+            self.session = Some(session);
+        }
+        let delivered = op.attempts.delivered();
+        let kind = op.kind;
+        let error = match result {
+            Ok(response) => return self.complete(shared, response),
+            Err(error) => error,
+        };
+        if let Role::FinalReader { .. } = self.role {
+            self.gave_up = true;
+        }
+        match error {
+            // Validation refuses an empty key on every node, before anything is proposed.
+            ClientError::Rejected {
+                code: ErrorCode::EmptyKey,
+                ..
+            } if kind == OpKind::InvalidPut && !delivered => self.fail(shared),
+            ClientError::Rejected {
+                code: ErrorCode::EmptyKey,
+                ..
+            } if kind == OpKind::InvalidPut => self.give_up(shared),
+            ClientError::Rejected { .. }
+            | ClientError::Protocol(_)
+            | ClientError::RequestTooLarge { .. }
+            | ClientError::InvalidArgument(_) => Err(Violation::new(
+                "client protocol",
+                format!("a {kind:?} ended with: {error}"),
+            )),
+            ClientError::OutcomeUnknown { .. } => self.give_up(shared),
+            ClientError::Unavailable { .. } | ClientError::Timeout { .. } if delivered => {
+                self.give_up(shared)
+            }
+            ClientError::Unavailable { .. } | ClientError::Timeout { .. } => self.fail(shared),
+        }
     }
 
     fn complete(&mut self, shared: &mut Shared<'_>, response: Response) -> Result<(), Violation> {
@@ -500,9 +610,6 @@ impl Client {
                 self.known_values.remove(&op.key);
             }
         }
-        if op.seq != 0 {
-            self.seqs.insert(op.group, op.seq + 1);
-        }
         shared
             .history
             .complete(op.operation, output, shared.now)
@@ -514,16 +621,12 @@ impl Client {
                 operation: op.operation.index(),
             },
         );
-        self.next_op_at = shared.now + shared.rng.between(0, THINK_STEPS_MAX);
-        if matches!(self.role, Role::FinalReader { .. }) {
-            self.finished = true;
-        }
+        self.end_operation(shared);
         Ok(())
     }
 
     fn fail(&mut self, shared: &mut Shared<'_>) -> Result<(), Violation> {
         let op = self.current.take().expect("an operation in flight");
-        // The seq was not used up: nothing carrying it applied, so the next write reuses it.
         shared
             .history
             .fail(op.operation, shared.now)
@@ -535,15 +638,20 @@ impl Client {
                 operation: op.operation.index(),
             },
         );
-        self.next_op_at = shared.now + shared.rng.between(0, THINK_STEPS_MAX);
+        self.known_values.remove(&op.key);
+        self.end_operation(shared);
         Ok(())
     }
 
-    /// Stops waiting for the current operation; its outcome stays unknown.
+    /// Stops waiting for the current operation; its outcome stays unknown. A write that
+    /// may still apply retires its session (the SDK's rule for an unknown outcome).
     pub fn give_up(&mut self, shared: &mut Shared<'_>) -> Result<(), Violation> {
-        let Some(op) = self.current.take() else {
+        let Some(mut op) = self.current.take() else {
             return Ok(());
         };
+        if let Some(session) = op.attempts.abandon(&mut *shared.rng) {
+            self.session = Some(session);
+        }
         shared
             .history
             .give_up(op.operation, shared.now)
@@ -555,27 +663,20 @@ impl Client {
                 operation: op.operation.index(),
             },
         );
-        if op.seq != 0 {
-            // The abandoned write may still apply: continue under a new session.
-            *shared.next_client_id += 1;
-            self.client_id = *shared.next_client_id;
-            self.seqs.clear();
-        }
         self.known_values.remove(&op.key);
-        self.next_op_at = shared.now + shared.rng.between(0, THINK_STEPS_MAX);
-        if matches!(self.role, Role::FinalReader { .. }) {
+        if let Role::FinalReader { .. } = self.role {
             self.gave_up = true;
-            self.finished = true;
         }
+        self.end_operation(shared);
         Ok(())
     }
-}
 
-/// The member after `current` in `members`, wrapping around.
-fn next_member(members: &[NodeId], current: NodeId) -> NodeId {
-    let position = members.iter().position(|&member| member == current);
-    match position {
-        Some(position) => members[(position + 1) % members.len()],
-        None => members[0],
+    /// After an operation: the next one comes after a pause; a final reader is done.
+    fn end_operation(&mut self, shared: &mut Shared<'_>) {
+        debug_assert!(self.session.is_some(), "the session is back");
+        self.next_op_at = shared.now + shared.rng.between(0, THINK_STEPS_MAX);
+        if let Role::FinalReader { .. } = self.role {
+            self.finished = true;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The simulator's one source of randomness: SplitMix64 seeded from the run's seed, so the
 //! same seed replays the same run, draw for draw.
 
+use corekv::client::random::Random;
 use corekv::raft::rng::SeededRng;
 
 /// The crate's SplitMix64 generator with the draws the simulator needs; every decision
@@ -52,6 +53,14 @@ impl SimRng {
     /// An index into a slice of `length` items; `length` must not be 0.
     pub fn index(&mut self, length: usize) -> usize {
         self.below(length as u64) as usize
+    }
+}
+
+/// The SDK's decisions (retry jitter, fresh client ids) draw from the run's generator too,
+/// so a seed replays the clients' choices as well.
+impl Random for SimRng {
+    fn next_u64(&mut self) -> u64 {
+        SimRng::next_u64(self)
     }
 }
 

@@ -144,6 +144,8 @@ pub enum Event {
         node: NodeId,
         group: GroupId,
         kind: OpKind,
+        /// The (session client id, seq) the request carries; (0, 0) for a read.
+        session: u64,
         seq: u64,
     },
     RequestLost {
@@ -291,11 +293,12 @@ impl fmt::Display for Event {
                 node,
                 group,
                 kind,
+                session,
                 seq,
             } => write!(
                 formatter,
                 "client {client} op {operation} {kind:?} attempt {attempt} (request {request}) \
-                 -> n{node} g{group} seq {seq}"
+                 -> n{node} g{group} session {session} seq {seq}"
             ),
             Event::RequestLost {
                 request,

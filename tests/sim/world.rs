@@ -1223,7 +1223,14 @@ impl World {
                 batches_lost: lost_total as u32,
             },
         );
-        Ok(())
+        // The clients' connections to the node are gone, and the answers they waited for.
+        let node = slot.id;
+        self.with_clients(self.now, |clients, shared| {
+            for client in clients {
+                client.on_node_crashed(shared, node)?;
+            }
+            Ok(())
+        })
     }
 
     fn restart(&mut self, index: usize) -> Result<(), Violation> {
