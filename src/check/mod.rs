@@ -72,6 +72,8 @@
 
 mod checker;
 mod events;
+#[cfg(test)]
+mod fault_history;
 mod history;
 mod memo;
 mod model;

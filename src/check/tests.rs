@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::fault_history::{self, fault_history, LastRead};
 use super::*;
 
 fn bytes(text: &str) -> Vec<u8> {
@@ -908,4 +909,44 @@ fn ten_thousand_operations_on_one_key_check_quickly() {
         part_search_steps_max: 10_000_000,
     };
     assert_eq!(check(&history, &options), CheckResult::Ok, "seed {seed}");
+}
+
+// The fault-run history has the advertised shape: 77 operations on one key, 40 of them
+// pending, the final put returned before the last read started, the variants differ only
+// in the last read's output, and as recorded by a sequential store it checks Ok.
+#[test]
+fn fault_history_has_the_advertised_shape() {
+    let fault = fault_history(LastRead::Final);
+    let operations = fault.history.operations();
+    assert_eq!(operations.len(), 77);
+    let pending = operations
+        .iter()
+        .filter(|operation| matches!(operation.outcome, Outcome::Pending { .. }))
+        .count();
+    assert_eq!(pending, 40);
+    assert!(operations
+        .iter()
+        .all(|operation| operation.input.key() == fault_history::KEY));
+    let final_write = &operations[fault.final_write.index()];
+    let last_read = &operations[fault.last_read.index()];
+    assert!(final_write.return_time().unwrap() < last_read.invoke_time);
+    for variant in [LastRead::Absent, LastRead::Stale] {
+        let other = fault_history(variant);
+        assert_eq!(other.last_read, fault.last_read);
+        for (index, (left, right)) in operations
+            .iter()
+            .zip(other.history.operations())
+            .enumerate()
+        {
+            assert_eq!(
+                left == right,
+                index != fault.last_read.index(),
+                "{variant:?} op {index}"
+            );
+        }
+    }
+    assert_eq!(
+        check(&fault.history, &CheckOptions::default()),
+        CheckResult::Ok
+    );
 }
