@@ -14,16 +14,17 @@ use super::search::{check_part, PartResult};
 pub struct CheckOptions {
     /// Search steps allowed per key before that key's result becomes unknown. A step is
     /// one look at a candidate operation (or one backtrack) in the search, so the bound is
-    /// deterministic, unlike a wall clock deadline. The cache gains at most one entry per
-    /// step, so the bound also limits memory: some 50 to 100 bytes per step at most, freed
-    /// when the key is done.
+    /// deterministic, unlike a wall clock deadline. The work of a step is bounded by a
+    /// constant (a few cache lookups by hash), so the bound limits the time too. The cache
+    /// gains at most one entry per step, so it also limits memory: about 80 bytes per
+    /// entry, freed when the key is done.
     pub part_search_steps_max: u64,
 }
 
 impl Default for CheckOptions {
-    /// One million steps per key: a fraction of a second in a release build, far more than
-    /// a linearizable history of a thousand operations per key needs unless most of its
-    /// clients hammer that one key.
+    /// One million steps per key: under a tenth of a second in a release build (see
+    /// `benches/check.rs`), far more than a linearizable history of a thousand operations
+    /// per key needs unless most of its clients hammer that one key.
     fn default() -> CheckOptions {
         CheckOptions {
             part_search_steps_max: 1_000_000,
@@ -115,7 +116,7 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
     });
     let mut exhausted = false;
     for part in &parts {
-        match check_part(history, &part.operations, options.part_search_steps_max) {
+        match check_part(history, &part.operations, options.part_search_steps_max).0 {
             PartResult::Linearizable => {}
             PartResult::Exhausted => exhausted = true,
             PartResult::Illegal {

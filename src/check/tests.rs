@@ -950,3 +950,47 @@ fn fault_history_has_the_advertised_shape() {
         CheckResult::Ok
     );
 }
+
+/// Checks the one key of `history` with the search alone, as `check` does after its
+/// direct checks.
+fn search_one_key(history: &History, budget: u64) -> (search::PartResult, search::SearchCounters) {
+    let part: Vec<usize> = (0..history.len()).collect();
+    assert!(history
+        .operations()
+        .iter()
+        .all(|operation| model::is_checked(operation)
+            && operation.input.key() == history.operations()[0].input.key()));
+    search::check_part(history, &part, budget)
+}
+
+// The work of a search step does not grow with the steps taken before it: on the fault-run
+// history that only the search can decide, at 1M and at 4M steps the cache makes about one
+// lookup per configuration, compares about one entry per lookup, and does the same work
+// per step at both budgets. (Before lookups went by hash, each visit walked a chain that
+// grew with the steps: some 3,000 entries per visit after 1M steps.)
+#[test]
+fn search_step_cost_does_not_grow_with_the_budget() {
+    let history = fault_history(LastRead::Stale).history;
+    let mut work_per_step = Vec::new();
+    for budget in [1_000_000u64, 4_000_000] {
+        let (result, counters) = search_one_key(&history, budget);
+        assert!(matches!(result, search::PartResult::Exhausted));
+        assert_eq!(counters.steps, budget);
+        let cache = counters.cache;
+        assert!(
+            cache.entries <= cache.visits && cache.visits <= counters.steps,
+            "{counters:?}"
+        );
+        // At most (1 + subsets tried) lookups per constraint, three constraints at most.
+        let lookups_max = cache.visits * 3 * 2 * memo::PENDING_PROBES_MAX as u64;
+        assert!(cache.lookups <= lookups_max, "{counters:?}");
+        // Chains only hold entries whose 64-bit hashes collide.
+        assert!(cache.entries_compared <= cache.lookups, "{counters:?}");
+        let work = cache.visits + cache.lookups + cache.entries_compared;
+        work_per_step.push(work as f64 / counters.steps as f64);
+    }
+    assert!(
+        work_per_step[1] <= 1.2 * work_per_step[0] && work_per_step[1] < 2.0,
+        "cache work per step at 1M and 4M steps: {work_per_step:?}"
+    );
+}
