@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
 
+use super::contradiction::Contradiction;
 use super::history::{DisplayBytes, DisplayValue, History, Operation, OperationId};
 use super::model::{is_checked, MixHasher};
 use super::search::{check_part, PartResult};
@@ -54,10 +55,13 @@ pub struct Violation {
     /// The longest prefix of a linearization the search found, as positions in
     /// `operations`, in linearization order; the search found no way to extend it to all
     /// the completed operations. Pending operations in it are ones that may have taken
-    /// effect there.
+    /// effect there. Empty if the violation was found without a search (`contradiction`).
     pub longest_prefix: Vec<usize>,
     /// The key's value after that prefix (`None`: absent).
     pub value_after_prefix: Option<Vec<u8>>,
+    /// A few operations that contradict each other directly, if the checker found the
+    /// violation that way, before any search.
+    pub contradiction: Option<Contradiction>,
 }
 
 impl fmt::Display for Violation {
@@ -71,6 +75,10 @@ impl fmt::Display for Violation {
         writeln!(formatter, "operations on the key in invoke order:")?;
         for (position, (id, operation)) in self.operations.iter().enumerate() {
             writeln!(formatter, "  [{position}] op {} {operation}", id.index())?;
+        }
+        if let Some(contradiction) = &self.contradiction {
+            formatter.write_str("no linearization exists: ")?;
+            return contradiction.describe(&self.operations, formatter);
         }
         let prefix: Vec<String> = self.longest_prefix.iter().map(usize::to_string).collect();
         writeln!(
@@ -116,30 +124,35 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
     });
     let mut exhausted = false;
     for part in &parts {
+        let violation = |longest_prefix, value_after_prefix, contradiction| {
+            let operations = part
+                .operations
+                .iter()
+                .map(|&index| {
+                    (
+                        OperationId::from_index(index),
+                        history.operations()[index].clone(),
+                    )
+                })
+                .collect();
+            CheckResult::Illegal(Violation {
+                key: part.key.to_vec(),
+                operations,
+                longest_prefix,
+                value_after_prefix,
+                contradiction,
+            })
+        };
         match check_part(history, &part.operations, options.part_search_steps_max).0 {
             PartResult::Linearizable => {}
+            PartResult::Contradiction(contradiction) => {
+                return violation(Vec::new(), None, Some(contradiction))
+            }
             PartResult::Exhausted => exhausted = true,
             PartResult::Illegal {
                 longest_prefix,
                 value_after_prefix,
-            } => {
-                let operations = part
-                    .operations
-                    .iter()
-                    .map(|&index| {
-                        (
-                            OperationId::from_index(index),
-                            history.operations()[index].clone(),
-                        )
-                    })
-                    .collect();
-                return CheckResult::Illegal(Violation {
-                    key: part.key.to_vec(),
-                    operations,
-                    longest_prefix,
-                    value_after_prefix,
-                });
-            }
+            } => return violation(longest_prefix, value_after_prefix, None),
         }
     }
     if exhausted {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use super::contradiction::{self, Contradiction};
 use super::events::{Events, Placement, COMPLETED_HEAD, PENDING_HEAD};
 use super::history::History;
 use super::memo::{Cache, CacheCounters, Linearized};
@@ -12,6 +13,9 @@ use super::model::{KeyModel, MixHasher, StateId, Step, ABSENT};
 /// The verdict on one key.
 pub(super) enum PartResult {
     Linearizable,
+    /// Found by a direct check, before any search.
+    Contradiction(Contradiction),
+    /// Found by the search.
     Illegal {
         longest_prefix: Vec<usize>,
         value_after_prefix: Option<Vec<u8>>,
@@ -186,6 +190,14 @@ pub(super) fn check_part(
     if !model_steps.iter().any(|step| step.observes_state()) {
         // Without an observed output every order is accepted.
         return (PartResult::Linearizable, SearchCounters::default());
+    }
+    // The direct checks prove in O(n log n) what the search may not prove within any
+    // budget when many operations are pending.
+    if let Some(contradiction) = contradiction::find(history, part, &model, &model_steps) {
+        return (
+            PartResult::Contradiction(contradiction),
+            SearchCounters::default(),
+        );
     }
     let mut search = Search::new(history, part, model, model_steps);
     let result = search.run(steps_max);

@@ -272,14 +272,178 @@ fn lost_write_is_illegal() {
     assert_eq!(violation.value_after_prefix, Some(bytes("b")));
 }
 
-// A read of a value nobody wrote is caught.
+// A read of a value nobody wrote is caught before any search, and the report says why.
 #[test]
 fn read_of_unwritten_value_is_illegal() {
     let mut script = Script::new();
     script.done(1, put("k", "a"), 0, Output::Done, 5);
     script.done(2, get("k"), 1, read(Some("z")), 4);
     let violation = script.violation();
-    assert_eq!(violation.longest_prefix, vec![0]);
+    assert_eq!(
+        violation.contradiction,
+        Some(Contradiction::UnwrittenValue {
+            observer: 1,
+            later_writes: Vec::new()
+        })
+    );
+    assert!(violation.longest_prefix.is_empty());
+    let report = violation.to_string();
+    assert!(
+        report.ends_with(
+            "no linearization exists: [1] op 1 saw \"z\", which no puts, compare-and-sets \
+             and appends invoked before it returned at 4 can make"
+        ),
+        "{report}"
+    );
+}
+
+/// The contradiction `check` reports for the script, if any.
+fn contradiction_of(script: &Script) -> Option<Contradiction> {
+    match script.check() {
+        CheckResult::Illegal(violation) => violation.contradiction,
+        CheckResult::Ok | CheckResult::Unknown => None,
+    }
+}
+
+// A read of "absent" after a completed write is a contradiction unless a delete may take
+// effect between them; a delete that precedes the write or follows the read does not count.
+#[test]
+fn absent_after_a_completed_write_is_a_direct_contradiction() {
+    let lost = |write: Input, deleter: Option<(u64, Option<u64>)>| {
+        let mut script = Script::new();
+        script.done(1, write, 10, Output::Done, 11);
+        script.done(2, get("k"), 12, read(None), 13);
+        if let Some((invoke, end)) = deleter {
+            match end {
+                Some(ret) => script.done(3, delete("k"), invoke, Output::Done, ret),
+                None => script.pending(3, delete("k"), invoke),
+            }
+        }
+        script
+    };
+    let found = Some(Contradiction::AbsentAfterWrite {
+        observer: 1,
+        write: 0,
+    });
+    for (write, deleter) in [
+        (put("k", "a"), None),
+        (append("k", "a"), None),
+        // Returned before the write was invoked: it precedes the write.
+        (put("k", "a"), Some((0, Some(9)))),
+        // Invoked after the read returned: it follows the read.
+        (put("k", "a"), Some((14, None))),
+    ] {
+        let script = lost(write.clone(), deleter);
+        let deleter_first = deleter.is_some_and(|(invoke, _)| invoke < 10);
+        let expected = if deleter_first {
+            // The delete sorts first in invoke order.
+            Some(Contradiction::AbsentAfterWrite {
+                observer: 2,
+                write: 1,
+            })
+        } else {
+            found.clone()
+        };
+        assert_eq!(contradiction_of(&script), expected, "{write:?} {deleter:?}");
+    }
+    // A delete that may take effect in between explains the read.
+    for delete in [
+        (5, None),
+        (12, None),
+        (9, Some(12)),
+        (13, Some(20)),
+        (5, Some(10)),
+    ] {
+        assert_eq!(
+            lost(put("k", "a"), Some(delete)).check(),
+            CheckResult::Ok,
+            "{delete:?}"
+        );
+    }
+
+    // A swap is a write; a failed one is not, and a swap expecting absent is an observer.
+    let mut swapped = Script::new();
+    swapped.done(1, cas("k", None, "a"), 0, Output::Swapped(true), 1);
+    swapped.done(2, cas("k", None, "b"), 2, Output::Swapped(true), 3);
+    assert_eq!(
+        contradiction_of(&swapped),
+        Some(Contradiction::AbsentAfterWrite {
+            observer: 1,
+            write: 0
+        })
+    );
+    let mut failed = Script::new();
+    failed.done(1, cas("k", Some("x"), "a"), 0, Output::Swapped(false), 1);
+    failed.done(2, get("k"), 2, read(None), 3);
+    assert_eq!(failed.check(), CheckResult::Ok);
+    // A write concurrent with the read may come after it.
+    let mut concurrent = Script::new();
+    concurrent.done(1, put("k", "a"), 0, Output::Done, 5);
+    concurrent.done(2, get("k"), 5, read(None), 6);
+    assert_eq!(concurrent.check(), CheckResult::Ok);
+}
+
+// A read of a value that the writes invoked before it returned cannot make is a
+// contradiction, with the writes of that value that started too late named; values made
+// of a put and appends, or by a swap nobody saw fail, are not.
+#[test]
+fn values_no_earlier_write_makes_are_direct_contradictions() {
+    let mut future = Script::new();
+    future.done(1, get("k"), 0, read(Some("a")), 1);
+    future.done(2, put("k", "a"), 2, Output::Done, 3);
+    future.pending(3, cas("k", None, "a"), 4);
+    assert_eq!(
+        contradiction_of(&future),
+        Some(Contradiction::UnwrittenValue {
+            observer: 0,
+            later_writes: vec![1, 2]
+        })
+    );
+    let report = future.violation().to_string();
+    assert!(
+        report.ends_with(
+            "[0] op 0 saw \"a\", which no puts, compare-and-sets and appends invoked before \
+             it returned at 1 can make; [1] op 1, [2] op 2 writing that value only started later"
+        ),
+        "{report}"
+    );
+
+    let mut built = Script::new();
+    built.done(1, put("k", "x"), 0, Output::Done, 1);
+    built.pending(2, append("k", "a"), 2);
+    built.done(3, append("k", "b"), 3, Output::Done, 5);
+    built.done(4, get("k"), 4, read(Some("xab")), 6);
+    built.done(4, get("k"), 7, read(Some("xab")), 8);
+    assert_eq!(built.check(), CheckResult::Ok);
+    // The same value read before the second append was invoked.
+    let mut early = Script::new();
+    early.done(1, put("k", "x"), 0, Output::Done, 1);
+    early.pending(2, append("k", "a"), 2);
+    early.done(4, get("k"), 2, read(Some("xab")), 3);
+    early.done(3, append("k", "b"), 4, Output::Done, 5);
+    assert!(matches!(
+        contradiction_of(&early),
+        Some(Contradiction::UnwrittenValue { observer: 2, .. })
+    ));
+
+    // A swap that failed wrote nothing; one whose outcome is unknown may have.
+    let mut failed_swap = Script::new();
+    failed_swap.done(1, cas("k", None, "a"), 0, Output::Swapped(false), 1);
+    failed_swap.done(2, get("k"), 2, read(Some("a")), 3);
+    assert!(contradiction_of(&failed_swap).is_some());
+    let mut unknown_swap = Script::new();
+    unknown_swap.pending(1, cas("k", None, "a"), 0);
+    unknown_swap.done(2, get("k"), 2, read(Some("a")), 3);
+    assert_eq!(unknown_swap.check(), CheckResult::Ok);
+    // An empty value needs a put of it or an empty append.
+    let mut empty = Script::new();
+    empty.done(1, append("k", ""), 0, Output::Done, 1);
+    empty.done(2, get("k"), 2, read(Some("")), 3);
+    assert_eq!(empty.check(), CheckResult::Ok);
+    let mut no_empty = Script::new();
+    no_empty.done(1, append("k", "a"), 0, Output::Done, 1);
+    no_empty.done(2, get("k"), 2, read(Some("")), 3);
+    assert!(contradiction_of(&no_empty).is_some());
 }
 
 // An append whose bytes show up twice was applied twice.
@@ -321,7 +485,13 @@ fn smallest_failing_key_is_reported() {
     script.done(1, put("big", "b"), 2, Output::Done, 3);
     script.done(1, get("big"), 4, read(Some("a")), 5);
     script.done(2, get("ok"), 0, read(None), 1);
-    script.done(3, get("small"), 7, read(Some("ghost")), 8);
+    script.done(
+        3,
+        cas("small", Some("v"), "w"),
+        7,
+        Output::Swapped(false),
+        8,
+    );
     script.pending(3, get("small"), 1);
     script.done(4, put("small", "v"), 2, Output::Done, 6);
     let violation = script.violation();
@@ -335,8 +505,10 @@ fn smallest_failing_key_is_reported() {
     let report = violation.to_string();
     assert!(report.contains("key \"small\" (2 operations"), "{report}");
     assert!(
-        report
-            .contains("[1] op 4 client 3: get(\"small\") -> Some(\"ghost\")  [invoke 7, return 8]"),
+        report.contains(
+            "[1] op 4 client 3: cas(\"small\", expected Some(\"v\"), new \"w\") -> false  \
+             [invoke 7, return 8]"
+        ),
         "{report}"
     );
     assert!(
@@ -993,4 +1165,46 @@ fn search_step_cost_does_not_grow_with_the_budget() {
         work_per_step[1] <= 1.2 * work_per_step[0] && work_per_step[1] < 2.0,
         "cache work per step at 1M and 4M steps: {work_per_step:?}"
     );
+}
+
+// On the fault-run history, the lost write is found before any search (one step of budget
+// is enough) and named by its two operations; the legal variant checks Ok or Unknown within
+// the default budget; the stale read, which only a search could prove, is never Ok.
+#[test]
+fn fault_history_lost_write_is_found_without_a_search() {
+    let fault = fault_history(LastRead::Absent);
+    let one_step = CheckOptions {
+        part_search_steps_max: 1,
+    };
+    let CheckResult::Illegal(violation) = check(&fault.history, &one_step) else {
+        panic!("the lost write is not reported");
+    };
+    let position_of = |id: OperationId| {
+        violation
+            .operations
+            .iter()
+            .position(|(other, _)| *other == id)
+            .expect("the operation is on the key")
+    };
+    assert_eq!(
+        violation.contradiction,
+        Some(Contradiction::AbsentAfterWrite {
+            observer: position_of(fault.last_read),
+            write: position_of(fault.final_write),
+        })
+    );
+    let report = violation.to_string();
+    assert!(
+        report.contains("no delete of the key can take effect"),
+        "{report}"
+    );
+
+    let options = CheckOptions::default();
+    let legal = check(&fault_history(LastRead::Final).history, &options);
+    assert!(
+        matches!(legal, CheckResult::Ok | CheckResult::Unknown),
+        "{legal:?}"
+    );
+    let stale = check(&fault_history(LastRead::Stale).history, &options);
+    assert_ne!(stale, CheckResult::Ok);
 }
