@@ -408,6 +408,12 @@ fn values_no_earlier_write_makes_are_direct_contradictions() {
         "{report}"
     );
 
+    // A write invoked when the read returns is concurrent with it.
+    let mut touching = Script::new();
+    touching.done(1, get("k"), 0, read(Some("a")), 2);
+    touching.done(2, put("k", "a"), 2, Output::Done, 3);
+    assert_eq!(touching.check(), CheckResult::Ok);
+
     let mut built = Script::new();
     built.done(1, put("k", "x"), 0, Output::Done, 1);
     built.pending(2, append("k", "a"), 2);
@@ -893,15 +899,24 @@ fn brute_force_from(
     false
 }
 
+/// The size of a tiny random history and how its operations end.
+struct TinyShape {
+    /// At most this many operations (at least one).
+    operations_max: u64,
+    /// Of every ten operations, how many complete; one fails, one is given up on, and
+    /// the rest stay pending.
+    completed_tenths: u64,
+}
+
 /// A tiny history over two keys with outputs drawn at random from a small pool, so that
 /// about half of them are linearizable, with pending, failed and given-up operations and
 /// many equal times.
-fn tiny_random_history(random: &mut Random) -> History {
+fn tiny_random_history(random: &mut Random, shape: &TinyShape) -> History {
     fn pick<'a>(random: &mut Random, choices: &[&'a str]) -> &'a str {
         choices[random.below(choices.len() as u64) as usize]
     }
     let mut history = History::new();
-    let count = 1 + random.below(10);
+    let count = 1 + random.below(shape.operations_max);
     for _ in 0..count {
         let key = pick(random, &["k", "k", "k", "l"]).to_string();
         let input = match random.below(5) {
@@ -941,27 +956,54 @@ fn tiny_random_history(random: &mut Random) -> History {
         };
         let invoke = random.below(8);
         let id = history.invoke(ClientId(random.below(3)), input, invoke);
-        match random.below(10) {
-            0..=5 => history
+        // Of ten: the first `completed_tenths` complete, the next fails, the next is
+        // given up on, the rest stay pending.
+        let outcome = random.below(10);
+        let completed = shape.completed_tenths;
+        if outcome < completed {
+            history
                 .complete(id, output, invoke + random.below(5))
-                .unwrap(),
-            6 => history.fail(id, invoke + random.below(5)).unwrap(),
-            7 => history.give_up(id, invoke + random.below(5)).unwrap(),
-            _ => {}
+                .unwrap();
+        } else if outcome == completed {
+            history.fail(id, invoke + random.below(5)).unwrap();
+        } else if outcome == completed + 1 {
+            history.give_up(id, invoke + random.below(5)).unwrap();
         }
     }
     history
 }
 
 // On thousands of tiny random histories the checker agrees with a brute-force search over
-// every order, so its pruning of pending operations never changes a verdict.
+// every order, so its pruning of pending operations and its direct contradictions never
+// change a verdict.
 #[test]
 fn tiny_histories_agree_with_brute_force() {
+    let shape = TinyShape {
+        operations_max: 10,
+        completed_tenths: 6,
+    };
+    agree_with_brute_force(&shape, 0x7e57_0000, "tiny_histories_agree");
+}
+
+// The same with up to 12 operations, most of them pending: the histories where the cache
+// covers configurations by their subsets of pending operations.
+#[test]
+fn tiny_histories_with_many_pending_agree_with_brute_force() {
+    let shape = TinyShape {
+        operations_max: 12,
+        completed_tenths: 3,
+    };
+    agree_with_brute_force(&shape, 0x9e4d_0000, "tiny_histories_with_many");
+}
+
+/// Checks 10,000 tiny histories of `shape` (seeds mixed with `salt`) against the brute
+/// force; `test` names the test in the replay command.
+fn agree_with_brute_force(shape: &TinyShape, salt: u64, test: &str) {
     let options = CheckOptions::default();
     let mut verdicts = [0u32; 2];
     for seed in seeds(10_000) {
-        let mut random = Random::new(seed ^ 0x7e57_0000);
-        let history = tiny_random_history(&mut random);
+        let mut random = Random::new(seed ^ salt);
+        let history = tiny_random_history(&mut random, shape);
         let expected = brute_force_linearizable(&history);
         verdicts[usize::from(expected)] += 1;
         let result = check(&history, &options);
@@ -973,7 +1015,7 @@ fn tiny_histories_agree_with_brute_force() {
         assert!(
             agrees,
             "seed {seed}; replay with CHECK_SEED={seed} cargo test --release --lib \
-             check::tests::tiny_histories\nbrute force says linearizable: {expected}\n\
+             check::tests::{test}\nbrute force says linearizable: {expected}\n\
              checker: {result:?}\nhistory: {:#?}",
             history.operations()
         );
