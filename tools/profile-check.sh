@@ -36,22 +36,9 @@ fi
 executable="$root/$executable"
 arguments=(--only "$variant" --budgets "$budget" --rounds 1)
 
-# Folds callgrind_annotate's file:function lines into one line per function and prints
-# the largest. Inlined code is reported under the file it came from, so self costs of one
-# function are spread over several lines and add up ("sum"); an inclusive cost is repeated
-# on each of them, so the largest is the function's ("max"). Frames that hold the whole
-# run (main and what calls it) are left out.
+# One line per function, the largest first (see tools/callgrind-by-function.awk).
 by_function() {
-    awk -v fold="$1" '/PROGRAM TOTALS/ { whole = $1; gsub(",", "", whole); whole += 0 }
-         /file:function/ { on = 1; next }
-         on && $1 ~ /^[0-9,]+$/ {
-             cost = $1; gsub(",", "", cost); cost += 0
-             name = $0; sub(/^[^:]*:/, "", name); sub(/ \[.*$/, "", name)
-             if (fold == "sum") total[name] += cost
-             else if (cost > total[name]) total[name] = cost
-         }
-         END { for (name in total) if (total[name] < whole) printf "%15.0f  %s\n", total[name], name }' |
-        sort -rn | head -n "$top_functions"
+    awk -v fold="$1" -f "$root/tools/callgrind-by-function.awk" | sort -rn | head -n "$top_functions"
 }
 
 case "$mode" in

@@ -476,31 +476,14 @@ mod tests {
         let reads: Vec<&[u8]> = makeable.iter().chain(&unmakeable).copied().collect();
         let (model, timed) = writes_of(&[b"p1", b"p12"], &[b"<a>", b"<bb>"], &reads);
         let mut writes = Writes::new(&timed, &model);
-        for value in makeable {
+        // Values made with appends cannot be made before the appends were invoked.
+        let cases = (makeable.iter().map(|&value| (value, 10, true)))
+            .chain(makeable[2..].iter().map(|&value| (value, 9, false)))
+            .chain(unmakeable.iter().map(|&value| (value, 10, false)));
+        for (value, time, expected) in cases {
             let state = model.state_of(value).expect("interned");
-            assert_eq!(
-                writes.can_make(state, 10),
-                Some(true),
-                "{}",
-                DisplayBytes(value)
-            );
-            if value != b"p1" && value != b"p12" {
-                assert_eq!(
-                    writes.can_make(state, 9),
-                    Some(false),
-                    "{}",
-                    DisplayBytes(value)
-                );
-            }
-        }
-        for value in unmakeable {
-            let state = model.state_of(value).expect("interned");
-            assert_eq!(
-                writes.can_make(state, 10),
-                Some(false),
-                "{}",
-                DisplayBytes(value)
-            );
+            let made = writes.can_make(state, time);
+            assert_eq!(made, Some(expected), "{} at {time}", DisplayBytes(value));
         }
     }
 
