@@ -133,6 +133,12 @@ impl Linearized {
 /// leaving out of a configuration to find a finished entry that covers it.
 pub(super) const PENDING_PROBES_MAX: usize = 4;
 
+/// The most slot lookups one visit makes: the summary's slot, the configuration itself,
+/// and for each of at most three constraints the same set under a looser one and its
+/// subsets (each of the last few pending operations left out alone, and the last two,
+/// three, ... together).
+pub(super) const LOOKUPS_PER_VISIT_MAX: u64 = 2 + 3 * (2 * PENDING_PROBES_MAX as u64 - 1);
+
 /// Lowe's memo, extended for pending operations: every configuration (linearized set,
 /// position) the search has reached, and which of them it has finished exploring (without
 /// finding a linearization, or the search would have stopped).
@@ -173,8 +179,8 @@ pub(super) const PENDING_PROBES_MAX: usize = 4;
 /// cannot hit are skipped. A configuration without pending operations (most of them, in
 /// most histories) is looked up and recorded in that one slot.
 ///
-/// The cost of a visit is therefore bounded by a constant: the summary's slot, at most
-/// three constraints times `2 * PENDING_PROBES_MAX` sets, and one insert.
+/// The cost of a visit is therefore bounded by a constant: at most
+/// [`LOOKUPS_PER_VISIT_MAX`] lookups and one insert.
 pub(super) struct Cache {
     /// The slot of each configuration hash.
     slots: HashMap<u64, Slot, BuildHasherDefault<MixHasher>>,
@@ -289,6 +295,21 @@ impl Cache {
         recent_pending: &[u32],
     ) -> Option<u32> {
         self.counters.visits += 1;
+        let lookups_before = self.counters.lookups;
+        let entry = self.visit_counted(linearized, position, recent_pending);
+        debug_assert!(
+            self.counters.lookups - lookups_before <= LOOKUPS_PER_VISIT_MAX,
+            "a visit made more lookups than LOOKUPS_PER_VISIT_MAX"
+        );
+        entry
+    }
+
+    fn visit_counted(
+        &mut self,
+        linearized: &Linearized,
+        position: Position,
+        recent_pending: &[u32],
+    ) -> Option<u32> {
         let plain = Position {
             state: position.state,
             constraint: Constraint::Free,
@@ -669,7 +690,7 @@ mod tests {
             .visit(&linearized, free, &[3, 4, 5, 6, 7, 2])
             .is_some());
         let counters = cache.counters();
-        assert!(counters.lookups <= counters.visits * 3 * 2 * PENDING_PROBES_MAX as u64);
+        assert!(counters.lookups <= counters.visits * LOOKUPS_PER_VISIT_MAX);
     }
 
     // Only subsets without some of the last few pending operations are tried: the same set

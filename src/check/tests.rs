@@ -1195,9 +1195,10 @@ fn search_step_cost_does_not_grow_with_the_budget() {
             cache.entries <= cache.visits && cache.visits <= counters.steps,
             "{counters:?}"
         );
-        // At most (1 + subsets tried) lookups per constraint, three constraints at most.
-        let lookups_max = cache.visits * 3 * 2 * memo::PENDING_PROBES_MAX as u64;
-        assert!(cache.lookups <= lookups_max, "{counters:?}");
+        assert!(
+            cache.lookups <= cache.visits * memo::LOOKUPS_PER_VISIT_MAX,
+            "{counters:?}"
+        );
         // Chains only hold entries whose 64-bit hashes collide.
         assert!(cache.entries_compared <= cache.lookups, "{counters:?}");
         let work = cache.visits + cache.lookups + cache.entries_compared;
