@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
 
+use super::contradiction::Contradiction;
 use super::history::{DisplayBytes, DisplayValue, History, Operation, OperationId};
 use super::model::{is_checked, MixHasher};
 use super::search::{check_part, PartResult};
@@ -14,16 +15,17 @@ use super::search::{check_part, PartResult};
 pub struct CheckOptions {
     /// Search steps allowed per key before that key's result becomes unknown. A step is
     /// one look at a candidate operation (or one backtrack) in the search, so the bound is
-    /// deterministic, unlike a wall clock deadline. The cache gains at most one entry per
-    /// step, so the bound also limits memory: some 50 to 100 bytes per step at most, freed
-    /// when the key is done.
+    /// deterministic, unlike a wall clock deadline. The work of a step is bounded by a
+    /// constant (a few cache lookups by hash), so the bound limits the time too. The cache
+    /// gains at most one entry per step, so it also limits memory: about 80 bytes per
+    /// entry, freed when the key is done.
     pub part_search_steps_max: u64,
 }
 
 impl Default for CheckOptions {
-    /// One million steps per key: a fraction of a second in a release build, far more than
-    /// a linearizable history of a thousand operations per key needs unless most of its
-    /// clients hammer that one key.
+    /// One million steps per key: under a tenth of a second in a release build (see
+    /// `benches/check.rs`), far more than a linearizable history of a thousand operations
+    /// per key needs unless most of its clients hammer that one key.
     fn default() -> CheckOptions {
         CheckOptions {
             part_search_steps_max: 1_000_000,
@@ -53,10 +55,13 @@ pub struct Violation {
     /// The longest prefix of a linearization the search found, as positions in
     /// `operations`, in linearization order; the search found no way to extend it to all
     /// the completed operations. Pending operations in it are ones that may have taken
-    /// effect there.
+    /// effect there. Empty if the violation was found without a search (`contradiction`).
     pub longest_prefix: Vec<usize>,
     /// The key's value after that prefix (`None`: absent).
     pub value_after_prefix: Option<Vec<u8>>,
+    /// A few operations that contradict each other directly, if the checker found the
+    /// violation that way, before any search.
+    pub contradiction: Option<Contradiction>,
 }
 
 impl fmt::Display for Violation {
@@ -70,6 +75,10 @@ impl fmt::Display for Violation {
         writeln!(formatter, "operations on the key in invoke order:")?;
         for (position, (id, operation)) in self.operations.iter().enumerate() {
             writeln!(formatter, "  [{position}] op {} {operation}", id.index())?;
+        }
+        if let Some(contradiction) = &self.contradiction {
+            formatter.write_str("no linearization exists: ")?;
+            return contradiction.describe(&self.operations, formatter);
         }
         let prefix: Vec<String> = self.longest_prefix.iter().map(usize::to_string).collect();
         writeln!(
@@ -115,30 +124,35 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckResult {
     });
     let mut exhausted = false;
     for part in &parts {
-        match check_part(history, &part.operations, options.part_search_steps_max) {
+        let violation = |longest_prefix, value_after_prefix, contradiction| {
+            let operations = part
+                .operations
+                .iter()
+                .map(|&index| {
+                    (
+                        OperationId::from_index(index),
+                        history.operations()[index].clone(),
+                    )
+                })
+                .collect();
+            CheckResult::Illegal(Violation {
+                key: part.key.to_vec(),
+                operations,
+                longest_prefix,
+                value_after_prefix,
+                contradiction,
+            })
+        };
+        match check_part(history, &part.operations, options.part_search_steps_max).0 {
             PartResult::Linearizable => {}
+            PartResult::Contradiction(contradiction) => {
+                return violation(Vec::new(), None, Some(contradiction))
+            }
             PartResult::Exhausted => exhausted = true,
             PartResult::Illegal {
                 longest_prefix,
                 value_after_prefix,
-            } => {
-                let operations = part
-                    .operations
-                    .iter()
-                    .map(|&index| {
-                        (
-                            OperationId::from_index(index),
-                            history.operations()[index].clone(),
-                        )
-                    })
-                    .collect();
-                return CheckResult::Illegal(Violation {
-                    key: part.key.to_vec(),
-                    operations,
-                    longest_prefix,
-                    value_after_prefix,
-                });
-            }
+            } => return violation(longest_prefix, value_after_prefix, None),
         }
     }
     if exhausted {

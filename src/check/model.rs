@@ -203,6 +203,21 @@ impl KeyModel {
         (state != ABSENT).then(|| self.values[state as usize].as_slice())
     }
 
+    /// The state holding `value`, if it has been interned.
+    pub(crate) fn state_of(&self, value: &[u8]) -> Option<StateId> {
+        self.lookup(value)
+    }
+
+    /// How many states are interned; their ids are below this.
+    pub(crate) fn state_count(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The bytes of append number `append`.
+    pub(crate) fn append_bytes(&self, append: u32) -> &[u8] {
+        &self.appends[append as usize]
+    }
+
     fn append(&mut self, state: StateId, append: u32) -> StateId {
         let memo_key = (u64::from(state) << 32) | u64::from(append);
         if let Some(&result) = self.append_results.get(&memo_key) {

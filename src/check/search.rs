@@ -4,14 +4,18 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use super::contradiction::{self, Contradiction};
 use super::events::{Events, Placement, COMPLETED_HEAD, PENDING_HEAD};
 use super::history::History;
-use super::memo::{Cache, Linearized};
+use super::memo::{Cache, CacheCounters, Linearized};
 use super::model::{KeyModel, MixHasher, StateId, Step, ABSENT};
 
 /// The verdict on one key.
 pub(super) enum PartResult {
     Linearizable,
+    /// Found by a direct check, before any search.
+    Contradiction(Contradiction),
+    /// Found by the search.
     Illegal {
         longest_prefix: Vec<usize>,
         value_after_prefix: Option<Vec<u8>>,
@@ -43,20 +47,18 @@ impl Constraint {
         }
     }
 
-    /// True if `self` allows every candidate that `other` allows.
-    fn is_looser_than(self, other: Constraint) -> bool {
-        match (self, other) {
-            (Constraint::Free, _) => true,
-            (
-                Constraint::NoBlindWrite,
-                Constraint::NoBlindWrite | Constraint::FailedCompareAndSetExpecting(_),
-            ) => true,
-            (
-                Constraint::FailedCompareAndSetExpecting(loose),
-                Constraint::FailedCompareAndSetExpecting(strict),
-            ) => loose == strict,
-            (Constraint::NoBlindWrite | Constraint::FailedCompareAndSetExpecting(_), _) => false,
-        }
+    /// The constraints that allow every candidate `self` allows: `self` first, then the
+    /// looser ones. A failed search from a configuration with any of them proves that a
+    /// search from the same configuration with `self` fails.
+    pub(super) fn looser_or_equal(self) -> impl Iterator<Item = Constraint> {
+        let looser = match self {
+            Constraint::Free => [None, None],
+            Constraint::NoBlindWrite => [Some(Constraint::Free), None],
+            Constraint::FailedCompareAndSetExpecting(_) => {
+                [Some(Constraint::NoBlindWrite), Some(Constraint::Free)]
+            }
+        };
+        std::iter::once(self).chain(looser.into_iter().flatten())
     }
 }
 
@@ -78,14 +80,6 @@ fn is_failed_compare_and_set_expecting(step: Step, state: StateId) -> bool {
 pub(super) struct Position {
     pub(super) state: StateId,
     pub(super) constraint: Constraint,
-}
-
-impl Position {
-    /// True if a failed search from `self` proves that a search from `other` fails: the
-    /// same state, and `other` allows no candidate that `self` did not.
-    pub(super) fn covers(self, other: Position) -> bool {
-        self.state == other.state && self.constraint.is_looser_than(other.constraint)
-    }
 }
 
 /// Where the search takes its next candidate from, at one configuration. The sources are
@@ -183,7 +177,11 @@ struct Frame {
 /// So every canonical sequence after a configuration is canonical after one that has the
 /// same completed operations and state, a subset of its pending operations and a looser
 /// constraint, which is what lets a finished cache entry cover it (see [`Cache`]).
-pub(super) fn check_part(history: &History, part: &[usize], steps_max: u64) -> PartResult {
+pub(super) fn check_part(
+    history: &History,
+    part: &[usize],
+    steps_max: u64,
+) -> (PartResult, SearchCounters) {
     let mut model = KeyModel::new();
     let model_steps: Vec<Step> = part
         .iter()
@@ -191,9 +189,30 @@ pub(super) fn check_part(history: &History, part: &[usize], steps_max: u64) -> P
         .collect();
     if !model_steps.iter().any(|step| step.observes_state()) {
         // Without an observed output every order is accepted.
-        return PartResult::Linearizable;
+        return (PartResult::Linearizable, SearchCounters::default());
     }
-    Search::new(history, part, model, model_steps).run(steps_max)
+    // The direct checks prove in O(n log n) what the search may not prove within any
+    // budget when many operations are pending.
+    if let Some(contradiction) = contradiction::find(history, part, &model, &model_steps) {
+        return (
+            PartResult::Contradiction(contradiction),
+            SearchCounters::default(),
+        );
+    }
+    let mut search = Search::new(history, part, model, model_steps);
+    let result = search.run(steps_max);
+    let counters = SearchCounters {
+        steps: search.steps_taken,
+        cache: search.cache.counters(),
+    };
+    (result, counters)
+}
+
+/// What the search of one key did, for tests that check what a step costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct SearchCounters {
+    pub(super) steps: u64,
+    pub(super) cache: CacheCounters,
 }
 
 /// The state of the search over one key.
@@ -219,6 +238,10 @@ struct Search {
     any_failed_compare_and_set: bool,
     cache: Cache,
     stack: Vec<Frame>,
+    /// The pending operations on the stack, in the order they were linearized: the ones
+    /// the cache tries leaving out to find a cover.
+    pending_stack: Vec<u32>,
+    steps_taken: u64,
     /// The longest prefix seen, kept incrementally: `stack[..agreeing]` equals
     /// `longest[..agreeing]`, so a new maximum copies only the part that changed.
     longest: Vec<u32>,
@@ -364,6 +387,8 @@ impl Search {
             any_failed_compare_and_set,
             cache: Cache::new(),
             stack: Vec::with_capacity(part.len()),
+            pending_stack: Vec::new(),
+            steps_taken: 0,
             longest: Vec::new(),
             longest_state: ABSENT,
             agreeing: 0,
@@ -375,12 +400,14 @@ impl Search {
         }
     }
 
-    fn run(mut self, steps_max: u64) -> PartResult {
+    fn run(&mut self, steps_max: u64) -> PartResult {
         let mut source = Source::Completed;
         let mut cursor = self.events.first(COMPLETED_HEAD);
+        // Counted in a local, which stays in a register, and stored on the way out.
         let mut steps_taken = 0u64;
         while self.events.first(COMPLETED_HEAD) != COMPLETED_HEAD {
             if steps_taken == steps_max {
+                self.steps_taken = steps_taken;
                 return PartResult::Exhausted;
             }
             steps_taken += 1;
@@ -414,6 +441,7 @@ impl Search {
                 }
                 Source::Exhausted => {
                     let Some(frame) = self.undo() else {
+                        self.steps_taken = steps_taken;
                         return self.illegal();
                     };
                     source = frame.source;
@@ -440,6 +468,7 @@ impl Search {
                 cursor = self.advance(source, cursor);
             }
         }
+        self.steps_taken = steps_taken;
         PartResult::Linearizable
     }
 
@@ -505,7 +534,10 @@ impl Search {
             constraint,
         };
         self.linearized.flip(operation);
-        let Some(entry) = self.cache.visit(&self.linearized, next_position) else {
+        let Some(entry) = self
+            .cache
+            .visit(&self.linearized, next_position, &self.pending_stack)
+        else {
             self.linearized.flip(operation);
             return false;
         };
@@ -518,6 +550,9 @@ impl Search {
             window_end: self.window_end,
         });
         self.position = next_position;
+        if kind != Kind::Completed {
+            self.pending_stack.push(operation);
+        }
         self.take_out(operation);
         if self.stack.len() > self.longest.len() {
             self.longest.truncate(self.agreeing);
@@ -537,6 +572,10 @@ impl Search {
         let frame = self.stack.pop()?;
         self.agreeing = self.agreeing.min(self.stack.len());
         self.cache.finish(frame.entry);
+        if self.kinds[frame.operation as usize] != Kind::Completed {
+            let popped = self.pending_stack.pop();
+            debug_assert_eq!(popped, Some(frame.operation), "pending stack out of step");
+        }
         self.put_back(frame.operation);
         self.linearized.flip(frame.operation);
         self.position = frame.position_before;
@@ -599,6 +638,61 @@ impl Search {
                 .map(|&operation| operation as usize)
                 .collect(),
             value_after_prefix: self.model.value(self.longest_state).map(<[u8]>::to_vec),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A constraint offered as looser allows every step the original allows, which is what
+    // makes a failed search under it a proof for the original.
+    #[test]
+    fn looser_constraints_allow_at_least_as_much() {
+        let steps = [
+            Step::Read { value: 3 },
+            Step::Write { value: 3 },
+            Step::Delete,
+            Step::Append { append: 0 },
+            Step::CompareAndSet {
+                expected: 3,
+                new_value: 4,
+                swapped: Some(false),
+            },
+            Step::CompareAndSet {
+                expected: 4,
+                new_value: 5,
+                swapped: Some(false),
+            },
+            Step::CompareAndSet {
+                expected: 3,
+                new_value: 4,
+                swapped: Some(true),
+            },
+            Step::CompareAndSet {
+                expected: 3,
+                new_value: 4,
+                swapped: None,
+            },
+        ];
+        let constraints = [
+            Constraint::Free,
+            Constraint::NoBlindWrite,
+            Constraint::FailedCompareAndSetExpecting(3),
+        ];
+        for constraint in constraints {
+            let looser: Vec<Constraint> = constraint.looser_or_equal().collect();
+            assert_eq!(looser[0], constraint);
+            assert!(looser.contains(&Constraint::Free));
+            for other in looser {
+                for step in steps {
+                    assert!(
+                        !constraint.allows(step) || other.allows(step),
+                        "{other:?} offered as looser than {constraint:?} refuses {step:?}"
+                    );
+                }
+            }
         }
     }
 }

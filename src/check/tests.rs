@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::fault_history::{self, fault_history, LastRead};
 use super::*;
 
 fn bytes(text: &str) -> Vec<u8> {
@@ -271,14 +272,184 @@ fn lost_write_is_illegal() {
     assert_eq!(violation.value_after_prefix, Some(bytes("b")));
 }
 
-// A read of a value nobody wrote is caught.
+// A read of a value nobody wrote is caught before any search, and the report says why.
 #[test]
 fn read_of_unwritten_value_is_illegal() {
     let mut script = Script::new();
     script.done(1, put("k", "a"), 0, Output::Done, 5);
     script.done(2, get("k"), 1, read(Some("z")), 4);
     let violation = script.violation();
-    assert_eq!(violation.longest_prefix, vec![0]);
+    assert_eq!(
+        violation.contradiction,
+        Some(Contradiction::UnwrittenValue {
+            observer: 1,
+            later_writes: Vec::new()
+        })
+    );
+    assert!(violation.longest_prefix.is_empty());
+    let report = violation.to_string();
+    assert!(
+        report.ends_with(
+            "no linearization exists: [1] op 1 saw \"z\", which no puts, compare-and-sets \
+             and appends invoked before it returned at 4 can make"
+        ),
+        "{report}"
+    );
+}
+
+/// The contradiction `check` reports for the script, if any.
+fn contradiction_of(script: &Script) -> Option<Contradiction> {
+    match script.check() {
+        CheckResult::Illegal(violation) => violation.contradiction,
+        CheckResult::Ok | CheckResult::Unknown => None,
+    }
+}
+
+// A read of "absent" after a completed write is a contradiction unless a delete may take
+// effect between them; a delete that precedes the write or follows the read does not count.
+#[test]
+fn absent_after_a_completed_write_is_a_direct_contradiction() {
+    let lost = |write: Input, deleter: Option<(u64, Option<u64>)>| {
+        let mut script = Script::new();
+        script.done(1, write, 10, Output::Done, 11);
+        script.done(2, get("k"), 12, read(None), 13);
+        if let Some((invoke, end)) = deleter {
+            match end {
+                Some(ret) => script.done(3, delete("k"), invoke, Output::Done, ret),
+                None => script.pending(3, delete("k"), invoke),
+            }
+        }
+        script
+    };
+    let found = Some(Contradiction::AbsentAfterWrite {
+        observer: 1,
+        write: 0,
+    });
+    for (write, deleter) in [
+        (put("k", "a"), None),
+        (append("k", "a"), None),
+        // Returned before the write was invoked: it precedes the write.
+        (put("k", "a"), Some((0, Some(9)))),
+        // Invoked after the read returned: it follows the read.
+        (put("k", "a"), Some((14, None))),
+    ] {
+        let script = lost(write.clone(), deleter);
+        let deleter_first = deleter.is_some_and(|(invoke, _)| invoke < 10);
+        let expected = if deleter_first {
+            // The delete sorts first in invoke order.
+            Some(Contradiction::AbsentAfterWrite {
+                observer: 2,
+                write: 1,
+            })
+        } else {
+            found.clone()
+        };
+        assert_eq!(contradiction_of(&script), expected, "{write:?} {deleter:?}");
+    }
+    // A delete that may take effect in between explains the read.
+    for delete in [
+        (5, None),
+        (12, None),
+        (9, Some(12)),
+        (13, Some(20)),
+        (5, Some(10)),
+    ] {
+        assert_eq!(
+            lost(put("k", "a"), Some(delete)).check(),
+            CheckResult::Ok,
+            "{delete:?}"
+        );
+    }
+
+    // A swap is a write; a failed one is not, and a swap expecting absent is an observer.
+    let mut swapped = Script::new();
+    swapped.done(1, cas("k", None, "a"), 0, Output::Swapped(true), 1);
+    swapped.done(2, cas("k", None, "b"), 2, Output::Swapped(true), 3);
+    assert_eq!(
+        contradiction_of(&swapped),
+        Some(Contradiction::AbsentAfterWrite {
+            observer: 1,
+            write: 0
+        })
+    );
+    let mut failed = Script::new();
+    failed.done(1, cas("k", Some("x"), "a"), 0, Output::Swapped(false), 1);
+    failed.done(2, get("k"), 2, read(None), 3);
+    assert_eq!(failed.check(), CheckResult::Ok);
+    // A write concurrent with the read may come after it.
+    let mut concurrent = Script::new();
+    concurrent.done(1, put("k", "a"), 0, Output::Done, 5);
+    concurrent.done(2, get("k"), 5, read(None), 6);
+    assert_eq!(concurrent.check(), CheckResult::Ok);
+}
+
+// A read of a value that the writes invoked before it returned cannot make is a
+// contradiction, with the writes of that value that started too late named; values made
+// of a put and appends, or by a swap nobody saw fail, are not.
+#[test]
+fn values_no_earlier_write_makes_are_direct_contradictions() {
+    let mut future = Script::new();
+    future.done(1, get("k"), 0, read(Some("a")), 1);
+    future.done(2, put("k", "a"), 2, Output::Done, 3);
+    future.pending(3, cas("k", None, "a"), 4);
+    assert_eq!(
+        contradiction_of(&future),
+        Some(Contradiction::UnwrittenValue {
+            observer: 0,
+            later_writes: vec![1, 2]
+        })
+    );
+    let report = future.violation().to_string();
+    assert!(
+        report.ends_with(
+            "[0] op 0 saw \"a\", which no puts, compare-and-sets and appends invoked before \
+             it returned at 1 can make; [1] op 1, [2] op 2 writing that value only started later"
+        ),
+        "{report}"
+    );
+
+    // A write invoked when the read returns is concurrent with it.
+    let mut touching = Script::new();
+    touching.done(1, get("k"), 0, read(Some("a")), 2);
+    touching.done(2, put("k", "a"), 2, Output::Done, 3);
+    assert_eq!(touching.check(), CheckResult::Ok);
+
+    let mut built = Script::new();
+    built.done(1, put("k", "x"), 0, Output::Done, 1);
+    built.pending(2, append("k", "a"), 2);
+    built.done(3, append("k", "b"), 3, Output::Done, 5);
+    built.done(4, get("k"), 4, read(Some("xab")), 6);
+    built.done(4, get("k"), 7, read(Some("xab")), 8);
+    assert_eq!(built.check(), CheckResult::Ok);
+    // The same value read before the second append was invoked.
+    let mut early = Script::new();
+    early.done(1, put("k", "x"), 0, Output::Done, 1);
+    early.pending(2, append("k", "a"), 2);
+    early.done(4, get("k"), 2, read(Some("xab")), 3);
+    early.done(3, append("k", "b"), 4, Output::Done, 5);
+    assert!(matches!(
+        contradiction_of(&early),
+        Some(Contradiction::UnwrittenValue { observer: 2, .. })
+    ));
+
+    // A swap that failed wrote nothing; one whose outcome is unknown may have.
+    let mut failed_swap = Script::new();
+    failed_swap.done(1, cas("k", None, "a"), 0, Output::Swapped(false), 1);
+    failed_swap.done(2, get("k"), 2, read(Some("a")), 3);
+    assert!(contradiction_of(&failed_swap).is_some());
+    let mut unknown_swap = Script::new();
+    unknown_swap.pending(1, cas("k", None, "a"), 0);
+    unknown_swap.done(2, get("k"), 2, read(Some("a")), 3);
+    assert_eq!(unknown_swap.check(), CheckResult::Ok);
+    // An empty value needs a put of it or an empty append.
+    let mut empty = Script::new();
+    empty.done(1, append("k", ""), 0, Output::Done, 1);
+    empty.done(2, get("k"), 2, read(Some("")), 3);
+    assert_eq!(empty.check(), CheckResult::Ok);
+    let mut no_empty = Script::new();
+    no_empty.done(1, append("k", "a"), 0, Output::Done, 1);
+    no_empty.done(2, get("k"), 2, read(Some("")), 3);
+    assert!(contradiction_of(&no_empty).is_some());
 }
 
 // An append whose bytes show up twice was applied twice.
@@ -320,7 +491,13 @@ fn smallest_failing_key_is_reported() {
     script.done(1, put("big", "b"), 2, Output::Done, 3);
     script.done(1, get("big"), 4, read(Some("a")), 5);
     script.done(2, get("ok"), 0, read(None), 1);
-    script.done(3, get("small"), 7, read(Some("ghost")), 8);
+    script.done(
+        3,
+        cas("small", Some("v"), "w"),
+        7,
+        Output::Swapped(false),
+        8,
+    );
     script.pending(3, get("small"), 1);
     script.done(4, put("small", "v"), 2, Output::Done, 6);
     let violation = script.violation();
@@ -334,8 +511,10 @@ fn smallest_failing_key_is_reported() {
     let report = violation.to_string();
     assert!(report.contains("key \"small\" (2 operations"), "{report}");
     assert!(
-        report
-            .contains("[1] op 4 client 3: get(\"small\") -> Some(\"ghost\")  [invoke 7, return 8]"),
+        report.contains(
+            "[1] op 4 client 3: cas(\"small\", expected Some(\"v\"), new \"w\") -> false  \
+             [invoke 7, return 8]"
+        ),
         "{report}"
     );
     assert!(
@@ -720,15 +899,24 @@ fn brute_force_from(
     false
 }
 
+/// The size of a tiny random history and how its operations end.
+struct TinyShape {
+    /// At most this many operations (at least one).
+    operations_max: u64,
+    /// Of every ten operations, how many complete; one fails, one is given up on, and
+    /// the rest stay pending.
+    completed_tenths: u64,
+}
+
 /// A tiny history over two keys with outputs drawn at random from a small pool, so that
 /// about half of them are linearizable, with pending, failed and given-up operations and
 /// many equal times.
-fn tiny_random_history(random: &mut Random) -> History {
+fn tiny_random_history(random: &mut Random, shape: &TinyShape) -> History {
     fn pick<'a>(random: &mut Random, choices: &[&'a str]) -> &'a str {
         choices[random.below(choices.len() as u64) as usize]
     }
     let mut history = History::new();
-    let count = 1 + random.below(10);
+    let count = 1 + random.below(shape.operations_max);
     for _ in 0..count {
         let key = pick(random, &["k", "k", "k", "l"]).to_string();
         let input = match random.below(5) {
@@ -768,27 +956,54 @@ fn tiny_random_history(random: &mut Random) -> History {
         };
         let invoke = random.below(8);
         let id = history.invoke(ClientId(random.below(3)), input, invoke);
-        match random.below(10) {
-            0..=5 => history
+        // Of ten: the first `completed_tenths` complete, the next fails, the next is
+        // given up on, the rest stay pending.
+        let outcome = random.below(10);
+        let completed = shape.completed_tenths;
+        if outcome < completed {
+            history
                 .complete(id, output, invoke + random.below(5))
-                .unwrap(),
-            6 => history.fail(id, invoke + random.below(5)).unwrap(),
-            7 => history.give_up(id, invoke + random.below(5)).unwrap(),
-            _ => {}
+                .unwrap();
+        } else if outcome == completed {
+            history.fail(id, invoke + random.below(5)).unwrap();
+        } else if outcome == completed + 1 {
+            history.give_up(id, invoke + random.below(5)).unwrap();
         }
     }
     history
 }
 
 // On thousands of tiny random histories the checker agrees with a brute-force search over
-// every order, so its pruning of pending operations never changes a verdict.
+// every order, so its pruning of pending operations and its direct contradictions never
+// change a verdict.
 #[test]
 fn tiny_histories_agree_with_brute_force() {
+    let shape = TinyShape {
+        operations_max: 10,
+        completed_tenths: 6,
+    };
+    agree_with_brute_force(&shape, 0x7e57_0000, "tiny_histories_agree");
+}
+
+// The same with up to 12 operations, most of them pending: the histories where the cache
+// covers configurations by their subsets of pending operations.
+#[test]
+fn tiny_histories_with_many_pending_agree_with_brute_force() {
+    let shape = TinyShape {
+        operations_max: 12,
+        completed_tenths: 3,
+    };
+    agree_with_brute_force(&shape, 0x9e4d_0000, "tiny_histories_with_many");
+}
+
+/// Checks 10,000 tiny histories of `shape` (seeds mixed with `salt`) against the brute
+/// force; `test` names the test in the replay command.
+fn agree_with_brute_force(shape: &TinyShape, salt: u64, test: &str) {
     let options = CheckOptions::default();
     let mut verdicts = [0u32; 2];
     for seed in seeds(10_000) {
-        let mut random = Random::new(seed ^ 0x7e57_0000);
-        let history = tiny_random_history(&mut random);
+        let mut random = Random::new(seed ^ salt);
+        let history = tiny_random_history(&mut random, shape);
         let expected = brute_force_linearizable(&history);
         verdicts[usize::from(expected)] += 1;
         let result = check(&history, &options);
@@ -800,7 +1015,7 @@ fn tiny_histories_agree_with_brute_force() {
         assert!(
             agrees,
             "seed {seed}; replay with CHECK_SEED={seed} cargo test --release --lib \
-             check::tests::tiny_histories\nbrute force says linearizable: {expected}\n\
+             check::tests::{test}\nbrute force says linearizable: {expected}\n\
              checker: {result:?}\nhistory: {:#?}",
             history.operations()
         );
@@ -908,4 +1123,131 @@ fn ten_thousand_operations_on_one_key_check_quickly() {
         part_search_steps_max: 10_000_000,
     };
     assert_eq!(check(&history, &options), CheckResult::Ok, "seed {seed}");
+}
+
+// The fault-run history has the advertised shape: 77 operations on one key, 40 of them
+// pending, the final put returned before the last read started, the variants differ only
+// in the last read's output, and as recorded by a sequential store it checks Ok.
+#[test]
+fn fault_history_has_the_advertised_shape() {
+    let fault = fault_history(LastRead::Final);
+    let operations = fault.history.operations();
+    assert_eq!(operations.len(), 77);
+    let pending = operations
+        .iter()
+        .filter(|operation| matches!(operation.outcome, Outcome::Pending { .. }))
+        .count();
+    assert_eq!(pending, 40);
+    assert!(operations
+        .iter()
+        .all(|operation| operation.input.key() == fault_history::KEY));
+    let final_write = &operations[fault.final_write.index()];
+    let last_read = &operations[fault.last_read.index()];
+    assert!(final_write.return_time().unwrap() < last_read.invoke_time);
+    for variant in [LastRead::Absent, LastRead::Stale] {
+        let other = fault_history(variant);
+        assert_eq!(other.last_read, fault.last_read);
+        for (index, (left, right)) in operations
+            .iter()
+            .zip(other.history.operations())
+            .enumerate()
+        {
+            assert_eq!(
+                left == right,
+                index != fault.last_read.index(),
+                "{variant:?} op {index}"
+            );
+        }
+    }
+    assert_eq!(
+        check(&fault.history, &CheckOptions::default()),
+        CheckResult::Ok
+    );
+}
+
+/// Checks the one key of `history` with the search alone, as `check` does after its
+/// direct checks.
+fn search_one_key(history: &History, budget: u64) -> (search::PartResult, search::SearchCounters) {
+    let part: Vec<usize> = (0..history.len()).collect();
+    assert!(history
+        .operations()
+        .iter()
+        .all(|operation| model::is_checked(operation)
+            && operation.input.key() == history.operations()[0].input.key()));
+    search::check_part(history, &part, budget)
+}
+
+// The work of a search step does not grow with the steps taken before it: on the fault-run
+// history that only the search can decide, at 1M and at 4M steps the cache makes about one
+// lookup per configuration, compares about one entry per lookup, and does the same work
+// per step at both budgets. (Before lookups went by hash, each visit walked a chain that
+// grew with the steps: some 3,000 entries per visit after 1M steps.)
+#[test]
+fn search_step_cost_does_not_grow_with_the_budget() {
+    let history = fault_history(LastRead::Stale).history;
+    let mut work_per_step = Vec::new();
+    for budget in [1_000_000u64, 4_000_000] {
+        let (result, counters) = search_one_key(&history, budget);
+        assert!(matches!(result, search::PartResult::Exhausted));
+        assert_eq!(counters.steps, budget);
+        let cache = counters.cache;
+        assert!(
+            cache.entries <= cache.visits && cache.visits <= counters.steps,
+            "{counters:?}"
+        );
+        assert!(
+            cache.lookups <= cache.visits * memo::LOOKUPS_PER_VISIT_MAX,
+            "{counters:?}"
+        );
+        // Chains only hold entries whose 64-bit hashes collide.
+        assert!(cache.entries_compared <= cache.lookups, "{counters:?}");
+        let work = cache.visits + cache.lookups + cache.entries_compared;
+        work_per_step.push(work as f64 / counters.steps as f64);
+    }
+    assert!(
+        work_per_step[1] <= 1.2 * work_per_step[0] && work_per_step[1] < 2.0,
+        "cache work per step at 1M and 4M steps: {work_per_step:?}"
+    );
+}
+
+// On the fault-run history, the lost write is found before any search (one step of budget
+// is enough) and named by its two operations; the legal variant checks Ok or Unknown within
+// the default budget; the stale read, which only a search could prove, is never Ok.
+#[test]
+fn fault_history_lost_write_is_found_without_a_search() {
+    let fault = fault_history(LastRead::Absent);
+    let one_step = CheckOptions {
+        part_search_steps_max: 1,
+    };
+    let CheckResult::Illegal(violation) = check(&fault.history, &one_step) else {
+        panic!("the lost write is not reported");
+    };
+    let position_of = |id: OperationId| {
+        violation
+            .operations
+            .iter()
+            .position(|(other, _)| *other == id)
+            .expect("the operation is on the key")
+    };
+    assert_eq!(
+        violation.contradiction,
+        Some(Contradiction::AbsentAfterWrite {
+            observer: position_of(fault.last_read),
+            write: position_of(fault.final_write),
+        })
+    );
+    let report = violation.to_string();
+    assert!(
+        report.contains("no delete of the key can take effect"),
+        "{report}"
+    );
+
+    let options = CheckOptions::default();
+    let legal = check(&fault_history(LastRead::Final).history, &options);
+    assert!(
+        matches!(legal, CheckResult::Ok | CheckResult::Unknown),
+        "{legal:?}"
+    );
+    let stale = check(&fault_history(LastRead::Stale).history, &options);
+    assert_ne!(stale, CheckResult::Ok);
 }
