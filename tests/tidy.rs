@@ -83,18 +83,14 @@ const EXEMPTIONS: [(&str, &str, &str); 2] = [
 /// Violations in files that are being rewritten elsewhere, each with what must change.
 /// Temporary: an entry goes when its file is fixed (`exemptions_are_still_needed` fails
 /// on an entry that no longer matches anything), and the list must end up empty.
-const TEMPORARY_EXEMPTIONS: [(&str, &str, &str); 1] = [(
-    "src/check/tests.rs",
-    "std::env",
-    "reads CHECK_SEED; take the seed from crate::testing::run_seeded_cases instead",
-)];
+const TEMPORARY_EXEMPTIONS: [(&str, &str, &str); 0] = [];
 
 /// The one seed variable (`corekv::testing::TEST_SEED_VARIABLE`).
 const SEED_VARIABLE: &str = "COREKV_TEST_SEED";
 /// Where seed variables are looked for: the crate, its tests, benches, tools and docs.
 const SEED_SCAN: [&str; 6] = ["src", "tests", "benches", "tools", "docs", "README.md"];
 /// Files the seed and generator rules skip, and why.
-const RANDOMNESS_EXEMPTIONS: [(&str, &str); 4] = [
+const RANDOMNESS_EXEMPTIONS: [(&str, &str); 3] = [
     (
         "tests/tidy.rs",
         "its unit tests name other seed variables and generators to prove the rules catch them",
@@ -106,10 +102,6 @@ const RANDOMNESS_EXEMPTIONS: [(&str, &str); 4] = [
     (
         "src/check/model.rs",
         "mix64 is SplitMix64's finalizer used as a hash function, not a generator",
-    ),
-    (
-        "src/check/tests.rs",
-        "temporary: CHECK_SEED and its own SplitMix64; use crate::testing and SeededRng",
     ),
 ];
 /// The one generator, and the constants that give away a copy of it or of xorshift64*:

@@ -577,21 +577,20 @@ fn exhausted_budget_is_unknown() {
 
 /// A small deterministic generator (splitmix64), so every randomized case replays from its
 /// seed.
+/// The tests' generator: the crate's one seeded generator.
 struct Random {
-    state: u64,
+    rng: crate::raft::rng::SeededRng,
 }
 
 impl Random {
     fn new(seed: u64) -> Random {
-        Random { state: seed }
+        Random {
+            rng: crate::raft::rng::SeededRng::new(seed),
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut value = self.state;
-        value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        value ^ (value >> 31)
+        self.rng.next_u64()
     }
 
     fn below(&mut self, bound: u64) -> u64 {
@@ -829,11 +828,11 @@ fn corrupt_one_read(
     Some((corrupted, target, way))
 }
 
-/// Seeds to run: `CHECK_SEED=<n>` replays one, otherwise `count` from 0.
+/// Seeds to run: `COREKV_TEST_SEED=<n>` replays one, otherwise `count` from 0.
 fn seeds(count: u64) -> Vec<u64> {
-    match std::env::var("CHECK_SEED") {
-        Ok(seed) => vec![seed.parse().expect("CHECK_SEED is a number")],
-        Err(_) => (0..count).collect(),
+    match crate::testing::test_seed_from_env() {
+        Some(seed) => vec![seed],
+        None => (0..count).collect(),
     }
 }
 
@@ -1014,14 +1013,14 @@ fn agree_with_brute_force(shape: &TinyShape, salt: u64, test: &str) {
         };
         assert!(
             agrees,
-            "seed {seed}; replay with CHECK_SEED={seed} cargo test --release --lib \
+            "seed {seed}; replay with COREKV_TEST_SEED={seed} cargo test --release --lib \
              check::tests::{test}\nbrute force says linearizable: {expected}\n\
              checker: {result:?}\nhistory: {:#?}",
             history.operations()
         );
     }
     // Both verdicts are common, or the comparison proves little.
-    if std::env::var("CHECK_SEED").is_err() {
+    if crate::testing::test_seed_from_env().is_none() {
         assert!(verdicts.iter().all(|&count| count > 2_000), "{verdicts:?}");
     }
 }
@@ -1041,7 +1040,7 @@ fn random_histories_are_linearizable_and_corruptions_are_not() {
             failed_percent: random.below(8),
         };
         let replay = format!(
-            "seed {seed}; replay with CHECK_SEED={seed} cargo test --release --lib \
+            "seed {seed}; replay with COREKV_TEST_SEED={seed} cargo test --release --lib \
              check::tests::random_histories"
         );
         let history = generate(seed, &workload);
