@@ -1158,3 +1158,145 @@ fn inconsistent_snapshots_are_refused() {
         ))
     ));
 }
+
+/// The values of `[key, range_end)` at `revision`, in key order, as (key, value) text.
+fn values_at(store: &Store, key: &[u8], range_end: &[u8], revision: u64) -> Vec<(String, String)> {
+    let read = store
+        .read_at(&Op::Range(range(key, range_end)), revision)
+        .unwrap_or_else(|error| panic!("read at {revision}: {error}"));
+    assert_eq!(read.revision, revision);
+    range_response(Ok(read))
+        .kvs
+        .into_iter()
+        .map(|pair| {
+            (
+                String::from_utf8(pair.key).unwrap(),
+                String::from_utf8(pair.value).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+// Reads at a revision see the keyspace exactly as it was: puts, appends, deletes,
+// re-creations and a transaction's final state, keys deleted since included.
+#[test]
+fn reads_at_a_revision_see_the_past() {
+    let mut store = Store::default();
+    store.apply(1, 10, &plain(put(b"a", b"1"))).unwrap();
+    store.apply(2, 20, &plain(put(b"b", b"1"))).unwrap();
+    store.apply(3, 30, &plain(append(b"a", b"2"))).unwrap();
+    store
+        .apply(4, 40, &plain(delete(b"b", b"", false)))
+        .unwrap();
+    let txn = TxnRequest {
+        compares: vec![],
+        success: vec![
+            TxnOp::Put(PutRequest {
+                key: b"c".to_vec(),
+                value: b"x".to_vec(),
+                ..PutRequest::default()
+            }),
+            TxnOp::Put(PutRequest {
+                key: b"c".to_vec(),
+                value: b"y".to_vec(),
+                ..PutRequest::default()
+            }),
+        ],
+        failure: vec![],
+    };
+    store.apply(5, 50, &plain(Op::Txn(txn))).unwrap();
+    store.apply(6, 60, &plain(put(b"b", b"2"))).unwrap();
+    store.apply_close(7, 70);
+    let all = |revision| values_at(&store, b"a", RANGE_END_UNBOUNDED, revision);
+    assert_eq!(all(9), pairs(&[]));
+    assert_eq!(all(10), pairs(&[("a", "1")]));
+    assert_eq!(all(25), pairs(&[("a", "1"), ("b", "1")]));
+    assert_eq!(all(30), pairs(&[("a", "12"), ("b", "1")]));
+    assert_eq!(all(45), pairs(&[("a", "12")]));
+    assert_eq!(all(50), pairs(&[("a", "12"), ("c", "y")]));
+    assert_eq!(all(70), pairs(&[("a", "12"), ("b", "2"), ("c", "y")]));
+    let b_again = store
+        .read_at(&Op::Range(RangeRequest::get(b"b")), 60)
+        .unwrap();
+    let found = range_response(Ok(b_again)).kvs;
+    assert_eq!(
+        (
+            found[0].create_revision,
+            found[0].mod_revision,
+            found[0].version
+        ),
+        (60, 60, 1),
+        "a key created again starts a new life"
+    );
+    assert_eq!(
+        store.read_at(&Op::Range(RangeRequest::get(b"a")), 71),
+        Err(KvError::FutureRevision {
+            revision: 71,
+            closed_revision: 70
+        })
+    );
+}
+
+// A compaction keeps exactly what reads at or after it need, refuses reads before it,
+// and frees the history it no longer needs; the history bound compacts on its own.
+#[test]
+fn compaction_keeps_what_later_reads_need() {
+    let mut store = Store::default();
+    store.apply(1, 10, &plain(put(b"a", b"1"))).unwrap();
+    store.apply(2, 20, &plain(put(b"a", b"2"))).unwrap();
+    store.apply(3, 30, &plain(put(b"b", b"1"))).unwrap();
+    store
+        .apply(4, 40, &plain(delete(b"b", b"", false)))
+        .unwrap();
+    store.apply(5, 50, &plain(put(b"a", b"3"))).unwrap();
+    let before = store.history_bytes();
+    store.apply_compact(6, 35);
+    assert_eq!(store.compact_revision(), 35);
+    assert!(store.history_bytes() < before);
+    assert_eq!(
+        store.read_at(&Op::Range(RangeRequest::get(b"a")), 34),
+        Err(KvError::Compacted {
+            revision: 34,
+            compact_revision: 35
+        })
+    );
+    let all = |store: &Store, revision| values_at(store, b"a", RANGE_END_UNBOUNDED, revision);
+    assert_eq!(all(&store, 35), pairs(&[("a", "2"), ("b", "1")]));
+    assert_eq!(all(&store, 45), pairs(&[("a", "2")]));
+    assert_eq!(all(&store, 50), pairs(&[("a", "3")]));
+    // The snapshot keeps the history and the compaction point.
+    let restored = Store::restore(&store.snapshot()).unwrap();
+    assert_eq!(restored, store);
+    assert_eq!(all(&restored, 35), pairs(&[("a", "2"), ("b", "1")]));
+    store.apply_compact(7, 50);
+    assert_eq!(store.history_versions(), 0);
+    assert_eq!(store.history_bytes(), 0);
+
+    let mut bounded = Store::new(Limits {
+        history_bytes_max: 1_000,
+        ..Limits::default()
+    })
+    .unwrap();
+    for index in 1..=100 {
+        bounded
+            .apply(index, index * 10, &plain(put(b"k", &[b'v'; 40])))
+            .unwrap();
+    }
+    assert!(
+        bounded.history_bytes() <= 1_000,
+        "{}",
+        bounded.history_bytes()
+    );
+    assert!(bounded.compact_revision() > 0);
+    assert_eq!(
+        values_at(&bounded, b"k", b"", 1_000),
+        pairs(&[("k", &"v".repeat(40))])
+    );
+}

@@ -296,3 +296,84 @@ fn lost_read_index_request_times_out() {
     let reply = &cluster.nodes[&follower].replies[&1];
     assert_eq!(reply, &Err(ClientError::NotLeader { group: 0, leader }));
 }
+
+// Reads at a revision: one already closed is served at once on a follower; one past the
+// closed revision waits until the follower's request makes the leader close it; a
+// snapshot read older than what the read index shows is refused with the revision it
+// needs.
+#[test]
+fn reads_at_a_revision_wait_for_it_to_close() {
+    let mut cluster = Cluster::new(1, 10_000);
+    cluster.tick(40);
+    let leader = cluster.leader(0);
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .shard
+        .propose(1, 0, &put(1, 1, "k", "v"), 0);
+    cluster.stabilize();
+    let written = cluster.nodes[&leader].replies[&1]
+        .clone()
+        .expect("applied")
+        .revision;
+    assert!(written > 1 << 40, "above the leader's close promises");
+
+    let value_of = |reply: &Reply| match &reply.as_ref().expect("served").op {
+        OpResponse::Range(range) => range.kvs.first().map(|pair| pair.value.clone()),
+        other => panic!("a range, got {other:?}"),
+    };
+    let node = cluster.nodes.get_mut(&follower).unwrap();
+    node.shard.read(
+        2,
+        0,
+        Op::Range(RangeRequest::get(b"k")),
+        ReadMode::At(written),
+    );
+    node.shard.read(
+        3,
+        0,
+        Op::Range(RangeRequest::get(b"k")),
+        ReadMode::At(written - 1),
+    );
+    let ahead = written + 1_000;
+    node.shard.read(
+        4,
+        0,
+        Op::Range(RangeRequest::get(b"k")),
+        ReadMode::At(ahead),
+    );
+    node.shard.read(
+        5,
+        0,
+        Op::Range(RangeRequest::get(b"k")),
+        ReadMode::SnapshotAt(written - 1),
+    );
+    cluster.stabilize();
+    let replies = &cluster.nodes[&follower].replies;
+    assert_eq!(value_of(&replies[&2]), Some(b"v".to_vec()));
+    assert_eq!(value_of(&replies[&3]), None, "before the write");
+    assert_eq!(replies[&4].as_ref().unwrap().revision, ahead);
+    assert_eq!(value_of(&replies[&4]), Some(b"v".to_vec()));
+    assert_eq!(
+        replies[&5],
+        Err(ClientError::RevisionBehind {
+            revision: written - 1,
+            needed: written
+        })
+    );
+    // The leader's promise holds: a later write is stamped above it.
+    cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .shard
+        .propose(6, 0, &put(1, 2, "k", "w"), 0);
+    cluster.stabilize();
+    let later = cluster.nodes[&leader].replies[&6]
+        .clone()
+        .expect("applied")
+        .revision;
+    assert!(later > ahead);
+}

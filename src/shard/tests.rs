@@ -346,3 +346,64 @@ fn shutdown_answers_everything() {
         assert_eq!(error_code(&reply), Some(ErrorCode::ShuttingDown));
     }
 }
+
+// A range over every group is one snapshot at one revision, named in the answer; read
+// again at that revision after more writes, it is the same; below the compaction
+// revision it is refused.
+#[test]
+fn ranges_over_every_group_are_snapshots_at_one_revision() {
+    let mut node = Node::new(2, 4);
+    node.elect();
+    let scan = |revision| RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        revision,
+        ..RangeRequest::default()
+    };
+    let read = |node: &mut Node, request_id, revision| {
+        node.cores[0].on_client_request(1, range(scan(revision), request_id));
+        for _ in 0..10 {
+            node.turns();
+            node.deliver_mesh();
+            node.tick();
+        }
+        node.take_reply(0, request_id).expect("answered")
+    };
+    for (index, key) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        node.cores[0].on_client_request(1, put(key.as_bytes(), b"1", 10 + index as u64));
+        node.turns();
+        node.deliver_mesh();
+    }
+    let first = read(&mut node, 100, 0);
+    let Ok(ApiResult::Kv(first)) = first.response.result else {
+        panic!("a snapshot, got {first:?}");
+    };
+    let OpResponse::Range(before) = &first.op else {
+        panic!("a range");
+    };
+    assert_eq!(before.kvs.len(), 6);
+    assert!(before
+        .kvs
+        .iter()
+        .all(|pair| pair.mod_revision <= first.revision));
+    for (index, key) in ["a", "g"].iter().enumerate() {
+        node.cores[0].on_client_request(1, put(key.as_bytes(), b"2", 20 + index as u64));
+        node.turns();
+        node.deliver_mesh();
+    }
+    let again = read(&mut node, 101, first.revision);
+    let Ok(ApiResult::Kv(again)) = again.response.result else {
+        panic!("a read at a revision, got {again:?}");
+    };
+    assert_eq!(again.revision, first.revision);
+    assert_eq!(again.op, first.op, "the same snapshot");
+    let now = read(&mut node, 102, 0);
+    let Ok(ApiResult::Kv(now)) = now.response.result else {
+        panic!("a snapshot, got {now:?}");
+    };
+    assert!(now.revision > first.revision);
+    let OpResponse::Range(after) = &now.op else {
+        panic!("a range");
+    };
+    assert_eq!(after.kvs.len(), 7);
+}
