@@ -508,12 +508,23 @@ impl MultiRaft {
 
     /// Proposes a compaction of `group` to `revision` (a write of its own, without a
     /// session: applying it twice compacts alike). The reply is the store's revision.
+    ///
+    /// A store compacts no further than its closed revision, so a leader that has not
+    /// yet promised `revision` closes it first, in the same log: the compaction then
+    /// reaches `revision` even in a group that was idle until just now.
     pub fn propose_compaction(&mut self, request: RequestId, group_id: GroupId, revision: u64) {
         let Some(group) = self.groups.get_mut(&group_id) else {
             self.replies
                 .push((request, Err(ClientError::GroupNotFound(group_id))));
             return;
         };
+        if group.raft.is_leader() && revision > group.stamped_now() {
+            let close: raft::Payload = Arc::from(LogEntry::Close { revision }.encode());
+            if group.raft.propose(close).is_ok() {
+                group.stamped = revision;
+                group.ticks_since_close = 0;
+            }
+        }
         let data: raft::Payload = Arc::from(LogEntry::Compact { revision }.encode());
         match group.raft.propose(data) {
             Ok(index) => {

@@ -377,3 +377,38 @@ fn reads_at_a_revision_wait_for_it_to_close() {
         .revision;
     assert!(later > ahead);
 }
+
+// A compaction past everything the group has closed closes it first, so it reaches the
+// revision asked for, and later writes stay above it.
+#[test]
+fn compaction_past_the_closed_revision_closes_first() {
+    let mut cluster = Cluster::new(1, 10_000);
+    cluster.tick(40);
+    let leader = cluster.leader(0);
+    let closed = cluster.nodes[&leader]
+        .shard
+        .store(0)
+        .unwrap()
+        .closed_revision();
+    let target = closed + 1_000;
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.shard.propose_compaction(1, 0, target);
+    cluster.stabilize();
+    let reply = cluster.nodes[&leader].replies[&1]
+        .clone()
+        .expect("compacted");
+    let OpResponse::Compact(compact) = reply.op else {
+        panic!("a compaction reply, got {:?}", reply.op);
+    };
+    assert_eq!(compact.compact_revision, target);
+    for node in cluster.nodes.values() {
+        let store = node.shard.store(0).unwrap();
+        assert_eq!(store.compact_revision(), target);
+        assert!(store.closed_revision() >= target);
+    }
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.shard.propose(2, 0, &put(1, 1, "k", "v"), 0);
+    cluster.stabilize();
+    let written = cluster.nodes[&leader].replies[&2].clone().expect("applied");
+    assert!(written.revision > target);
+}
