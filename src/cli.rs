@@ -116,6 +116,28 @@ pub enum ClientCommand {
     /// applied index.
     #[command(after_help = EXIT_CODES_HELP)]
     Status(StatusArgs),
+    /// Drops every group's history before REVISION: reads below it are refused from then
+    /// on. Prints the lowest compaction revision among the groups afterwards.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Compact(CompactArgs),
+}
+
+/// How a read command prints what it found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteOut {
+    /// Values (get) or KEY<tab>VALUE lines (scan).
+    #[default]
+    Simple,
+    /// One JSON object: the header revision, every key-value with its metadata (keys and
+    /// values base64-encoded), count and more, as etcdctl prints.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    pub revision: u64,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +158,11 @@ pub struct GetArgs {
     /// when it cannot be reached): faster, possibly stale.
     #[arg(long)]
     pub serializable: bool,
+    /// Read the key as it was at this revision (0: now).
+    #[arg(long, default_value_t = 0, value_name = "REVISION")]
+    pub rev: u64,
+    #[arg(long, value_enum, default_value_t = WriteOut::Simple)]
+    pub write_out: WriteOut,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -168,6 +195,11 @@ pub struct ScanArgs {
     /// Print keys only.
     #[arg(long)]
     pub keys_only: bool,
+    /// Read the keys as they were at this revision (0: now, one snapshot of every group).
+    #[arg(long, default_value_t = 0, value_name = "REVISION")]
+    pub rev: u64,
+    #[arg(long, value_enum, default_value_t = WriteOut::Simple)]
+    pub write_out: WriteOut,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -764,18 +796,27 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
         }
         ClientCommand::Get(arguments) => {
             let client = connect(&arguments.connection)?;
-            let found = if arguments.serializable {
-                client.get_serializable(&arguments.key)?
-            } else {
-                client.get(&arguments.key)?
+            let request = kv::RangeRequest {
+                revision: arguments.rev,
+                ..kv::RangeRequest::get(arguments.key.as_bytes())
             };
-            Ok(match found {
-                Some(pair) => Output::ok(vec![escape(&pair.value)]),
-                None => Output {
-                    lines: Vec::new(),
-                    code: EXIT_NOT_FOUND,
-                },
-            })
+            let (revision, found) = read(&client, request, arguments.serializable)?;
+            let code = if found.kvs.is_empty() {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_OK
+            };
+            let lines = match arguments.write_out {
+                WriteOut::Json => vec![crate::cli_json::range(
+                    client.cluster_id(),
+                    revision,
+                    &found.kvs,
+                    found.count,
+                    found.more,
+                )],
+                WriteOut::Simple => found.kvs.iter().map(|pair| escape(&pair.value)).collect(),
+            };
+            Ok(Output { lines, code })
         }
         ClientCommand::Del(arguments) => {
             let client = connect(&arguments.connection)?;
@@ -797,10 +838,20 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
             let request = kv::RangeRequest {
                 limit: arguments.limit,
                 keys_only: arguments.keys_only,
+                revision: arguments.rev,
                 ..prefix_range(arguments.prefix.as_bytes())
             };
-            let response = client.range(request)?;
-            Ok(Output::ok(format_pairs(&response.kvs, arguments.keys_only)))
+            let (revision, response) = read(&client, request, false)?;
+            Ok(Output::ok(match arguments.write_out {
+                WriteOut::Json => vec![crate::cli_json::range(
+                    client.cluster_id(),
+                    revision,
+                    &response.kvs,
+                    response.count,
+                    response.more,
+                )],
+                WriteOut::Simple => format_pairs(&response.kvs, arguments.keys_only),
+            }))
         }
         ClientCommand::Txn(arguments) => {
             // Parsed before connecting: a typo should not wait for the network.
@@ -825,6 +876,11 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
             let response = client.txn(request)?;
             Ok(Output::ok(format_txn(&response)))
         }
+        ClientCommand::Compact(arguments) => {
+            let client = connect(&arguments.connection)?;
+            let compacted = client.compact(arguments.revision)?;
+            Ok(Output::ok(vec![compacted.to_string()]))
+        }
         ClientCommand::Status(arguments) => {
             let client = connect(&arguments.connection)?;
             let nodes = client.status_all();
@@ -834,6 +890,21 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
                 &nodes,
             )))
         }
+    }
+}
+
+/// A read with the revision it saw.
+fn read(
+    client: &Client,
+    request: kv::RangeRequest,
+    serializable: bool,
+) -> Result<(u64, kv::RangeResponse), CliError> {
+    let response = client.execute(kv::Op::Range(request), serializable)?;
+    match response.op {
+        kv::OpResponse::Range(range) => Ok((response.revision, range)),
+        other => Err(CliError::Client(ClientError::Protocol(format!(
+            "asked for a range, got {other:?}"
+        )))),
     }
 }
 

@@ -4,6 +4,7 @@
 //! of [`Command`] and one arm in [`main`]; the client commands are in `cli.rs`.
 
 mod cli;
+mod cli_json;
 
 use clap::{Parser, Subcommand};
 

@@ -128,6 +128,7 @@ mod options;
 mod pending;
 mod pool;
 pub mod random;
+mod revisions;
 pub mod routing;
 pub mod session;
 
@@ -144,6 +145,7 @@ pub use options::{
     RETRY_BACKOFF_MAX_DEFAULT, SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
 };
 pub use pending::{Batch, Pending};
+pub use revisions::{CompareAndPut, List, ListPage, LIST_PAGE_KEYS_DEFAULT};
 pub use routing::NODES_MAX;
 
 pub use crate::api::{ErrorCode, GroupStatus, Member, StatusInfo};
