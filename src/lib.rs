@@ -23,6 +23,7 @@
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
+//! | [`bench`]   | `corekv bench`: workloads, pipelined load, checks, reports     | yes |
 //!
 //! `raft`, `kv`, `multiraft`, `shard`, `check`, `proto`, `frame`, `codec`, `keyspace` and
 //! `api` never touch the clock, the filesystem, sockets, threads, the environment or
@@ -32,6 +33,7 @@
 //! `tests/tidy.rs` keeps it true. `server` is the glommio driver of `shard`.
 
 pub mod api;
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod codec;
