@@ -186,8 +186,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub serializable: bool,
     /// Do not write the keyspace first (reads of unwritten keys then count as misses).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "assume_filled")]
     pub no_fill: bool,
+    /// Do not write the keyspace first: an earlier run with the same --keys, --key-prefix,
+    /// --key-bytes and --value-bytes did, so a missing key is still an error.
+    #[arg(long)]
+    pub assume_filled: bool,
     /// Deadline of each operation, retries included.
     #[arg(long, value_parser = parse_bench_duration, default_value = "10s")]
     pub timeout: Duration,
@@ -629,7 +633,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let clients = connect(args)?;
     let threads = args.thread_count();
     let keys = KeyFormat::new(args.key_prefix.as_bytes(), args.key_bytes);
-    let fill = args.workload.reads_existing_keys() && !args.no_fill;
+    let needs_keys = args.workload.reads_existing_keys() && !args.no_fill;
+    let fill = needs_keys && !args.assume_filled;
     let ops = CorekvOps {
         append_keys: keys.namespace(b"append-"),
         keys,
@@ -637,7 +642,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             value_bytes: args.value_bytes,
         },
         serializable: args.serializable,
-        filled: if fill { args.keys } else { 0 },
+        filled: if needs_keys { args.keys } else { 0 },
         first_insert: args.keys,
     };
     let progress = Progress::new(args.quiet);
