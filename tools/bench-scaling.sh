@@ -41,11 +41,12 @@ while [ $# -gt 0 ]; do
 done
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+# shellcheck source=tools/lib/processes.sh
+. "$root/tools/lib/processes.sh"
 out=$root/target/bench-scaling
 mkdir -p "$out"
 rm -f "$out"/*.json "$out"/*.log
-command -v jq >/dev/null || apt-get install -y jq >/dev/null ||
-    { apt-get update >/dev/null && apt-get install -y jq >/dev/null; }
+command -v jq >/dev/null || apt_install jq
 (cd "$root" && cargo build --release --bin corekv 2>&1 | tail -n 1) >&2
 corekv=$root/target/release/corekv
 
@@ -53,13 +54,7 @@ work=$(mktemp -d /var/tmp/corekv-scaling.XXXXXX)
 cluster_pid=
 stop_cluster() {
     [ -n "$cluster_pid" ] || return 0
-    # The launcher stops its nodes gracefully on SIGTERM.
-    kill -TERM "$cluster_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$cluster_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$cluster_pid" 2>/dev/null || true
+    stop_processes "$cluster_pid"
     wait "$cluster_pid" 2>/dev/null || true
     cluster_pid=
 }
@@ -76,11 +71,7 @@ for nodes in 1 3; do
         "$corekv" cluster --nodes "$nodes" --shards "$shards" --groups "$groups" \
             --base-port "$base_port" --data-dir "$data" >"$out/$name-cluster.log" 2>&1 &
         cluster_pid=$!
-        deadline=$((SECONDS + startup_seconds_max))
-        until [ -f "$data/cluster.pids" ] && [ "$(wc -l <"$data/cluster.pids")" -ge "$nodes" ]; do
-            [ $SECONDS -lt $deadline ] || { cat "$out/$name-cluster.log" >&2; exit 1; }
-            sleep 0.2
-        done
+        wait_for_pids "$data/cluster.pids" "$nodes" "$startup_seconds_max" "$out/$name-cluster.log"
         endpoints=$(seq 1 "$nodes" | while read -r node; do
             echo "127.0.0.1:$((base_port + 10 * (node - 1)))"; done | paste -sd,)
         for workload in put get; do

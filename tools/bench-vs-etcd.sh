@@ -50,6 +50,8 @@ while [ $# -gt 0 ]; do
 done
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+# shellcheck source=tools/lib/processes.sh
+. "$root/tools/lib/processes.sh"
 out=$root/target/bench-vs-etcd
 mkdir -p "$out"
 rm -f "$out"/*.json "$out"/*.log
@@ -60,8 +62,7 @@ command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get" >&2
-    apt-get install -y "${missing[@]}" >/dev/null ||
-        { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
+    apt_install "${missing[@]}"
 fi
 
 echo "building corekv and tools/etcd-load (release)" >&2
@@ -75,18 +76,9 @@ work=$(mktemp -d /var/tmp/corekv-vs-etcd.XXXXXX)
 etcd_pids=()
 cluster_pid=
 cleanup() {
-    # Stop exactly the processes this script started: the etcd members and the corekv
-    # launcher (which stops its own nodes on SIGTERM).
-    for pid in "${etcd_pids[@]}" $cluster_pid; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${etcd_pids[@]}" $cluster_pid; do
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    # Exactly the processes this script started: the etcd members and the corekv
+    # launcher (which stops its own nodes).
+    stop_processes "${etcd_pids[@]}" $cluster_pid
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -124,10 +116,7 @@ until ETCDCTL_API=3 etcdctl --endpoints "$etcd_endpoints" put bench-ready ok >/d
     [ $SECONDS -lt $deadline ] || { cat "$work"/etcd-*.log >&2; echo "etcd did not start" >&2; exit 1; }
     sleep 0.2
 done
-until [ -s "$work/corekv/cluster.pids" ]; do
-    [ $SECONDS -lt $deadline ] || { cat "$work/corekv.log" >&2; echo "corekv did not start" >&2; exit 1; }
-    sleep 0.2
-done
+wait_for_pids "$work/corekv/cluster.pids" 3 $((deadline - SECONDS)) "$work/corekv.log"
 etcd_pid_list=$(IFS=,; echo "${etcd_pids[*]}")
 echo "etcd pids $etcd_pid_list; corekv pids $(tr '\n' ' ' <"$work/corekv/cluster.pids")" >&2
 echo "load average before the runs: $(cat /proc/loadavg)" >&2

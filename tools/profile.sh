@@ -52,12 +52,14 @@ case "$target" in node1 | node2 | node3 | bench) ;; *) echo "--target: node1..no
 case "$call_graph" in dwarf) call_graph=dwarf,16384 ;; fp) ;; *) echo "--call-graph: dwarf or fp" >&2; exit 2 ;; esac
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+# shellcheck source=tools/lib/processes.sh
+. "$root/tools/lib/processes.sh"
 out=${PROFILE_DIR:-$root/target/profile}
 mkdir -p "$out"
 
 if ! command -v perf >/dev/null; then
     echo "perf is missing: installing linux-perf with apt-get" >&2
-    apt-get install -y linux-perf >/dev/null || { apt-get update >/dev/null; apt-get install -y linux-perf >/dev/null; }
+    apt_install linux-perf
 fi
 inferno_bin=$root/target/tools/bin
 if [ ! -x "$inferno_bin/inferno-flamegraph" ]; then
@@ -71,16 +73,7 @@ work=$(mktemp -d /var/tmp/corekv-profile.XXXXXX)
 cluster_pid=
 bench_pid=
 cleanup() {
-    for pid in $bench_pid $cluster_pid; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in $bench_pid $cluster_pid; do
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    stop_processes $bench_pid $cluster_pid
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -89,10 +82,7 @@ trap 'exit 130' INT TERM
 "$corekv" cluster --base-port "$base_port" --data-dir "$work/data" >"$out/cluster.log" 2>&1 &
 cluster_pid=$!
 deadline=$((SECONDS + startup_seconds_max))
-until [ -f "$work/data/cluster.pids" ] && [ "$(wc -l <"$work/data/cluster.pids")" -ge 3 ]; do
-    [ $SECONDS -lt $deadline ] || { cat "$out/cluster.log" >&2; echo "the cluster did not start" >&2; exit 1; }
-    sleep 0.2
-done
+wait_for_pids "$work/data/cluster.pids" 3 "$startup_seconds_max" "$out/cluster.log"
 endpoints=127.0.0.1:$base_port,127.0.0.1:$((base_port + 10)),127.0.0.1:$((base_port + 20))
 
 name=$target.$workload

@@ -53,12 +53,15 @@ use crate::kv::{self, RangeRequest};
 
 use cpu::{clock_ticks_per_second, CpuMeter};
 use driver::{Completion, Next, Source, Start};
-use keys::{Distribution, KeyFormat, ValueFormat, KEYS_MAX};
+use keys::{Distribution, KEYS_MAX};
 use ops::{Checked, CorekvOps, Stage};
 use recorder::{Recorder, LATE_START};
 use report::{CpuReport, FillReport, IntervalReport, Report, RunDescription};
 use schedule::{Due, Limit, Schedule};
 use workload::{InsertCounter, OpKind, PlanOptions, Planned, Planner, Workload};
+
+// Usage and unavailable are the numbers the client commands use (src/cli.rs, in the
+// binary, which this library cannot import), so a script reads them alike.
 
 /// Exit code of a run in which some operations failed (the report says which).
 pub const EXIT_OPERATIONS_FAILED: i32 = 1;
@@ -632,19 +635,16 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     let clients = connect(args)?;
     let threads = args.thread_count();
-    let keys = KeyFormat::new(args.key_prefix.as_bytes(), args.key_bytes);
     let needs_keys = args.workload.reads_existing_keys() && !args.no_fill;
     let fill = needs_keys && !args.assume_filled;
-    let ops = CorekvOps {
-        append_keys: keys.namespace(b"append-"),
-        keys,
-        values: ValueFormat {
-            value_bytes: args.value_bytes,
-        },
-        serializable: args.serializable,
-        filled: if needs_keys { args.keys } else { 0 },
-        first_insert: args.keys,
-    };
+    let ops = CorekvOps::new(
+        args.key_prefix.as_bytes(),
+        args.key_bytes,
+        args.value_bytes,
+        args.serializable,
+        args.keys,
+        needs_keys,
+    );
     let progress = Progress::new(args.quiet);
     let thread_client = |thread: usize| thread % clients.len();
     let in_flight_of = |thread: usize| share(args.in_flight as u64, threads, thread) as usize;

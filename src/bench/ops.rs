@@ -75,6 +75,28 @@ fn failed(kind: &str, message: String) -> Checked {
 }
 
 impl CorekvOps {
+    /// The requests and checks of a run over `keys` keys named `prefix` + index (padded
+    /// to `key_bytes`), with `value_bytes` values; `filled` says whether keys `0..keys`
+    /// were written before the run.
+    pub fn new(
+        prefix: &[u8],
+        key_bytes: usize,
+        value_bytes: usize,
+        serializable: bool,
+        keys: u64,
+        filled: bool,
+    ) -> CorekvOps {
+        let keys_format = KeyFormat::new(prefix, key_bytes);
+        CorekvOps {
+            append_keys: keys_format.namespace(b"append-"),
+            keys: keys_format,
+            values: ValueFormat { value_bytes },
+            serializable,
+            filled: if filled { keys } else { 0 },
+            first_insert: keys,
+        }
+    }
+
     fn name(&self, index: u64) -> String {
         String::from_utf8_lossy(&self.keys.key(index)).into_owned()
     }

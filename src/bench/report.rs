@@ -84,19 +84,9 @@ pub struct FillReport {
 /// The whole run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// "corekv", or the system a load generator drove.
-    pub system: String,
-    pub workload: String,
-    pub distribution: String,
-    pub keys: u64,
-    pub key_bytes: usize,
-    pub value_bytes: usize,
-    pub in_flight: usize,
-    pub connections: usize,
-    pub threads: usize,
-    /// Open loop: the operations per second asked for.
-    pub rate_per_second: Option<f64>,
-    pub serializable: bool,
+    /// What was run; its fields sit at the top level of the JSON.
+    #[serde(flatten)]
+    pub run: RunDescription,
     pub fill: Option<FillReport>,
     /// Seconds measured: from the end of the warm-up to the last completion.
     pub elapsed_seconds: f64,
@@ -119,8 +109,9 @@ pub struct Report {
 }
 
 /// What a report says about its run, apart from the measurements.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunDescription {
+    /// "corekv", or the system a load generator drove.
     pub system: String,
     pub workload: String,
     pub distribution: String,
@@ -130,6 +121,7 @@ pub struct RunDescription {
     pub in_flight: usize,
     pub connections: usize,
     pub threads: usize,
+    /// Open loop: the operations per second asked for.
     pub rate_per_second: Option<f64>,
     pub serializable: bool,
 }
@@ -171,17 +163,7 @@ impl Report {
             })
             .collect();
         Report {
-            system: description.system,
-            workload: description.workload,
-            distribution: description.distribution,
-            keys: description.keys,
-            key_bytes: description.key_bytes,
-            value_bytes: description.value_bytes,
-            in_flight: description.in_flight,
-            connections: description.connections,
-            threads: description.threads,
-            rate_per_second: description.rate_per_second,
-            serializable: description.serializable,
+            run: description,
             fill: None,
             elapsed_seconds,
             ops: snapshot.ops(),
@@ -233,7 +215,7 @@ impl Report {
     /// The text summary.
     pub fn text(&self) -> String {
         let mut out = String::new();
-        let rate = match self.rate_per_second {
+        let rate = match self.run.rate_per_second {
             Some(rate) => format!("open loop at {rate:.0} ops/s"),
             None => "closed loop".to_string(),
         };
@@ -241,15 +223,15 @@ impl Report {
             out,
             "{} {}: {} keys {}, {}-byte values, {} in flight over {} connection(s) and {} \
              thread(s), {rate}{}",
-            self.system,
-            self.workload,
-            self.keys,
-            self.distribution,
-            self.value_bytes,
-            self.in_flight,
-            self.connections,
-            self.threads,
-            if self.serializable {
+            self.run.system,
+            self.run.workload,
+            self.run.keys,
+            self.run.distribution,
+            self.run.value_bytes,
+            self.run.in_flight,
+            self.run.connections,
+            self.run.threads,
+            if self.run.serializable {
                 ", serializable reads"
             } else {
                 ""
@@ -319,7 +301,7 @@ impl Report {
                 }
             }
         }
-        if self.rate_per_second.is_some() {
+        if self.run.rate_per_second.is_some() {
             let _ = writeln!(
                 out,
                 "late starts: {} (over 1 ms past their scheduled time: every slot busy, or \

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use corekv::bench::cpu::{clock_ticks_per_second, CpuMeter};
-use corekv::bench::keys::{Distribution, KeyFormat, ValueFormat};
+use corekv::bench::keys::Distribution;
 use corekv::bench::ops::{Checked, CorekvOps, Stage};
 use corekv::bench::recorder::Recorder;
 use corekv::bench::report::{
@@ -367,6 +367,21 @@ async fn report_progress(
     Ok((intervals, elapsed))
 }
 
+/// What load task `task` owns: a client of its own (a clone sharing its channel) and
+/// shares of the checks and the recorder.
+fn task_parts(
+    clients: &[KvClient],
+    ops: &Arc<CorekvOps>,
+    recorder: &Arc<Recorder>,
+    task: usize,
+) -> (KvClient, Arc<CorekvOps>, Arc<Recorder>) {
+    (
+        clients[task % clients.len()].clone(),
+        Arc::clone(ops),
+        Arc::clone(recorder),
+    )
+}
+
 async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
     if arguments.workload == Workload::Append {
         bail!("etcd has no append");
@@ -381,19 +396,16 @@ async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
         bail!("--keys and --scan-length must be positive");
     }
     let clients = connect(&arguments.endpoints, arguments.connections).await?;
-    let keys = KeyFormat::new(arguments.key_prefix.as_bytes(), arguments.key_bytes);
     let needs_keys = arguments.workload.reads_existing_keys() && !arguments.no_fill;
     let fill = needs_keys && !arguments.assume_filled;
-    let ops = Arc::new(CorekvOps {
-        append_keys: keys.namespace(b"append-"),
-        keys,
-        values: ValueFormat {
-            value_bytes: arguments.value_bytes,
-        },
-        serializable: arguments.serializable,
-        filled: if needs_keys { arguments.keys } else { 0 },
-        first_insert: arguments.keys,
-    });
+    let ops = Arc::new(CorekvOps::new(
+        arguments.key_prefix.as_bytes(),
+        arguments.key_bytes,
+        arguments.value_bytes,
+        arguments.serializable,
+        arguments.keys,
+        needs_keys,
+    ));
     let in_flight = arguments.in_flight;
 
     let mut fill_report = None;
@@ -402,11 +414,7 @@ async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
         let start = Instant::now();
         let tasks = (0..in_flight)
             .map(|task| {
-                let (mut client, ops, recorder) = (
-                    clients[task % clients.len()].clone(),
-                    ops.clone(),
-                    recorder.clone(),
-                );
+                let (mut client, ops, recorder) = task_parts(&clients, &ops, &recorder, task);
                 let keys = arguments.keys;
                 tokio::spawn(async move {
                     let mut index = task as u64;
@@ -447,11 +455,7 @@ async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
     let end = start + arguments.warmup + arguments.duration;
     let tasks = (0..in_flight)
         .map(|task| {
-            let (mut client, ops, recorder) = (
-                clients[task % clients.len()].clone(),
-                ops.clone(),
-                recorder.clone(),
-            );
+            let (mut client, ops, recorder) = task_parts(&clients, &ops, &recorder, task);
             let seed = arguments
                 .seed
                 .wrapping_mul(1_000_003)
@@ -516,9 +520,9 @@ async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
 fn table(reports: &[Report]) -> String {
     let mut rows: BTreeMap<(String, usize), BTreeMap<String, &Report>> = BTreeMap::new();
     for report in reports {
-        rows.entry((report.workload.clone(), report.in_flight))
+        rows.entry((report.run.workload.clone(), report.run.in_flight))
             .or_default()
-            .insert(report.system.clone(), report);
+            .insert(report.run.system.clone(), report);
     }
     let mut out = String::new();
     out.push_str(&format!(
