@@ -620,3 +620,43 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corekv::bench::recorder::Outcome;
+
+    fn report(system: &str, micros: u64, ops: u64) -> Report {
+        let recorder = Recorder::new();
+        for _ in 0..ops {
+            recorder.success(OpKind::Put, Duration::from_micros(micros), Outcome::Ok);
+        }
+        let description = RunDescription {
+            system: system.to_string(),
+            workload: "put".to_string(),
+            distribution: "uniform".to_string(),
+            keys: 10,
+            key_bytes: 0,
+            value_bytes: 8,
+            in_flight: 64,
+            connections: 1,
+            threads: 1,
+            rate_per_second: None,
+            serializable: false,
+        };
+        Report::new(description, &recorder.snapshot(), 1.0, Vec::new())
+    }
+
+    // One row per workload and in-flight count, corekv beside etcd, with the ratios.
+    #[test]
+    fn table_puts_the_systems_side_by_side() {
+        let text = table(&[report("etcd", 4000, 100), report("corekv", 1000, 300)]);
+        let row = text
+            .lines()
+            .find(|line| line.starts_with("put"))
+            .expect("a put row");
+        assert!(row.contains("3.00x"), "{row}");
+        assert!(row.contains(" 300 ") && row.contains(" 100 "), "{row}");
+        assert!(row.contains("0.25x"), "{row}");
+    }
+}
