@@ -12,7 +12,8 @@
 //! | `latency.rs`  | the histogram layout and quantiles shared with the benches       |
 //! | `recorder.rs` | shared atomic counts and histograms, errors by kind              |
 //! | `cpu.rs`      | processes' CPU from `/proc/<pid>/stat`                           |
-//! | `report.rs`   | the report (text, JSON), the progress line                       |
+//! | `report.rs`   | the report (text, JSON)                                          |
+//! | `progress.rs` | the run cut into one-second intervals, the progress line         |
 //! | `plot.rs`     | throughput and p99 over time as SVG                              |
 //!
 //! A run: connect `--connections` SDK clients; wait until every group answers a
@@ -32,12 +33,12 @@ pub mod keys;
 pub mod latency;
 pub mod ops;
 pub mod plot;
+pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod schedule;
 pub mod workload;
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ use cpu::{clock_ticks_per_second, CpuMeter};
 use driver::{Completion, Next, Source, Start};
 use keys::{Distribution, KEYS_MAX};
 use ops::{Checked, CorekvOps, Stage};
+use progress::{Intervals, Progress};
 use recorder::{Recorder, LATE_START};
 use report::{CpuReport, FillReport, IntervalReport, Report, RunDescription};
 use schedule::{Due, Limit, Schedule};
@@ -81,11 +83,6 @@ pub const VALUE_BYTES_MAX: usize = 64 << 20;
 /// Longest key asked for (`--key-bytes`); the server's own bound is lower by default,
 /// so a longer key is a way to see refusals counted as errors.
 pub const KEY_BYTES_MAX: usize = 1 << 20;
-/// Progress intervals kept for the report and the plot (a day of seconds); later ones
-/// are printed but not kept.
-pub const INTERVALS_MAX: usize = 24 * 60 * 60;
-/// How often the progress line is printed and an interval recorded.
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the main thread looks whether the load threads are done.
 const FINISH_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How often `--wait-ready` asks again.
@@ -499,43 +496,8 @@ fn server_pids(args: &BenchArgs) -> Result<Vec<u32>, BenchError> {
     Ok(pids)
 }
 
-/// Where the progress line goes: rewritten in place on a terminal, a line per interval
-/// otherwise (a log keeps them all).
-struct Progress {
-    enabled: bool,
-    terminal: bool,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Progress {
-        Progress {
-            enabled: !quiet,
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn show(&self, line: &str) {
-        if !self.enabled {
-            return;
-        }
-        let mut stderr = std::io::stderr().lock();
-        let _ = if self.terminal {
-            write!(stderr, "\r{line}\x1b[K")
-        } else {
-            writeln!(stderr, "{line}")
-        };
-        let _ = stderr.flush();
-    }
-
-    fn finish(&self) {
-        if self.enabled && self.terminal {
-            let _ = writeln!(std::io::stderr());
-        }
-    }
-}
-
 /// Runs `sources` (one per thread, with its client and in-flight share) to the end while
-/// the main thread prints progress every [`PROGRESS_INTERVAL`]. Recording starts after
+/// the main thread prints progress every [`progress::PROGRESS_INTERVAL`]. Recording starts after
 /// `warmup`; returns the intervals and the measured seconds (to the last thread's end).
 fn run_threads(
     clients: &[Client],
@@ -543,7 +505,6 @@ fn run_threads(
     recorder: &Recorder,
     warmup: Duration,
     progress: &Progress,
-    label: &str,
     mut on_measure_start: impl FnMut(),
 ) -> (Vec<IntervalReport>, f64) {
     let last_end = Mutex::new(Instant::now());
@@ -571,49 +532,22 @@ fn run_threads(
         recorder.set_recording(true);
         on_measure_start();
         let measure_start = Instant::now();
-        let mut intervals = Vec::new();
-        let mut previous = recorder.snapshot();
-        let mut interval_start = measure_start;
-        let mut next_tick = measure_start + PROGRESS_INTERVAL;
+        let mut intervals = Intervals::new(recorder, measure_start);
         loop {
             let done = finished();
-            let now = Instant::now();
-            if now >= next_tick || done {
-                let snapshot = recorder.snapshot();
-                let seconds = (now - interval_start).as_secs_f64().max(1e-9);
-                let ops = snapshot.ops() - previous.ops();
-                let interval = IntervalReport {
-                    end_seconds: (now - measure_start).as_secs_f64(),
-                    ops,
-                    ops_per_second: ops as f64 / seconds,
-                    p99_us: latency::quantiles_of(&snapshot.latencies_since(&previous), &[0.99])[0],
-                    errors: snapshot.error_count() - previous.error_count(),
-                };
-                // A last sliver of an interval would show and plot as noise: keep it
-                // only when it is at least a tenth of an interval long.
-                let keep = !done || seconds >= PROGRESS_INTERVAL.as_secs_f64() / 10.0;
-                if keep {
-                    progress.show(&format!(
-                        "{label} {}",
-                        report::progress_line(&interval, snapshot.ops(), snapshot.error_count())
-                    ));
-                    if intervals.len() < INTERVALS_MAX {
-                        intervals.push(interval);
-                    }
-                }
-                previous = snapshot;
-                interval_start = now;
-                next_tick = now + PROGRESS_INTERVAL;
-            }
+            intervals.tick(recorder, Instant::now(), done, progress);
             if done {
                 break;
             }
-            std::thread::sleep(FINISH_POLL_INTERVAL.min(next_tick.saturating_duration_since(now)));
+            let until_tick = intervals
+                .next_end()
+                .saturating_duration_since(Instant::now());
+            std::thread::sleep(FINISH_POLL_INTERVAL.min(until_tick));
         }
         progress.finish();
         let end = *last_end.lock().unwrap_or_else(PoisonError::into_inner);
         (
-            intervals,
+            intervals.into_reports(),
             end.saturating_duration_since(measure_start).as_secs_f64(),
         )
     })
@@ -645,7 +579,6 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         args.keys,
         needs_keys,
     );
-    let progress = Progress::new(args.quiet);
     let thread_client = |thread: usize| thread % clients.len();
     let in_flight_of = |thread: usize| share(args.in_flight as u64, threads, thread) as usize;
 
@@ -673,8 +606,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             sources,
             &fill_recorder,
             Duration::ZERO,
-            &progress,
-            "fill",
+            &Progress::new(args.quiet, "fill"),
             || {},
         );
         let snapshot = fill_recorder.snapshot();
@@ -737,8 +669,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         sources,
         &recorder,
         args.warmup,
-        &progress,
-        args.workload.name(),
+        &Progress::new(args.quiet, args.workload.name()),
         || {
             let servers = CpuMeter::start(pids.iter().map(u32::to_string).collect(), ticks);
             let generator = CpuMeter::start(vec!["self".to_string()], ticks);

@@ -33,8 +33,9 @@ pub enum Outcome {
     /// its read and its transaction. A correct answer, so it counts as throughput, and it
     /// is reported apart.
     Conflict,
-    /// A serializable read that did not (yet) see a key: allowed for a possibly stale
-    /// read, reported apart.
+    /// A read that found no key where none need be: a key nobody wrote (`--no-fill`),
+    /// or a serializable read from a replica that has not seen the write yet. Reported
+    /// apart.
     NotFound,
 }
 

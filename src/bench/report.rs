@@ -1,5 +1,5 @@
 //! What a run reports: the [`Report`] (written as JSON with `--json`, read back by the
-//! scripts' tables), the text summary, and the progress line printed while it runs.
+//! scripts' tables) and its text summary.
 //! The etcd load generator (`tools/etcd-load/`) writes the same report, so one table
 //! can put both systems side by side.
 
@@ -36,7 +36,7 @@ pub struct OperationReport {
     pub errors: u64,
     /// Read-modify-writes that lost their compare to another writer (correct answers).
     pub conflicts: u64,
-    /// Serializable reads that did not find a key (a possibly stale replica).
+    /// Reads that found no key where none need be (see `recorder::Outcome::NotFound`).
     pub not_found: u64,
     pub latency_us: LatencyReport,
 }
@@ -285,7 +285,7 @@ impl Report {
             if operation.not_found > 0 {
                 let _ = writeln!(
                     out,
-                    "        {} serializable reads found no key (a stale replica)",
+                    "        {} reads found no key (never written, or a stale serializable read)",
                     operation.not_found
                 );
             }
@@ -331,19 +331,6 @@ impl Report {
 /// Microseconds as milliseconds with two decimals.
 pub fn milliseconds(micros: u64) -> String {
     format!("{:.2}", micros as f64 / 1000.0)
-}
-
-/// The progress line of an interval, with the totals so far.
-pub fn progress_line(interval: &IntervalReport, total_ops: u64, total_errors: u64) -> String {
-    format!(
-        "[{:>6.1} s] {:>9.0} ops/s  p99 {:>8} ms  errors {:>5}  total {} ops, {} errors",
-        interval.end_seconds,
-        interval.ops_per_second,
-        milliseconds(interval.p99_us),
-        interval.errors,
-        total_ops,
-        total_errors
-    )
 }
 
 #[cfg(test)]

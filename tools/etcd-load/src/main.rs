@@ -23,12 +23,13 @@ use clap::{Parser, Subcommand};
 use corekv::bench::cpu::{clock_ticks_per_second, CpuMeter};
 use corekv::bench::keys::Distribution;
 use corekv::bench::ops::{Checked, CorekvOps, Stage};
+use corekv::bench::parse_bench_duration;
+use corekv::bench::progress::{Intervals, Progress};
 use corekv::bench::recorder::Recorder;
 use corekv::bench::report::{
-    milliseconds, progress_line, CpuReport, FillReport, IntervalReport, Report, RunDescription,
+    milliseconds, CpuReport, FillReport, IntervalReport, Report, RunDescription,
 };
 use corekv::bench::workload::{InsertCounter, OpKind, PlanOptions, Planned, Planner, Workload};
-use corekv::bench::{parse_bench_duration, PROGRESS_INTERVAL};
 use corekv::kv;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
 
@@ -316,55 +317,29 @@ async fn connect(endpoints: &[String], count: usize) -> anyhow::Result<Vec<KvCli
     Ok(clients)
 }
 
-/// Prints progress every interval until `done` tasks all finished; returns the
-/// intervals and the seconds from `measure_start` to the end.
+/// Prints progress every interval until the `tasks` all finished; returns the intervals
+/// and the seconds from `measure_start` to the end.
 async fn report_progress(
     recorder: &Recorder,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     measure_start: Instant,
-    label: &str,
-    quiet: bool,
+    progress: &Progress,
 ) -> anyhow::Result<(Vec<IntervalReport>, f64)> {
-    let mut intervals = Vec::new();
-    let mut previous = recorder.snapshot();
-    let mut interval_start = Instant::now();
+    let mut intervals = Intervals::new(recorder, measure_start);
     loop {
         let done = tasks.iter().all(|task| task.is_finished());
-        let now = Instant::now();
-        if now - interval_start >= PROGRESS_INTERVAL || done {
-            let snapshot = recorder.snapshot();
-            let seconds = (now - interval_start).as_secs_f64().max(1e-9);
-            let ops = snapshot.ops() - previous.ops();
-            let interval = IntervalReport {
-                end_seconds: now.saturating_duration_since(measure_start).as_secs_f64(),
-                ops,
-                ops_per_second: ops as f64 / seconds,
-                p99_us: corekv::bench::latency::quantiles_of(
-                    &snapshot.latencies_since(&previous),
-                    &[0.99],
-                )[0],
-                errors: snapshot.error_count() - previous.error_count(),
-            };
-            if !done || seconds >= PROGRESS_INTERVAL.as_secs_f64() / 10.0 {
-                if !quiet {
-                    let line = progress_line(&interval, snapshot.ops(), snapshot.error_count());
-                    eprintln!("{label} {line}");
-                }
-                intervals.push(interval);
-            }
-            previous = snapshot;
-            interval_start = now;
-        }
+        intervals.tick(recorder, Instant::now(), done, progress);
         if done {
             break;
         }
         tokio::time::sleep(FINISH_POLL_INTERVAL).await;
     }
+    progress.finish();
     for task in tasks {
         task.await.context("a load task panicked")?;
     }
     let elapsed = measure_start.elapsed().as_secs_f64();
-    Ok((intervals, elapsed))
+    Ok((intervals.into_reports(), elapsed))
 }
 
 /// What load task `task` owns: a client of its own (a clone sharing its channel) and
@@ -430,7 +405,8 @@ async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
                 })
             })
             .collect();
-        report_progress(&recorder, tasks, start, "fill", arguments.quiet).await?;
+        let progress = Progress::new(arguments.quiet, "fill");
+        report_progress(&recorder, tasks, start, &progress).await?;
         fill_report = Some(FillReport {
             keys: arguments.keys,
             seconds: start.elapsed().as_secs_f64(),
@@ -483,9 +459,8 @@ async fn run(arguments: RunArguments) -> anyhow::Result<Report> {
     );
     let generator = CpuMeter::start(vec!["self".to_string()], ticks);
     let measure_start = Instant::now();
-    let label = arguments.workload.name();
-    let (intervals, elapsed) =
-        report_progress(&recorder, tasks, measure_start, label, arguments.quiet).await?;
+    let progress = Progress::new(arguments.quiet, arguments.workload.name());
+    let (intervals, elapsed) = report_progress(&recorder, tasks, measure_start, &progress).await?;
     let description = RunDescription {
         system: "etcd".to_string(),
         workload: arguments.workload.name().to_string(),
