@@ -1,65 +1,62 @@
-//! End-to-end throughput and latency of a 3-node corekv cluster, with a 3-member etcd
-//! cluster loaded the same way in the same run as the reference.
+//! End-to-end throughput and latency of a 3-node corekv cluster, with a baseline build
+//! loaded the same way in the same run as the reference when one is given.
 //!
-//! Both clusters run on loopback from fresh data directories with fsync on. Each system
-//! is first filled (every key written once), then loaded for every client count and
-//! phase: durable puts over the keyspace, linearizable gets, and a 70/30 put/get mix.
-//! Each phase warms up, then measures for a fixed time; only the operations that
-//! complete inside the window count. Every response is checked: a failed put, a failed
-//! get, and a get that does not return the value the fill wrote are errors, counted
-//! apart and never as throughput. The report gives ops/s, p50/p99/p999 latency, errors,
-//! and the CPU the servers (`srv`) and this load generator (`gen`) used, as cores busy on
+//! The cluster runs on loopback from fresh data directories with fsync on. It is first
+//! filled (every key written once), then loaded for every client count and phase:
+//! durable puts over the keyspace, linearizable gets, and a 70/30 put/get mix. Each
+//! phase warms up, then measures for a fixed time; only the operations that complete
+//! inside the window count. Every response is checked: a failed put, a failed get, and
+//! a get that does not return the value the fill wrote are errors, counted apart and
+//! never as throughput. The report gives ops/s, p50/p99/p999 latency, errors, and the
+//! CPU the servers (`srv`) and this load generator (`gen`) used, as cores busy on
 //! average and as CPU microseconds per operation (the machine has few cores, the servers
 //! and the generator share them, and other work may too: CPU per operation says more
-//! than ops/s on a busy machine), then the ratio corekv/etcd per phase and the goals.
+//! than ops/s on a busy machine), then the ratio corekv/baseline per phase and the goals.
 //!
 //! `--clients` is the number of operations in flight in total (a closed loop: each one
 //! that completes is followed at once by the next).
 //!
 //! corekv is reached through the SDK (`corekv::client::Client`) by a few generator
-//! threads (`--generator-threads`, default 2), which split the clients between them: each
-//! keeps its share of operations in flight with `Client::start_tagged`, all tagged into
-//! one completion queue of its own, and sleeps on that queue until some operation has
-//! news. It then moves on exactly the tagged operations (`Pending::is_ready`); each one
-//! that is done is checked, its latency is recorded from just before its start to the
-//! moment its completion is observed, and the next operation is started in its place;
-//! the operations started after one wake-up are written together (`Client::batch`, one
-//! system call per connection).
-//! Completions are harvested in the order they arrive, not oldest first, so a fast
-//! answer is never held behind a slow one. Every 5 ms (`GENERATOR_SWEEP_INTERVAL`) a
-//! thread also moves on the operations whose retry pause or attempt wait has ended
-//! (`Pending::poll_at`): those raise no tag. `--threads-per-sdk-client` generator threads share one `Client` (its
-//! pipelined connections, one per node); its session pool is sized so every write in
-//! flight holds its own session. The fill runs the same way.
+//! threads (`--generator-threads`, default 2), which split the clients between them:
+//! each runs `corekv::bench::driver` (the pipelined driver `corekv bench` uses too),
+//! which keeps its share of operations in flight with `Client::start_tagged`, sleeps on
+//! one completion queue until some operation has news, moves on exactly the tagged
+//! operations, and writes the operations started after one wake-up together
+//! (`Client::batch`). A latency is recorded from just before an operation's start to the
+//! moment its completion is observed. `--threads-per-sdk-client` generator threads share
+//! one `Client` (its pipelined connections, one per node); its session pool is sized so
+//! every write in flight holds its own session. The fill runs the same way.
 //!
-//! etcd is reached through its v3 JSON gateway with a minimal HTTP/1.1 keep-alive client
-//! below: one thread per client, one operation at a time, one connection per thread
-//! spread over the members (HTTP/1.1 cannot pipeline usefully), keys and values
-//! base64-encoded as the gateway wants; a response counts only when it is a 200 that
-//! carries a header revision (and, for a get, the value).
+//! etcd is no longer loaded here: the comparison with etcd goes over etcd's native gRPC
+//! API with a pipelined async client, which needs tokio, tonic and protoc, so it lives in
+//! `tools/bench-vs-etcd.sh` (and its `tools/etcd-load/` crate) outside this crate's build.
+//! The JSON gateway client this bench had understated etcd (one blocking HTTP/1.1 call
+//! per thread).
 //!
 //! Run: `cargo bench --bench cluster` (builds the release `corekv` binary, which the
-//! bench starts from `target/release/corekv`), or `tools/bench-cluster.sh`, which
-//! installs etcd first when it is missing. Options after `--`, e.g.
-//! `cargo bench --bench cluster -- --clients 64 --seconds 5 --systems corekv`.
-//! Without an `etcd` executable the bench says so and reports corekv alone.
+//! bench starts from `target/release/corekv`), or `tools/bench-cluster.sh`. Options
+//! after `--`, e.g. `cargo bench --bench cluster -- --clients 64 --seconds 5`; compare
+//! with the build before a change with `--baseline-binary` (`tools/build-baseline.sh`)
+//! and `--rounds`.
 
 #[path = "support/latency.rs"]
 mod latency;
 
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use corekv::bench::cpu::{clock_ticks_per_second, cpu_seconds};
+use corekv::bench::driver::{self, Completion, Next, Source, Start};
+use corekv::bench::keys::Rng;
+use corekv::bench::share;
 use corekv::client::{
-    Batch, Client, ClientError, ClientOptions, Completions, Pending, IN_FLIGHT_MAX_DEFAULT,
-    SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
+    Client, ClientError, ClientOptions, IN_FLIGHT_MAX_DEFAULT, SESSIONS_CEILING,
+    SESSIONS_MAX_DEFAULT,
 };
 use corekv::kv::{self, OpResponse, RangeRequest};
 use histogram::Histogram;
@@ -87,17 +84,6 @@ const LOG_TAIL_LINES: usize = 20;
 /// Ports tried from the base port when looking for free ones.
 const PORT_SEARCH_SPAN: u16 = 2000;
 /// How often a corekv generator thread moves on every operation it holds, for the retry
-/// pauses and attempt timeouts that raise no completion tag.
-const GENERATOR_SWEEP_INTERVAL: Duration = Duration::from_millis(5);
-
-/// HTTP: the largest response head and body accepted from the etcd gateway.
-const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;
-const HTTP_BODY_BYTES_MAX: usize = 1 << 20;
-/// Bytes asked of the socket per read.
-const HTTP_READ_CHUNK_BYTES: usize = 16 * 1024;
-/// No single request to etcd may take longer than this (it then counts as an error).
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Parser)]
 struct Arguments {
@@ -107,8 +93,8 @@ struct Arguments {
     /// Seconds each phase runs before it is measured.
     #[arg(long, default_value_t = 3.0)]
     warmup_seconds: f64,
-    /// Operations in flight in total, one run per count (corekv: split over the
-    /// generator threads; etcd: one thread per client).
+    /// Operations in flight in total, one run per count, split over the generator
+    /// threads.
     #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256])]
     clients: Vec<usize>,
     /// corekv generator threads, each keeping its share of the clients' operations in
@@ -124,9 +110,6 @@ struct Arguments {
     /// Bytes of every value.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
-    /// Which systems to load.
-    #[arg(long, value_enum, default_value_t = Systems::Both)]
-    systems: Systems,
     /// corekv shards per node (the three nodes share this machine's cores).
     #[arg(long, default_value_t = 1)]
     shards: u32,
@@ -153,10 +136,7 @@ struct Arguments {
     /// reports its best round.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// The etcd executable.
-    #[arg(long, default_value = "etcd")]
-    etcd_binary: PathBuf,
-    /// First port tried for the clusters' listeners.
+    /// First port tried for the cluster's listeners.
     #[arg(long, default_value_t = 27_000)]
     base_port: u16,
     /// Skip the fill (the get phase then counts missing keys as errors).
@@ -187,71 +167,13 @@ impl Phase {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Systems {
-    Corekv,
-    Etcd,
-    Both,
-}
-
-// ---------------------------------------------------------------------------------------
-// What one client thread does, for either system
-// ---------------------------------------------------------------------------------------
-
-/// One client thread's view of a system: one operation at a time.
-trait Worker {
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
-    /// Reads `key` linearizably and checks that it holds `expected`.
-    fn get(&mut self, key: &[u8], expected: &[u8]) -> Result<(), String>;
-}
-
-/// How one load thread drives a system.
-enum Driver<'a> {
-    /// One blocking operation at a time.
-    Blocking(Box<dyn Worker + 'a>),
-    /// Many operations in flight through a shared SDK client.
-    Pipelined(&'a Client),
-}
-
-/// A system under load: hands out drivers and names its processes.
-trait System: Sync {
-    fn name(&self) -> &'static str;
-    /// Threads that keep `clients` operations in flight.
-    fn threads_for(&self, clients: usize) -> usize;
-    fn driver(&self, thread: usize) -> Driver<'_>;
-    fn pids(&self) -> Vec<u32>;
-    /// Fails when a member process has exited.
-    fn check_alive(&self) -> Result<(), String>;
-}
-
 fn key_of(index: u64) -> Vec<u8> {
     format!("bench-{index:08}").into_bytes()
 }
 
-/// A small, fast generator for key choices (xorshift64*); quality is not a concern.
-#[derive(Debug)]
-struct KeyChooser {
-    state: u64,
-}
-
-impl KeyChooser {
-    fn new(seed: u64) -> KeyChooser {
-        KeyChooser {
-            state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
-        }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
+// ---------------------------------------------------------------------------------------
+// Phases and their measurement
+// ---------------------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------------------
 // Phases and their measurement
@@ -302,61 +224,27 @@ struct PhaseResult {
     generator_cores: f64,
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times.
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User plus system CPU seconds a process has used so far (0 when it cannot be read).
-fn cpu_seconds(pid: &str, ticks_per_second: f64) -> f64 {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // The command name may contain spaces; the fields after it do not. After the ')',
-    // field 3 (state) comes first, so utime (field 14) and stime (15) are at 11 and 12.
-    let Some((_, rest)) = text.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&index| {
-            fields
-                .get(index)
-                .and_then(|field| field.parse::<f64>().ok())
-        })
-        .sum();
-    ticks / ticks_per_second
-}
-
-/// CPU seconds of the system's processes and of this process.
-fn cpu_sample(system: &dyn System, ticks_per_second: f64) -> (f64, f64) {
-    let servers = system
+/// CPU seconds of the cluster's processes and of this process.
+fn cpu_sample(corekv: &Corekv, ticks_per_second: f64) -> (f64, f64) {
+    let servers = corekv
+        .processes
         .pids()
         .iter()
-        .map(|pid| cpu_seconds(&pid.to_string(), ticks_per_second))
+        .filter_map(|pid| cpu_seconds(&pid.to_string(), ticks_per_second))
         .sum();
-    (servers, cpu_seconds("self", ticks_per_second))
+    (
+        servers,
+        cpu_seconds("self", ticks_per_second).unwrap_or(0.0),
+    )
 }
 
 /// The operation mix of a phase: true for a put.
-fn is_put(phase: Phase, chooser: &mut KeyChooser) -> bool {
+fn is_put(phase: Phase, rng: &mut Rng) -> bool {
     match phase {
         Phase::Put => true,
         Phase::Get => false,
-        Phase::Mix => chooser.below(100) < MIX_PUT_PERCENT,
+        Phase::Mix => rng.below(100) < MIX_PUT_PERCENT,
     }
-}
-
-/// The share of `clients` operations in flight that thread `thread` of `threads` keeps.
-fn share(clients: usize, threads: usize, thread: usize) -> usize {
-    clients / threads + usize::from(thread < clients % threads)
 }
 
 /// Checks a corekv answer: a put must succeed, a get must return `expected` at `key`.
@@ -385,116 +273,32 @@ fn check_corekv(
     }
 }
 
-/// One corekv operation in flight in a generator thread.
-struct InFlight<'c> {
-    pending: Pending<'c>,
+/// An operation in flight: its key, whether it puts, and when it started.
+struct InFlight {
     key: Vec<u8>,
     put: bool,
     started: Instant,
 }
 
-/// One generator thread's operations: a fixed number of slots, each holding at most one
-/// operation, whose index is its tag in the thread's completion queue. The operations
-/// started after one wake-up go out together (`Batch`): one write per connection.
-struct Generator<'c, 'v> {
-    batch: Batch<'c>,
+/// A generator thread's operations for `corekv::bench::driver`: `next` hands out the
+/// key and whether to put, `finished` gets each operation's start, the moment its
+/// completion was observed, and its checked outcome.
+struct PhaseSource<'v, N, F> {
     value: &'v [u8],
-    completions: Arc<Completions>,
-    slots: Vec<Option<InFlight<'c>>>,
-    /// Slots holding an operation.
-    active: usize,
-    /// `next` has no more operations to hand out.
-    exhausted: bool,
+    next: N,
+    finished: F,
 }
 
-impl<'c, 'v> Generator<'c, 'v> {
-    /// Keeps up to `in_flight` operations going through `client` until `next` hands out
-    /// no more (it returns the key and whether to put) and every operation started has
-    /// completed. `finished` gets each operation's start, the moment its completion was
-    /// observed, and its checked outcome.
-    fn run(
-        client: &'c Client,
-        in_flight: usize,
-        value: &'v [u8],
-        mut next: impl FnMut() -> Option<(Vec<u8>, bool)>,
-        mut finished: impl FnMut(Instant, Instant, Result<(), String>),
-    ) {
-        let completions = Completions::new(in_flight).expect("a positive share of clients");
-        let mut generator = Generator {
-            batch: client.batch(),
-            value,
-            completions: Arc::new(completions),
-            slots: (0..in_flight).map(|_| None).collect(),
-            active: 0,
-            exhausted: false,
-        };
-        for slot in 0..in_flight {
-            generator.refill(slot, &mut next, &mut finished);
-        }
-        generator.batch.flush();
-        let mut tags = Vec::with_capacity(in_flight);
-        let mut next_sweep = Instant::now() + GENERATOR_SWEEP_INTERVAL;
-        while generator.active > 0 || !generator.exhausted {
-            tags.clear();
-            generator.completions.wait_until(next_sweep, &mut tags);
-            let now = Instant::now();
-            if now >= next_sweep {
-                next_sweep = now + GENERATOR_SWEEP_INTERVAL;
-                // Only the operations whose pause or attempt wait has ended, and empty
-                // slots, whose start failed: polling every answer channel would cost a
-                // cache miss each.
-                let due = generator.slots.iter().enumerate().filter(|(_, slot)| {
-                    slot.as_ref()
-                        .and_then(|operation| operation.pending.poll_at())
-                        .is_none_or(|poll_at| poll_at <= now)
-                });
-                tags.extend(due.map(|(slot, _)| slot as u64));
-            }
-            for &tag in &tags {
-                generator.harvest(tag as usize, &mut next, &mut finished);
-            }
-            generator.batch.flush();
-        }
-    }
+impl<N, F> Source for PhaseSource<'_, N, F>
+where
+    N: FnMut() -> Option<(Vec<u8>, bool)>,
+    F: FnMut(Instant, Instant, Result<(), String>),
+{
+    type Context = InFlight;
 
-    /// Takes the slot's operation when it is done (or fills an empty slot).
-    fn harvest(
-        &mut self,
-        slot: usize,
-        next: &mut impl FnMut() -> Option<(Vec<u8>, bool)>,
-        finished: &mut impl FnMut(Instant, Instant, Result<(), String>),
-    ) {
-        // A slot whose start failed is filled again; a stale tag, or an operation that
-        // went on to a retry, leaves its slot alone.
-        if let Some(operation) = &mut self.slots[slot] {
-            if !operation.pending.is_ready() {
-                return;
-            }
-        }
-        if let Some(operation) = self.slots[slot].take() {
-            self.active -= 1;
-            let result = operation.pending.wait();
-            let done = Instant::now();
-            let checked = check_corekv(&operation.key, operation.put, self.value, result);
-            finished(operation.started, done, checked);
-        }
-        self.refill(slot, next, finished);
-    }
-
-    /// Starts the next operation in an empty slot, unless `next` has none.
-    fn refill(
-        &mut self,
-        slot: usize,
-        next: &mut impl FnMut() -> Option<(Vec<u8>, bool)>,
-        finished: &mut impl FnMut(Instant, Instant, Result<(), String>),
-    ) {
-        debug_assert!(self.slots[slot].is_none());
-        if self.exhausted {
-            return;
-        }
-        let Some((key, put)) = next() else {
-            self.exhausted = true;
-            return;
+    fn next(&mut self, _now: Instant) -> Next<InFlight> {
+        let Some((key, put)) = (self.next)() else {
+            return Next::Exhausted;
         };
         let op = if put {
             kv::Op::Put(kv::PutRequest {
@@ -505,29 +309,49 @@ impl<'c, 'v> Generator<'c, 'v> {
         } else {
             kv::Op::Range(RangeRequest::get(&key))
         };
-        let started = Instant::now();
-        match self
-            .batch
-            .start_tagged(op, false, &self.completions, slot as u64)
-        {
-            Ok(pending) => {
-                self.slots[slot] = Some(InFlight {
-                    pending,
-                    key,
-                    put,
-                    started,
-                });
-                self.active += 1;
-            }
-            // The slot stays empty until the next sweep fills it.
-            Err(error) => finished(started, Instant::now(), Err(error.to_string())),
-        }
+        Next::Start(Start {
+            op,
+            serializable: false,
+            context: InFlight {
+                key,
+                put,
+                started: Instant::now(),
+            },
+        })
     }
+
+    fn complete(
+        &mut self,
+        operation: &mut InFlight,
+        result: Result<kv::Response, ClientError>,
+    ) -> Completion {
+        let done = Instant::now();
+        let checked = check_corekv(&operation.key, operation.put, self.value, result);
+        (self.finished)(operation.started, done, checked);
+        Completion::Done
+    }
+}
+
+/// Keeps up to `in_flight` operations going through `client` until `next` hands out
+/// no more and every operation started has completed.
+fn generate(
+    client: &Client,
+    in_flight: usize,
+    value: &[u8],
+    next: impl FnMut() -> Option<(Vec<u8>, bool)>,
+    finished: impl FnMut(Instant, Instant, Result<(), String>),
+) {
+    let mut source = PhaseSource {
+        value,
+        next,
+        finished,
+    };
+    driver::drive(client, in_flight, &mut source).expect("a positive share of clients");
 }
 
 /// Runs one phase: `clients` operations in flight, warm-up, then the measured window.
 fn run_phase(
-    system: &dyn System,
+    system: &Corekv,
     phase: Phase,
     clients: usize,
     arguments: &Arguments,
@@ -547,8 +371,8 @@ fn run_phase(
             let tallies = &tallies;
             let started = &started;
             scope.spawn(move || {
-                let driver = system.driver(thread);
-                let mut chooser = KeyChooser::new(thread as u64 + 1);
+                let client = system.client_for(thread);
+                let mut rng = Rng::new(thread as u64 + 1);
                 let mut tally = ThreadTally::new();
                 barrier.wait();
                 let begin = started
@@ -557,7 +381,7 @@ fn run_phase(
                     .expect("set before release");
                 let window_start = begin + warmup;
                 let window_end = window_start + window;
-                let mut record = |sent: Instant, done: Instant, result: Result<(), String>| {
+                let record = |sent: Instant, done: Instant, result: Result<(), String>| {
                     if done < window_start || done >= window_end {
                         return;
                     }
@@ -573,33 +397,15 @@ fn run_phase(
                         Err(error) => tally.error(error),
                     }
                 };
-                match driver {
-                    Driver::Blocking(mut worker) => loop {
-                        let key = key_of(chooser.below(keys));
-                        let put = is_put(phase, &mut chooser);
-                        let sent = Instant::now();
-                        if sent >= window_end {
-                            break;
-                        }
-                        let result = if put {
-                            worker.put(&key, value)
-                        } else {
-                            worker.get(&key, value)
-                        };
-                        record(sent, Instant::now(), result);
-                    },
-                    Driver::Pipelined(client) => {
-                        let next = || {
-                            if Instant::now() >= window_end {
-                                return None;
-                            }
-                            let key = key_of(chooser.below(keys));
-                            Some((key, is_put(phase, &mut chooser)))
-                        };
-                        let in_flight = share(clients, threads, thread);
-                        Generator::run(client, in_flight, value, next, record);
+                let next = || {
+                    if Instant::now() >= window_end {
+                        return None;
                     }
-                }
+                    let key = key_of(rng.below(keys));
+                    Some((key, is_put(phase, &mut rng)))
+                };
+                let in_flight = share(clients as u64, threads, thread) as usize;
+                generate(client, in_flight, value, next, record);
                 tallies.lock().expect("tallies").push(tally);
             });
         }
@@ -645,7 +451,7 @@ fn run_phase(
 }
 
 /// Writes every key once with `clients` operations in flight; returns (puts/s, errors).
-fn fill(system: &dyn System, clients: usize, keys: u64, value: &[u8]) -> (f64, u64, Vec<String>) {
+fn fill(system: &Corekv, clients: usize, keys: u64, value: &[u8]) -> (f64, u64, Vec<String>) {
     let start = Instant::now();
     let threads = system.threads_for(clients);
     let tallies = Mutex::new(Vec::new());
@@ -664,26 +470,13 @@ fn fill(system: &dyn System, clients: usize, keys: u64, value: &[u8]) -> (f64, u
                     index += threads as u64;
                     Some(key)
                 };
-                match system.driver(thread) {
-                    Driver::Blocking(mut worker) => {
-                        while let Some(key) = next() {
-                            match worker.put(&key, value) {
-                                Ok(()) => tally.ok += 1,
-                                Err(error) => tally.error(error),
-                            }
-                        }
-                    }
-                    Driver::Pipelined(client) => {
-                        let in_flight = share(clients, threads, thread);
-                        let next = || next().map(|key| (key, true));
-                        let record =
-                            |_: Instant, _: Instant, result: Result<(), String>| match result {
-                                Ok(()) => tally.ok += 1,
-                                Err(error) => tally.error(error),
-                            };
-                        Generator::run(client, in_flight, value, next, record);
-                    }
-                }
+                let in_flight = share(clients as u64, threads, thread) as usize;
+                let next = || next().map(|key| (key, true));
+                let record = |_: Instant, _: Instant, result: Result<(), String>| match result {
+                    Ok(()) => tally.ok += 1,
+                    Err(error) => tally.error(error),
+                };
+                generate(system.client_for(thread), in_flight, value, next, record);
                 tallies.lock().expect("tallies").push(tally);
             });
         }
@@ -700,8 +493,8 @@ fn fill(system: &dyn System, clients: usize, keys: u64, value: &[u8]) -> (f64, u
     (ok as f64 / seconds, errors, samples)
 }
 
-/// Fills, then runs every client count and phase on one system.
-fn load(system: &dyn System, arguments: &Arguments, value: &[u8]) -> Vec<PhaseResult> {
+/// Fills, then runs every client count and phase on one cluster.
+fn load(system: &Corekv, arguments: &Arguments, value: &[u8]) -> Vec<PhaseResult> {
     let ticks_per_second = clock_ticks_per_second();
     let fill_clients = arguments.clients.iter().copied().max().unwrap_or(64);
     if !arguments.skip_fill {
@@ -917,22 +710,19 @@ struct Corekv {
     generator_threads: usize,
 }
 
-impl System for Corekv {
+impl Corekv {
     fn name(&self) -> &'static str {
         self.name
     }
 
+    /// Generator threads that keep `clients` operations in flight.
     fn threads_for(&self, clients: usize) -> usize {
         self.generator_threads.min(clients)
     }
 
-    fn driver(&self, thread: usize) -> Driver<'_> {
-        let client = &self.clients[(thread / self.threads_per_client) % self.clients.len()];
-        Driver::Pipelined(client)
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.processes.pids()
+    /// The SDK client generator thread `thread` drives.
+    fn client_for(&self, thread: usize) -> &Client {
+        &self.clients[(thread / self.threads_per_client) % self.clients.len()]
     }
 
     fn check_alive(&self) -> Result<(), String> {
@@ -1077,384 +867,6 @@ fn start_corekv(
 }
 
 // ---------------------------------------------------------------------------------------
-// etcd through its v3 JSON gateway
-// ---------------------------------------------------------------------------------------
-
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding, as the gateway's JSON wants bytes.
-fn base64(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let word = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for position in 0..4 {
-            if position <= chunk.len() {
-                let index = (word >> (18 - 6 * position)) & 0x3f;
-                out.push(BASE64_ALPHABET[index as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// One HTTP/1.1 keep-alive connection to one etcd member.
-#[derive(Debug)]
-struct HttpConnection {
-    address: SocketAddr,
-    stream: Option<TcpStream>,
-    buffer: Vec<u8>,
-    request: Vec<u8>,
-}
-
-/// A response: status code and body.
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    body: Vec<u8>,
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
-impl HttpConnection {
-    fn new(address: SocketAddr) -> HttpConnection {
-        HttpConnection {
-            address,
-            stream: None,
-            buffer: Vec::with_capacity(HTTP_READ_CHUNK_BYTES),
-            request: Vec::with_capacity(1024),
-        }
-    }
-
-    /// POSTs a JSON body; on any failure the connection is dropped and the next call
-    /// opens a new one.
-    fn post(&mut self, path: &str, body: &str) -> Result<HttpResponse, String> {
-        let result = self.try_post(path, body);
-        if result.is_err() {
-            self.stream = None;
-            self.buffer.clear();
-        }
-        result
-    }
-
-    fn try_post(&mut self, path: &str, body: &str) -> Result<HttpResponse, String> {
-        if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.address, HTTP_CONNECT_TIMEOUT)
-                .map_err(|error| format!("connect {}: {error}", self.address))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|error| error.to_string())?;
-            stream
-                .set_read_timeout(Some(HTTP_TIMEOUT))
-                .map_err(|error| error.to_string())?;
-            stream
-                .set_write_timeout(Some(HTTP_TIMEOUT))
-                .map_err(|error| error.to_string())?;
-            self.stream = Some(stream);
-            self.buffer.clear();
-        }
-        self.request.clear();
-        write!(
-            self.request,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            self.address,
-            body.len()
-        )
-        .expect("writing to a vector");
-        let stream = self.stream.as_mut().expect("connected above");
-        stream
-            .write_all(&self.request)
-            .map_err(|error| format!("write: {error}"))?;
-        let head_end = loop {
-            if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
-                break at;
-            }
-            if self.buffer.len() > HTTP_HEAD_BYTES_MAX {
-                return Err("response head too long".to_string());
-            }
-            read_more(stream, &mut self.buffer)?;
-        };
-        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("bad status line `{status_line}`"))?;
-        let mut content_length = None;
-        let mut chunked = false;
-        let mut close = false;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-            match name.as_str() {
-                "content-length" => content_length = value.parse::<usize>().ok(),
-                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                "connection" => close = value.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-        self.buffer.drain(..head_end + 4);
-        let body = if chunked {
-            read_chunked(stream, &mut self.buffer)?
-        } else {
-            let length = content_length.ok_or("response has neither length nor chunks")?;
-            if length > HTTP_BODY_BYTES_MAX {
-                return Err(format!("response body of {length} bytes"));
-            }
-            while self.buffer.len() < length {
-                read_more(stream, &mut self.buffer)?;
-            }
-            self.buffer.drain(..length).collect()
-        };
-        if close {
-            self.stream = None;
-        }
-        Ok(HttpResponse { status, body })
-    }
-}
-
-fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), String> {
-    let mut chunk = [0u8; HTTP_READ_CHUNK_BYTES];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err("connection closed by etcd".to_string()),
-            Ok(read) => {
-                buffer.extend_from_slice(&chunk[..read]);
-                return Ok(());
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(format!("read: {error}")),
-        }
-    }
-}
-
-/// Reads a chunked body (`size\r\n data\r\n ... 0\r\n\r\n`, no trailers expected).
-fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = loop {
-            if let Some(at) = find(buffer, b"\r\n") {
-                break at;
-            }
-            read_more(stream, buffer)?;
-        };
-        let size_text = String::from_utf8_lossy(&buffer[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size `{size_text}`"))?;
-        if body.len() + size > HTTP_BODY_BYTES_MAX {
-            return Err("chunked body too long".to_string());
-        }
-        buffer.drain(..line_end + 2);
-        while buffer.len() < size + 2 {
-            read_more(stream, buffer)?;
-        }
-        body.extend_from_slice(&buffer[..size]);
-        buffer.drain(..size + 2);
-        if size == 0 {
-            return Ok(body);
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Etcd {
-    processes: Processes,
-    endpoints: Vec<SocketAddr>,
-}
-
-struct EtcdWorker {
-    connection: HttpConnection,
-    body: String,
-}
-
-/// True when a gateway answer carries a response header with a revision.
-fn has_revision(body: &[u8]) -> bool {
-    find(body, b"\"header\"").is_some() && find(body, b"\"revision\":\"").is_some()
-}
-
-impl EtcdWorker {
-    fn call(&mut self, path: &str) -> Result<Vec<u8>, String> {
-        let response = self.connection.post(path, &self.body)?;
-        if response.status != 200 {
-            return Err(format!(
-                "{path}: HTTP {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            ));
-        }
-        if !has_revision(&response.body) {
-            return Err(format!(
-                "{path}: no header revision in {}",
-                String::from_utf8_lossy(&response.body)
-            ));
-        }
-        Ok(response.body)
-    }
-}
-
-impl Worker for EtcdWorker {
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        self.body.clear();
-        write!(
-            self.body,
-            "{{\"key\":\"{}\",\"value\":\"{}\"}}",
-            base64(key),
-            base64(value)
-        )
-        .expect("writing to a string");
-        self.call("/v3/kv/put").map(|_| ())
-    }
-
-    fn get(&mut self, key: &[u8], expected: &[u8]) -> Result<(), String> {
-        self.body.clear();
-        // Without "serializable": true, a range is linearizable.
-        write!(self.body, "{{\"key\":\"{}\"}}", base64(key)).expect("writing to a string");
-        let body = self.call("/v3/kv/range")?;
-        let value = format!("\"value\":\"{}\"", base64(expected));
-        if find(&body, b"\"count\":\"1\"").is_none() || find(&body, value.as_bytes()).is_none() {
-            return Err(format!(
-                "{}: missing or different: {}",
-                String::from_utf8_lossy(key),
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Etcd {
-    fn worker(&self, thread: usize) -> EtcdWorker {
-        EtcdWorker {
-            connection: HttpConnection::new(self.endpoints[thread % self.endpoints.len()]),
-            body: String::new(),
-        }
-    }
-}
-
-impl System for Etcd {
-    fn name(&self) -> &'static str {
-        "etcd"
-    }
-
-    fn threads_for(&self, clients: usize) -> usize {
-        clients
-    }
-
-    fn driver(&self, thread: usize) -> Driver<'_> {
-        Driver::Blocking(Box::new(self.worker(thread)))
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.processes.pids()
-    }
-
-    fn check_alive(&self) -> Result<(), String> {
-        self.processes.check_alive()
-    }
-}
-
-/// True when `binary` runs (`etcd --version`).
-fn etcd_present(binary: &Path) -> bool {
-    Command::new(binary)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// Starts a 3-member etcd cluster (fsync on, as by default) and waits until every
-/// member takes a put.
-fn start_etcd(arguments: &Arguments, first_port: u16) -> Result<Etcd, String> {
-    let root = fresh_directory("etcd")?;
-    let mut next = first_port;
-    let mut ports = Vec::new();
-    for _ in 0..NODES {
-        let client = free_ports(next, 1)?;
-        let peer = free_ports(client + 1, 1)?;
-        next = peer + 1;
-        ports.push((client, peer));
-    }
-    let initial_cluster: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(index, (_, peer))| format!("member{}=http://127.0.0.1:{peer}", index + 1))
-        .collect();
-    let mut processes = Processes {
-        name: "etcd",
-        children: Vec::new(),
-        logs: Vec::new(),
-        root: root.clone(),
-    };
-    for (index, (client, peer)) in ports.iter().enumerate() {
-        let name = format!("member{}", index + 1);
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut command = Command::new(&arguments.etcd_binary);
-        command
-            .args(["--name", &name])
-            .arg("--data-dir")
-            .arg(root.join(&name))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &initial_cluster.join(",")])
-            .args(["--initial-cluster-state", "new"])
-            .args([
-                "--initial-cluster-token",
-                &format!("bench-{}", std::process::id()),
-            ])
-            .args(["--logger", "zap", "--log-level", "warn"]);
-        let log = root.join(format!("{name}.log"));
-        let child = spawn_logged(command, &log)?;
-        println!(
-            "etcd {name}: pid {}, clients on {client_url}, log {}",
-            child.id(),
-            log.display()
-        );
-        processes.children.push(child);
-        processes.logs.push(log);
-    }
-    let endpoints: Vec<SocketAddr> = ports
-        .iter()
-        .map(|(client, _)| SocketAddr::from(([127, 0, 0, 1], *client)))
-        .collect();
-    let etcd = Etcd {
-        processes,
-        endpoints,
-    };
-    let deadline = Instant::now() + STARTUP_WAIT_MAX;
-    for member in 0..NODES {
-        let mut worker = etcd.worker(member);
-        loop {
-            etcd.check_alive()?;
-            match worker.put(b"startup", b"ready") {
-                Ok(()) => break,
-                Err(error) if Instant::now() >= deadline => {
-                    return Err(format!("etcd member {} took no write: {error}", member + 1))
-                }
-                Err(_) => std::thread::sleep(STARTUP_POLL_INTERVAL),
-            }
-        }
-    }
-    Ok(etcd)
-}
-
-// ---------------------------------------------------------------------------------------
 // The run
 // ---------------------------------------------------------------------------------------
 
@@ -1505,70 +917,47 @@ fn main() {
     );
     let mut results: Vec<PhaseResult> = Vec::new();
     let mut failed = false;
-    let mut etcd_ran = false;
 
-    if arguments.systems != Systems::Etcd {
-        let mut builds = Vec::new();
-        if let Some(baseline) = &arguments.baseline_binary {
-            builds.push(("baseline", baseline.clone()));
-        }
-        builds.push(("corekv", corekv_binary(&arguments)));
-        let rounds = if builds.len() > 1 {
-            arguments.rounds.max(1)
-        } else {
-            1
-        };
-        for round in 1..=rounds {
-            for (name, binary) in &builds {
-                println!(
-                    "{name} binary (round {round} of {rounds}): {}",
-                    binary.display()
-                );
-                match start_corekv(&arguments, binary, name) {
-                    Ok(corekv) => {
-                        println!(
-                            "{name}: {} generator thread(s) over {} SDK client(s), {} threads \
-                             each at most",
-                            corekv.generator_threads,
-                            corekv.clients.len(),
-                            corekv.threads_per_client
-                        );
-                        results.extend(load(&corekv, &arguments, &value));
-                    }
-                    Err(error) => {
-                        println!("{name}: could not start: {error}");
-                        failed = true;
-                    }
-                }
-            }
-        }
-        if rounds > 1 {
-            results = best_rounds(results);
-        }
+    let mut builds = Vec::new();
+    if let Some(baseline) = &arguments.baseline_binary {
+        builds.push(("baseline", baseline.clone()));
     }
-    if arguments.systems != Systems::Corekv {
-        if etcd_present(&arguments.etcd_binary) {
-            let first_port = arguments.base_port.saturating_add(100);
-            match start_etcd(&arguments, first_port) {
-                Ok(etcd) => {
-                    etcd_ran = true;
-                    results.extend(load(&etcd, &arguments, &value));
+    builds.push(("corekv", corekv_binary(&arguments)));
+    let rounds = if builds.len() > 1 {
+        arguments.rounds.max(1)
+    } else {
+        1
+    };
+    for round in 1..=rounds {
+        for (name, binary) in &builds {
+            println!(
+                "{name} binary (round {round} of {rounds}): {}",
+                binary.display()
+            );
+            match start_corekv(&arguments, binary, name) {
+                Ok(corekv) => {
+                    println!(
+                        "{name}: {} generator thread(s) over {} SDK client(s), {} threads \
+                         each at most",
+                        corekv.generator_threads,
+                        corekv.clients.len(),
+                        corekv.threads_per_client
+                    );
+                    results.extend(load(&corekv, &arguments, &value));
                 }
                 Err(error) => {
-                    println!("etcd: could not start: {error}");
+                    println!("{name}: could not start: {error}");
                     failed = true;
                 }
             }
-        } else {
-            println!(
-                "etcd: `{}` not found; reporting corekv alone \
-                 (install with `apt-get install -y etcd-server etcd-client`, or run \
-                 tools/bench-cluster.sh)",
-                arguments.etcd_binary.display()
-            );
         }
     }
-
+    if rounds > 1 {
+        results = best_rounds(results);
+    }
+    println!(
+        "etcd: compared over its native gRPC API by tools/bench-vs-etcd.sh, not by this bench"
+    );
     println!();
     println!("summary");
     print_header();
@@ -1577,9 +966,6 @@ fn main() {
     }
     if arguments.baseline_binary.is_some() {
         print_ratios(&results, "baseline");
-    }
-    if etcd_ran {
-        print_ratios(&results, "etcd");
     }
     print_goals(&results);
     if failed {

@@ -23,6 +23,7 @@
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
+//! | [`bench`]   | `corekv bench`: workloads, pipelined load, checks, reports     | yes |
 //!
 //! `raft`, `kv`, `multiraft`, `shard`, `check`, `proto`, `frame`, `codec`, `keyspace` and
 //! `api` never touch the clock, the filesystem, sockets, threads, the environment or
@@ -34,6 +35,7 @@
 //! same way, so the simulator's clients route, retry and keep sessions as the SDK does.
 
 pub mod api;
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod codec;

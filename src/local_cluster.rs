@@ -1,5 +1,7 @@
 //! `corekv cluster`: a local cluster of server processes on loopback for trying corekv
 //! out, with data under `./corekv-data`. Each member is a real `corekv server` process.
+//! While it runs, `<data-dir>/cluster.pids` lists the members' process ids, one a line,
+//! so that `corekv bench --server-pids-file` can report their CPU per operation.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +30,9 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 16)]
     pub groups: u64,
 }
+
+/// The file under the data directory that lists the members' process ids while they run.
+pub const PIDS_FILE: &str = "cluster.pids";
 
 /// How often the launcher checks on its members.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -77,6 +82,17 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
     let endpoints: Vec<String> = (1..=args.nodes)
         .map(|node| format!("127.0.0.1:{}", ports(args.base_port, node).0))
         .collect();
+    let pids_file = args.data_dir.join(PIDS_FILE);
+    let pids: String = children
+        .iter()
+        .map(|(_, child)| format!("{}\n", child.id()))
+        .collect();
+    // The servers create the data directory themselves, maybe not yet: create it first.
+    let written =
+        std::fs::create_dir_all(&args.data_dir).and_then(|()| std::fs::write(&pids_file, pids));
+    if let Err(error) = written {
+        eprintln!("corekv cluster: {}: {error}", pids_file.display());
+    }
     println!(
         "corekv: {} nodes running, data under {}",
         args.nodes,
@@ -95,6 +111,11 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
         "             corekv status --endpoints {}",
         endpoints.join(",")
     );
+    println!(
+        "  bench:     corekv bench --workload ycsb-a --server-pids-file {} --endpoints {}",
+        pids_file.display(),
+        endpoints.join(",")
+    );
     println!("  stop:      Ctrl-C");
     let mut exited = None;
     while !stop.load(Ordering::Relaxed) && exited.is_none() {
@@ -111,6 +132,7 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
     for (_, child) in &mut children {
         let _ = child.wait();
     }
+    let _ = std::fs::remove_file(&pids_file);
     match exited {
         Some((node, status)) if !stop.load(Ordering::Relaxed) => {
             Err(format!("node {node} exited ({status}); stopped the others"))

@@ -23,6 +23,8 @@ enum Command {
     Server(Box<corekv::server::ServerArgs>),
     /// Start a local cluster of server processes on loopback (data under ./corekv-data).
     Cluster(corekv::local_cluster::ClusterArgs),
+    /// Load a cluster and report throughput, latency, errors and CPU per operation.
+    Bench(Box<corekv::bench::BenchArgs>),
     /// The client commands (put, get, del, append, scan, txn, status), flattened so that
     /// they read `corekv put ...`.
     #[command(flatten)]
@@ -34,6 +36,7 @@ fn main() {
     let code = match arguments.command {
         Command::Client(command) => cli::run(command),
         Command::Server(args) => run_server(*args),
+        Command::Bench(args) => corekv::bench::command(*args),
         Command::Cluster(args) => match corekv::local_cluster::run(args) {
             Ok(()) => 0,
             Err(error) => {

@@ -1,25 +1,20 @@
 #!/usr/bin/env bash
-# Runs the end-to-end cluster bench (benches/cluster.rs): a 3-node corekv cluster and a
-# 3-member etcd cluster on loopback, loaded the same way, with the ratio corekv/etcd.
+# Runs the end-to-end cluster bench (benches/cluster.rs): a 3-node corekv cluster on
+# loopback through its phases (put, get, 70/30 mix) at each client count, and with
+# `--baseline-binary FILE` (see tools/build-baseline.sh) the same load on a baseline
+# build in the same run, with the ratio corekv/baseline.
 #
 #   tools/bench-cluster.sh [bench options...]
 #   tools/bench-cluster.sh --clients 64 --seconds 5
+#   tools/bench-cluster.sh --baseline-binary target/baseline/corekv --rounds 3
 #
-# Installs etcd from Debian's packages when it is missing (the bench itself installs
-# nothing; without etcd it reports corekv alone). `cargo bench` builds the release
-# `corekv` binary (target/release/corekv) that the bench starts. Options go to the bench;
-# `--help` lists them. The output is also kept in target/bench-cluster.txt.
+# The comparison with etcd (over its native gRPC API) is tools/bench-vs-etcd.sh.
+# `cargo bench` builds the release `corekv` binary (target/release/corekv) that the bench
+# starts. Options go to the bench; `--help` lists them. The output is also kept in
+# target/bench-cluster.txt.
 set -euo pipefail
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-
-if ! command -v etcd >/dev/null; then
-    echo "etcd is missing: installing etcd-server and etcd-client with apt-get" >&2
-    if ! apt-get install -y etcd-server etcd-client >/dev/null; then
-        apt-get update >/dev/null
-        apt-get install -y etcd-server etcd-client >/dev/null
-    fi
-fi
 
 mkdir -p "$root/target"
 cd "$root"
