@@ -11,9 +11,8 @@
 //!   4,000 seeds from `COREKV_TEST_SEED`, default 1; `SIM_STEPS` main-phase steps,
 //!   default 6,000).
 //! - `COREKV_TEST_SEED=123 cargo test --release --test sim -- replay --nocapture` replays
-//!   one seed
-//!   (`SIM_ECHO=1` prints every event;
-//!   `SIM_BROKEN=commit_old_terms|ack_before_fsync|forward_reads_serializable` replays a
+//!   one seed (`SIM_ECHO=1` prints every event; `SIM_BROKEN=commit_old_terms`,
+//!   `ack_before_fsync`, `forward_reads_serializable` or `stamp_at_closed` replays a
 //!   broken build's run).
 //! - `tools/sim.sh --seeds N --steps M` explores more seeds and reports seeds per second.
 //!
@@ -379,7 +378,9 @@ fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Optio
 // append acknowledgements sent before the fsync (exposed by crashes), a leader that
 // commits entries of older terms by counting replicas (figure 8 of the Raft paper,
 // exposed by leader changes), and a shard core that serves a linearizable read forwarded
-// from another shard from its local replica (exposed by any lag, so by every mix).
+// from another shard from its local replica (exposed by any lag, so by every mix), and a
+// leader that stamps a write at the revision it last closed (exposed by any close
+// followed by a write within the same millisecond, so by every mix).
 #[test]
 fn broken_build_is_caught() {
     let acks = catch_broken_build(Broken::AckBeforeFsync, FaultMix::has_crashes);
@@ -387,6 +388,11 @@ fn broken_build_is_caught() {
         mix.has_crashes() || mix.has_partitions()
     });
     let stale_forwarded_reads = catch_broken_build(Broken::ForwardReadsSerializable, |_| true);
+    let stamped_at_closed = catch_broken_build(Broken::StampAtClosed, |_| true);
+    assert!(
+        stamped_at_closed.is_some(),
+        "stamping writes at the closed revision passed every check"
+    );
     assert!(
         stale_forwarded_reads.is_some(),
         "serving forwarded linearizable reads from the local replica passed every check"

@@ -102,7 +102,8 @@ pub struct ShardConfig {
     /// (see `kv::store` on closed revisions).
     pub close_interval_ticks: u64,
     /// A deliberate bug, for the simulator to prove it checks closed revisions: the leader
-    /// stamps a write with the revision of its last promise instead of one above it.
+    /// stamps a write with the revision it last promised closed (or wrote at) instead of
+    /// one above it and its clock.
     pub unsafe_stamp_at_closed: bool,
 }
 
@@ -478,7 +479,7 @@ impl MultiRaft {
         }
         let stamped = group.stamped_now();
         let revision = if unsafe_stamp {
-            revision_floor.max(stamped)
+            stamped
         } else {
             revision_floor.max(stamped + 1)
         };

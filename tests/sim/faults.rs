@@ -25,6 +25,9 @@ pub enum Broken {
     /// The shard core serves a linearizable read forwarded to another shard as a
     /// serializable one (from the local replica, possibly stale).
     ForwardReadsSerializable,
+    /// `multiraft::ShardConfig::unsafe_stamp_at_closed`: a leader stamps a write with the
+    /// revision of its last promise instead of one above it.
+    StampAtClosed,
 }
 
 impl Broken {
@@ -34,6 +37,7 @@ impl Broken {
             "commit_old_terms" => Some(Broken::CommitOldTerms),
             "ack_before_fsync" => Some(Broken::AckBeforeFsync),
             "forward_reads_serializable" => Some(Broken::ForwardReadsSerializable),
+            "stamp_at_closed" => Some(Broken::StampAtClosed),
             _ => None,
         }
     }
@@ -44,6 +48,7 @@ impl Broken {
             Broken::CommitOldTerms => "commit_old_terms",
             Broken::AckBeforeFsync => "ack_before_fsync",
             Broken::ForwardReadsSerializable => "forward_reads_serializable",
+            Broken::StampAtClosed => "stamp_at_closed",
         }
     }
 }

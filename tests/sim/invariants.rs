@@ -1,8 +1,11 @@
 //! Raft's safety properties, checked as the simulation runs: election safety, leader
-//! completeness, state machine safety, and log matching over the replicas' in-memory logs.
+//! completeness, state machine safety, and log matching over the replicas' in-memory logs;
+//! and the promise of closed revisions: no committed write at or below a revision its
+//! group closed earlier in its log.
 
 use std::collections::BTreeMap;
 
+use corekv::kv::LogEntry;
 use corekv::multiraft::GroupId;
 use corekv::raft::log::RaftLog;
 use corekv::raft::{Entry, Index, NodeId, RaftNode, Term};
@@ -43,6 +46,20 @@ pub struct Invariants {
     pub new_leaders: Vec<NodeId>,
     /// Per group, the current leader's (node, term, commit index) when last seen.
     leader_commits: BTreeMap<GroupId, (NodeId, Term, Index)>,
+    /// Per group, the revisions of its committed entries seen so far, in log order.
+    revisions: BTreeMap<GroupId, LogRevisions>,
+}
+
+/// What the closed-revision check knows of one group's log: the last index it looked at
+/// and the highest revision promised closed or written at or below it.
+#[derive(Clone, Copy, Debug, Default)]
+struct LogRevisions {
+    index: Index,
+    /// The highest revision a Close entry promised or a write took, up to `index`.
+    highest: u64,
+    /// Where `highest` comes from, for the report.
+    highest_at: Index,
+    highest_is_close: bool,
 }
 
 /// What the state machine safety check remembers of an entry: a hash of its payload.
@@ -200,6 +217,59 @@ impl Invariants {
                 ))
             }
         }
+    }
+
+    /// A committed entry of `group` about to be applied: a write must take a revision
+    /// above every revision closed or written before it in the log (`kv::store` on closed
+    /// revisions). Entries arrive in log order per node; one already looked at (another
+    /// replica applying it) is skipped, and a gap (a replica ahead by a snapshot) keeps
+    /// what was known, which only weakens the check.
+    pub fn committed_entry(&mut self, group: GroupId, entry: &Entry) -> Result<(), Violation> {
+        let seen = self.revisions.entry(group).or_default();
+        if entry.index <= seen.index {
+            return Ok(());
+        }
+        seen.index = entry.index;
+        if entry.kind != corekv::raft::EntryKind::Normal || entry.data.is_empty() {
+            return Ok(());
+        }
+        let (revision, is_close) = match LogEntry::decode(&entry.data) {
+            Ok(LogEntry::Write { revision, .. }) => (revision, false),
+            Ok(LogEntry::Close { revision }) => (revision, true),
+            Ok(LogEntry::Compact { .. }) => return Ok(()),
+            Err(error) => {
+                return Err(Violation::new(
+                    "closed revisions",
+                    format!(
+                        "group {group} index {}: a committed entry does not decode: {error}",
+                        entry.index
+                    ),
+                ))
+            }
+        };
+        if !is_close && revision <= seen.highest {
+            return Err(Violation::new(
+                "closed revisions",
+                format!(
+                    "group {group} index {}: a write at revision {revision}, but index {} {} \
+                     revision {} before it",
+                    entry.index,
+                    seen.highest_at,
+                    if seen.highest_is_close {
+                        "closed"
+                    } else {
+                        "wrote at"
+                    },
+                    seen.highest
+                ),
+            ));
+        }
+        if revision > seen.highest {
+            seen.highest = revision;
+            seen.highest_at = entry.index;
+            seen.highest_is_close = is_close;
+        }
+        Ok(())
     }
 
     /// A node installed a snapshot covering the log up to (`index`, `term`): if any node

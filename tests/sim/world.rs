@@ -431,6 +431,7 @@ impl World {
         raft.raft.unsafe_commit_old_terms = self.config.broken == Broken::CommitOldTerms;
         raft.close_interval_ticks = self.params.close_interval_ticks;
         raft.limits.history_bytes_max = self.params.history_bytes_max;
+        raft.unsafe_stamp_at_closed = self.config.broken == Broken::StampAtClosed;
         let placement = Placement::PerGroup(self.members.clone());
         let mut config = CoreConfig::new(
             node,
@@ -964,6 +965,7 @@ impl World {
                     let entry = log
                         .entry_at(index)
                         .expect("unapplied entries are in the log");
+                    self.invariants.committed_entry(group, entry)?;
                     to_apply.push((group, (entry.index, entry.term, payload_hash(entry))));
                 }
             }
