@@ -12,7 +12,8 @@
 //!   default 6,000).
 //! - `COREKV_TEST_SEED=123 cargo test --release --test sim -- replay --nocapture` replays
 //!   one seed (`SIM_ECHO=1` prints every event; `SIM_BROKEN=commit_old_terms`,
-//!   `ack_before_fsync`, `forward_reads_serializable` or `stamp_at_closed` replays a
+//!   `ack_before_fsync`, `forward_reads_serializable`, `stamp_at_closed`, `read_unclosed` or
+//!   `ignore_seen_revision` replays a
 //!   broken build's run).
 //! - `tools/sim.sh --seeds N --steps M` explores more seeds and reports seeds per second.
 //!
@@ -196,7 +197,7 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
          restarts, {} WAL batches lost, {} snapshots installed, {} compactions, {} mesh \
          messages ({} refused); {} leaders elected, {} entries applied, {} steps, {} events\n\
          sim: {} operations checked ({} completed, {} failed, {} pending), checker verdict \
-         unknown on {} runs",
+         unknown on {} runs; {} scans across groups checked as snapshots ({} unchecked)",
         reports.len(),
         failed,
         reports.len() as f64 / seconds.max(1e-9),
@@ -220,7 +221,9 @@ fn summary(reports: &[RunReport], seconds: f64) -> String {
         total.operations_completed,
         total.operations_failed,
         total.operations_pending,
-        unknown
+        unknown,
+        total.snapshot_reads_checked,
+        total.snapshot_reads_unchecked
     )
 }
 
@@ -380,7 +383,10 @@ fn catch_broken_build(broken: Broken, exposed_by: fn(FaultMix) -> bool) -> Optio
 // exposed by leader changes), and a shard core that serves a linearizable read forwarded
 // from another shard from its local replica (exposed by any lag, so by every mix), and a
 // leader that stamps a write at the revision it last closed (exposed by any close
-// followed by a write within the same millisecond, so by every mix).
+// followed by a write, so by every mix), and a group that serves a read at a revision
+// it has not closed yet from the state it has closed (exposed by scans at a revision
+// another group's write took, so by every mix), and a shard that ignores the revision a
+// client has seen (exposed by clocks that are apart, which every mix may draw).
 #[test]
 fn broken_build_is_caught() {
     let acks = catch_broken_build(Broken::AckBeforeFsync, FaultMix::has_crashes);
@@ -389,6 +395,16 @@ fn broken_build_is_caught() {
     });
     let stale_forwarded_reads = catch_broken_build(Broken::ForwardReadsSerializable, |_| true);
     let stamped_at_closed = catch_broken_build(Broken::StampAtClosed, |_| true);
+    let unclosed_reads = catch_broken_build(Broken::ReadUnclosed, |_| true);
+    let causality = catch_broken_build(Broken::IgnoreSeenRevision, |_| true);
+    assert!(
+        causality.is_some(),
+        "writes that ignore the revision their client has seen passed every check"
+    );
+    assert!(
+        unclosed_reads.is_some(),
+        "serving reads at revisions not yet closed passed every check"
+    );
     assert!(
         stamped_at_closed.is_some(),
         "stamping writes at the closed revision passed every check"

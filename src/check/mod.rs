@@ -1,4 +1,6 @@
-//! Linearizability checker for client histories (Wing & Gong with memoization).
+//! Linearizability checker for client histories (Wing & Gong with memoization), and the
+//! checks of store-wide revisions: snapshot reads across groups and each client's causal
+//! order (`snapshot.rs`, [`check_snapshot_read`] and [`CausalOrder`]).
 //!
 //! A [`History`] records what clients of the key-value store did: each operation's client,
 //! input, invoke time and, if the client learned it, its output and return time. [`check`]
@@ -97,6 +99,7 @@ mod history;
 mod memo;
 mod model;
 mod search;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -104,4 +107,7 @@ pub use checker::{check, CheckOptions, CheckResult, Violation};
 pub use contradiction::Contradiction;
 pub use history::{
     ClientId, History, HistoryError, Input, Operation, OperationId, Outcome, Output,
+};
+pub use snapshot::{
+    check_snapshot_read, CausalOrder, CausalViolation, Revealed, SnapshotViolation,
 };

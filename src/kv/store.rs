@@ -14,7 +14,8 @@
 //!
 //! A **closed revision** `c` is a promise the leader put in the log: no later write of the
 //! group gets a revision at or below `c`. Because revisions grow in log order, a write
-//! applied at revision `r` closes `r` too. Once a replica has applied a close (or a write)
+//! entry applied at revision `r` closes `r` too, whether or not it changed anything (a
+//! refused command or a repeat of a session's write took its revision all the same). Once a replica has applied a close (or a write)
 //! at or past `R`, the group's state at `R` can no longer change, and any replica may read
 //! it. A write at or below the closed revision would break that promise: applying one
 //! stops the replica.
@@ -78,7 +79,8 @@ pub struct Store {
     pub(crate) applied_index: u64,
     /// The revision of the last write that changed something.
     pub(crate) revision: u64,
-    /// The highest close promise applied (see the module documentation).
+    /// The highest close promise or write entry's revision applied (see the module
+    /// documentation).
     pub(crate) closed_revision: u64,
     /// Reads below this revision are refused: their history is gone.
     pub(crate) compact_revision: u64,
@@ -292,6 +294,11 @@ impl Store {
             "entry {index}: a write at revision {revision} at or below the closed revision {}",
             self.closed_revision()
         );
+        // The entry's revision is taken whether or not the command changes anything (a
+        // refused or repeated command, a failed compare, a delete of nothing): later
+        // entries stay above it, so revisions rise along the log and a new leader that
+        // continues above this store's closed revision continues above every stamp.
+        self.closed_revision = self.closed_revision.max(revision);
         let session = command.session();
         if let Some((client_id, seq)) = session {
             match self.sessions.check(client_id, seq, index) {

@@ -181,6 +181,39 @@ fn a_write_at_a_closed_revision_panics() {
     let _ = store.apply(2, 50, &plain(put(b"k", b"x")));
 }
 
+// A command that changes nothing (a refused one, a delete of nothing, a repeat of a
+// session's last write) still took its revision: the store's closed revision covers it,
+// so a new leader continuing above the closed revision continues above it, and revisions
+// rise along the log.
+#[test]
+fn a_command_that_changes_nothing_still_takes_its_revision() {
+    let mut store = Store::default();
+    store.apply(1, 10, &plain(put(b"k", b"x"))).unwrap();
+    let _ = store.apply(2, 20, &plain(put(b"", b"x")));
+    assert_eq!((store.revision(), store.closed_revision()), (10, 20));
+    store
+        .apply(3, 30, &plain(delete(b"absent", b"", false)))
+        .unwrap();
+    store
+        .apply(4, 40, &with_session(7, 1, put(b"k", b"y")))
+        .unwrap();
+    let repeated = store
+        .apply(5, 50, &with_session(7, 1, put(b"k", b"y")))
+        .unwrap();
+    assert_eq!(repeated.revision, 40, "the repeat answers as the first did");
+    assert_eq!((store.revision(), store.closed_revision()), (40, 50));
+    let at_the_repeat = store.read_at(&Op::Range(RangeRequest::get(b"k")), 50);
+    assert_eq!(range_response(at_the_repeat).kvs[0].mod_revision, 40);
+}
+
+#[test]
+#[should_panic(expected = "at or below the closed revision")]
+fn a_write_at_the_revision_of_a_refused_command_panics() {
+    let mut store = Store::default();
+    let _ = store.apply(1, 20, &plain(put(b"", b"x")));
+    let _ = store.apply(2, 20, &plain(put(b"k", b"x")));
+}
+
 // Applying an index that does not increase is a caller bug and stops the replica.
 #[test]
 #[should_panic(expected = "applied after entry")]
@@ -689,9 +722,9 @@ fn failed_txn_removes_keys_it_created() {
 }
 
 // A command that fails validation at apply is answered with the error and changes only
-// the revision.
+// the applied index and the closed revision (it took its revision).
 #[test]
-fn invalid_commands_change_only_the_revision() {
+fn invalid_commands_change_only_the_applied_index_and_closed_revision() {
     let mut store = Store::new(small_limits()).unwrap();
     store.apply(1, 1, &plain(put(b"a", b"1"))).unwrap();
     let before = store.snapshot();
@@ -730,8 +763,9 @@ fn invalid_commands_change_only_the_revision() {
         let index = 2 + offset as u64;
         assert_eq!(store.apply(index, index, &plain(op)), Err(error));
     }
+    // Each took its revision (the index, here) and nothing else.
     let mut expected = Store::restore(&before).unwrap();
-    expected.apply_noop(store.applied_index());
+    expected.apply_close(store.applied_index(), store.applied_index());
     assert_eq!(store.snapshot(), expected.snapshot());
 }
 
@@ -1033,7 +1067,7 @@ fn snapshot_matches_the_documented_layout() {
     assert_eq!(&bytes[..4], b"CKVS");
     assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 2);
     assert_eq!(u64_at(8), 5, "applied index");
-    assert_eq!((u64_at(16), u64_at(24), u64_at(32)), (5, 0, 0), "revisions");
+    assert_eq!((u64_at(16), u64_at(24), u64_at(32)), (5, 5, 0), "revisions");
     assert_eq!(u64_at(40), 4096);
     assert_eq!(u64_at(48), 1024 * 1024);
     assert_eq!(u64_at(56), 128);

@@ -105,6 +105,10 @@ pub struct ShardConfig {
     /// stamps a write with the revision it last promised closed (or wrote at) instead of
     /// one above it and its clock.
     pub unsafe_stamp_at_closed: bool,
+    /// A deliberate bug, for the simulator to prove it checks snapshot reads: a read at a
+    /// revision the group has not closed yet is answered at once from the state at the
+    /// closed revision, as if it were the asked one, instead of waiting for the close.
+    pub unsafe_read_unclosed_revisions: bool,
 }
 
 impl ShardConfig {
@@ -121,6 +125,7 @@ impl ShardConfig {
             read_index_timeout_ticks: 30,
             close_interval_ticks: 1,
             unsafe_stamp_at_closed: false,
+            unsafe_read_unclosed_revisions: false,
         }
     }
 }
@@ -558,6 +563,7 @@ impl MultiRaft {
     pub fn read(&mut self, request: RequestId, group_id: GroupId, op: Op, mode: ReadMode) {
         let reads_max = self.config.reads_pending_max;
         let timeout_ticks = self.config.read_index_timeout_ticks;
+        let unsafe_unclosed = self.config.unsafe_read_unclosed_revisions;
         let Some(group) = self.groups.get_mut(&group_id) else {
             self.replies
                 .push((request, Err(ClientError::GroupNotFound(group_id))));
@@ -574,6 +580,17 @@ impl MultiRaft {
             ReadMode::Serializable => {
                 let reply = group.store.read(&op).map_err(ClientError::from);
                 self.replies.push((request, reply));
+            }
+            ReadMode::At(revision)
+                if unsafe_unclosed && revision > group.store.closed_revision() =>
+            {
+                let closed = group.store.closed_revision();
+                let reply = group.store.read_at(&op, closed).map(|mut response| {
+                    response.revision = revision;
+                    response
+                });
+                self.replies
+                    .push((request, reply.map_err(ClientError::from)));
             }
             ReadMode::At(revision) => {
                 if let Some(reply) = group.read_at_now(request, op, revision, timeout_ticks) {

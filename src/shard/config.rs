@@ -69,6 +69,9 @@ pub struct CoreConfig {
     /// A deliberate bug: votes and append acknowledgements leave before their batch is
     /// durable.
     pub unsafe_ack_before_fsync: bool,
+    /// A deliberate bug, for the simulator to prove it checks causal order: the revision a
+    /// client has seen neither advances the clock nor floors its write's revision.
+    pub unsafe_ignore_seen_revision: bool,
 }
 
 impl CoreConfig {
@@ -94,6 +97,7 @@ impl CoreConfig {
             max_clock_offset_ms: MAX_CLOCK_OFFSET_MS_DEFAULT,
             unsafe_forward_reads_as_serializable: false,
             unsafe_ack_before_fsync: false,
+            unsafe_ignore_seen_revision: false,
         }
     }
 

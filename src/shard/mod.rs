@@ -247,8 +247,11 @@ impl ShardCore {
                 command,
                 serializable,
                 group,
-                seen_revision,
+                mut seen_revision,
             } => {
+                if self.config.unsafe_ignore_seen_revision {
+                    seen_revision = 0;
+                }
                 self.hlc.observe(seen_revision);
                 if let Err(error) = self.check_read_revision(&command.op) {
                     self.answer(origin, Err(error));

@@ -22,13 +22,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use corekv::api::{ApiRequest, ApiResponse, ErrorCode};
-use corekv::check::{ClientId, History, Input, OperationId, Output};
+use corekv::check::{CausalOrder, ClientId, History, Input, OperationId, Output, Revealed};
 use corekv::client::attempt::{AttemptEnd, AttemptLoop, CallError, Next};
 use corekv::client::routing::Router;
 use corekv::client::session::Session;
 use corekv::client::{ClientError, ClientOptions};
 use corekv::kv::{
-    AppendRequest, Compare, CompareResult, CompareTarget, DeleteRequest, Op, OpResponse,
+    AppendRequest, Compare, CompareResult, CompareTarget, DeleteRequest, KeyValue, Op, OpResponse,
     PutRequest, RangeRequest, Response, TxnOp, TxnRequest,
 };
 use corekv::multiraft::{GroupId, RequestId};
@@ -59,6 +59,14 @@ const BACKOFF_STEPS_INITIAL: u64 = 20;
 const BACKOFF_STEPS_MAX: u64 = 40;
 /// Pause between two operations of one client.
 const THINK_STEPS_MAX: u64 = 20;
+/// The most keys a page of a paged scan asks for (pages of 1 to this many keys).
+const SCAN_PAGE_KEYS_MAX: u64 = 4;
+/// How far back before the client's highest seen revision a scan at an older revision
+/// reads, at most, in milliseconds of the revisions' clock.
+const SCAN_BACK_MS_MAX: u64 = 400;
+/// Pages of one scan at most: the key set is small, so a scan that pages on past this
+/// is not making progress.
+const SCAN_PAGES_MAX: u32 = 64;
 
 const _: () = assert!(BACKOFF_STEPS_INITIAL <= BACKOFF_STEPS_MAX);
 const _: () = assert!(ATTEMPTS_MAX as u64 * ATTEMPT_TIMEOUT_STEPS < REQUEST_TIMEOUT_STEPS);
@@ -77,6 +85,11 @@ pub struct Shared<'a> {
     pub key_groups: &'a [GroupId],
     pub members: &'a BTreeMap<GroupId, Vec<NodeId>>,
     pub next_request_id: &'a mut RequestId,
+    /// Scans that finished since the world last looked, for it to check against the
+    /// replicas' history.
+    pub snapshot_reads: &'a mut Vec<SnapshotRead>,
+    /// Each client's highest revision seen, and the check of its causal order.
+    pub causal: &'a mut CausalOrder,
     /// The world's counter of client ids. Sessions retire to fresh ids the SDK draws from
     /// the run's generator, so clients no longer take ids from it; the field can go with
     /// its line in `World::with_clients`.
@@ -100,10 +113,36 @@ pub enum Role {
     FinalReader { key: usize },
 }
 
+/// A scan of a range of keys across groups: every page read at one revision, the first
+/// page's (or one the client chose), and checked as one snapshot.
+#[derive(Clone, Debug)]
+pub struct SnapshotRead {
+    pub client: u64,
+    pub revision: u64,
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub kvs: Vec<KeyValue>,
+    pub pages: u32,
+}
+
+/// A scan in progress.
+#[derive(Debug)]
+struct Scan {
+    read: SnapshotRead,
+    /// The client chose the revision (else the first page's answer chose it).
+    chosen: bool,
+    /// Keys per page; 0 for one unlimited page.
+    limit: u64,
+}
+
 /// The operation a client is waiting for.
 #[derive(Debug)]
 struct InFlight {
-    operation: OperationId,
+    /// Its place in the linearizability history (scans are checked as snapshots instead).
+    operation: Option<OperationId>,
+    /// The client's highest revision seen when it started the operation.
+    seen_at_invoke: u64,
+    scan: Option<Scan>,
     kind: OpKind,
     key: usize,
     group: GroupId,
@@ -277,7 +316,7 @@ impl Client {
                         shared.now,
                         Event::Request {
                             client: self.client_id,
-                            operation: op.operation.index(),
+                            operation: op.operation.map_or(usize::MAX, OperationId::index),
                             attempt: op.attempts.attempts_made(),
                             request: request_id,
                             node: to,
@@ -307,7 +346,8 @@ impl Client {
                 let key = shared.rng.index(shared.keys.len());
                 let kind = match shared.rng.below(100) {
                     0..=24 => OpKind::Put,
-                    25..=54 => OpKind::Get,
+                    25..=48 => OpKind::Get,
+                    49..=54 => OpKind::Scan,
                     55..=62 => OpKind::Delete,
                     63..=77 => OpKind::Append,
                     78..=98 => OpKind::CompareAndSet,
@@ -316,6 +356,10 @@ impl Client {
                 (key, kind)
             }
         };
+        if kind == OpKind::Scan {
+            self.start_scan(shared, key);
+            return;
+        }
         let key_bytes = shared.keys[key].clone();
         let unique = format!("{}.{}", self.client_id, number).into_bytes();
         let mut written = None;
@@ -375,6 +419,7 @@ impl Client {
                     }),
                 )
             }
+            OpKind::Scan => unreachable!("scans start above"),
             OpKind::CompareAndSet => {
                 let expected = match self.known_values.get(&key) {
                     Some(Some(value)) if shared.rng.chance(0.7) => Some(value.clone()),
@@ -417,7 +462,8 @@ impl Client {
             Some(self.session.take().expect("one operation at a time"))
         };
         let group_count = shared.members.len() as u64;
-        let attempts = AttemptLoop::new(
+        let seen_at_invoke = shared.causal.invoked(ClientId(self.client_id));
+        let mut attempts = AttemptLoop::new(
             op,
             false,
             None,
@@ -426,11 +472,14 @@ impl Client {
             &self.options,
             time(shared.now),
         );
+        attempts.set_seen_revision(seen_at_invoke);
         // The SDK routes by the key as the world placed it (an empty key has a group too).
         let group = attempts.group().expect("every operation here has a key");
         debug_assert!(kind == OpKind::InvalidPut || shared.key_groups[key] == group);
         self.current = Some(InFlight {
-            operation,
+            operation: Some(operation),
+            seen_at_invoke,
+            scan: None,
             kind,
             key,
             group,
@@ -438,6 +487,142 @@ impl Client {
             attempts,
             awaiting: None,
         });
+    }
+
+    /// Starts a scan from the key at `first` (or of every key) to the end of the key
+    /// set, which spans groups: at the revision of its first page, at the highest the
+    /// client has seen, or at an older one; in one page or in pages of a few keys.
+    fn start_scan(&mut self, shared: &mut Shared<'_>, first: usize) {
+        let seen_at_invoke = shared.causal.invoked(ClientId(self.client_id));
+        let start = if shared.rng.chance(0.5) {
+            b"k".to_vec()
+        } else {
+            shared.keys[first].clone()
+        };
+        let revision = match shared.rng.below(10) {
+            0..=4 => 0,
+            5..=7 => seen_at_invoke,
+            _ => {
+                let back = shared.rng.below(SCAN_BACK_MS_MAX) << 16;
+                seen_at_invoke.saturating_sub(back)
+            }
+        };
+        let limit = if shared.rng.chance(0.5) {
+            0
+        } else {
+            shared.rng.between(1, SCAN_PAGE_KEYS_MAX)
+        };
+        let scan = Scan {
+            read: SnapshotRead {
+                client: self.client_id,
+                revision,
+                start: start.clone(),
+                end: b"l".to_vec(),
+                kvs: Vec::new(),
+                pages: 0,
+            },
+            chosen: revision != 0,
+            limit,
+        };
+        let attempts = self.scan_page(shared, &scan, start, seen_at_invoke);
+        self.current = Some(InFlight {
+            operation: None,
+            seen_at_invoke,
+            scan: Some(scan),
+            kind: OpKind::Scan,
+            key: first,
+            group: 0,
+            written: None,
+            attempts,
+            awaiting: None,
+        });
+    }
+
+    /// The attempt loop of the scan's page from `start`.
+    fn scan_page(
+        &self,
+        shared: &mut Shared<'_>,
+        scan: &Scan,
+        start: Vec<u8>,
+        seen: u64,
+    ) -> AttemptLoop {
+        let request = RangeRequest {
+            key: start,
+            range_end: scan.read.end.clone(),
+            limit: scan.limit,
+            revision: scan.read.revision,
+            ..RangeRequest::default()
+        };
+        let mut attempts = AttemptLoop::new(
+            Op::Range(request),
+            false,
+            None,
+            shared.members.len() as u64,
+            None,
+            &self.options,
+            time(shared.now),
+        );
+        attempts.set_seen_revision(seen);
+        attempts
+    }
+
+    /// A page of the scan in flight came back: the next page starts, or the scan is
+    /// done and goes to the world's check.
+    fn scan_page_done(
+        &mut self,
+        shared: &mut Shared<'_>,
+        response: Response,
+    ) -> Result<(), Violation> {
+        let mut op = self.current.take().expect("an operation in flight");
+        let mut scan = op.scan.take().expect("a scan");
+        let OpResponse::Range(range) = response.op else {
+            return Err(Violation::new(
+                "client protocol",
+                format!("a scan was answered with {:?}", response.op),
+            ));
+        };
+        if scan.read.revision == 0 {
+            scan.read.revision = response.revision;
+        } else if response.revision != scan.read.revision {
+            return Err(Violation::new(
+                "client protocol",
+                format!(
+                    "a scan at revision {} was answered at revision {}",
+                    scan.read.revision, response.revision
+                ),
+            ));
+        }
+        scan.read.pages += 1;
+        let next = range.kvs.last().map(|kv| {
+            let mut next = kv.key.clone();
+            next.push(0);
+            next
+        });
+        scan.read.kvs.extend(range.kvs);
+        if let (true, Some(next)) = (range.more, next) {
+            if scan.read.pages >= SCAN_PAGES_MAX {
+                return Err(Violation::new(
+                    "client protocol",
+                    format!("a scan went on for {} pages", scan.read.pages),
+                ));
+            }
+            op.attempts = self.scan_page(shared, &scan, next, op.seen_at_invoke);
+            op.scan = Some(scan);
+            self.current = Some(op);
+            return Ok(());
+        }
+        let revealed = if scan.chosen {
+            Revealed::Seen(scan.read.revision)
+        } else {
+            Revealed::Snapshot(scan.read.revision)
+        };
+        shared
+            .causal
+            .completed(ClientId(self.client_id), op.seen_at_invoke, revealed)
+            .map_err(|error| Violation::new("causal order", error.to_string()))?;
+        shared.snapshot_reads.push(scan.read);
+        self.end_operation(shared);
+        Ok(())
     }
 
     /// Handles a node's answer to one of this client's requests.
@@ -540,6 +725,9 @@ impl Client {
         }
         let delivered = op.attempts.delivered();
         let kind = op.kind;
+        if kind == OpKind::Scan {
+            return self.conclude_scan(shared, result);
+        }
         let error = match result {
             Ok(response) => return self.complete(shared, response),
             Err(error) => error,
@@ -572,8 +760,61 @@ impl Client {
         }
     }
 
+    /// A page of a scan ended. A scan at a revision the client chose (or a later page,
+    /// at the first page's) may find it compacted away, or not yet closed when it gives
+    /// up waiting; any other refusal is a protocol violation. A scan that fails has
+    /// nothing to check.
+    fn conclude_scan(
+        &mut self,
+        shared: &mut Shared<'_>,
+        result: Result<Response, ClientError>,
+    ) -> Result<(), Violation> {
+        let error = match result {
+            Ok(response) => return self.scan_page_done(shared, response),
+            Err(error) => error,
+        };
+        let op = self.current.take().expect("an operation in flight");
+        let scan = op.scan.expect("a scan");
+        let at_revision = scan.chosen || scan.read.pages > 0;
+        match error {
+            ClientError::Rejected {
+                code: ErrorCode::Compacted | ErrorCode::FutureRevision,
+                ..
+            } if at_revision => {}
+            ClientError::Rejected { .. }
+            | ClientError::Protocol(_)
+            | ClientError::RequestTooLarge { .. }
+            | ClientError::InvalidArgument(_) => {
+                return Err(Violation::new(
+                    "client protocol",
+                    format!(
+                        "a scan from {:?} at revision {} ended with: {error}",
+                        String::from_utf8_lossy(&scan.read.start),
+                        scan.read.revision
+                    ),
+                ))
+            }
+            ClientError::OutcomeUnknown { .. }
+            | ClientError::Unavailable { .. }
+            | ClientError::Timeout { .. } => {}
+        }
+        self.end_operation(shared);
+        Ok(())
+    }
+
     fn complete(&mut self, shared: &mut Shared<'_>, response: Response) -> Result<(), Violation> {
         let op = self.current.take().expect("an operation in flight");
+        let revealed = match (op.kind, &response.op) {
+            (OpKind::Put | OpKind::Append, _) => Revealed::Write(response.revision),
+            (OpKind::CompareAndSet, OpResponse::Txn(txn)) if txn.succeeded => {
+                Revealed::Write(response.revision)
+            }
+            _ => Revealed::Seen(response.revision),
+        };
+        shared
+            .causal
+            .completed(ClientId(self.client_id), op.seen_at_invoke, revealed)
+            .map_err(|error| Violation::new("causal order", format!("a {:?}: {error}", op.kind)))?;
         let key = &shared.keys[op.key];
         let output = match (op.kind, response.op) {
             (OpKind::Put, OpResponse::Put(_))
@@ -612,13 +853,13 @@ impl Client {
         }
         shared
             .history
-            .complete(op.operation, output, shared.now)
+            .complete(op.operation.expect("in the history"), output, shared.now)
             .map_err(history_error)?;
         shared.trace.record(
             shared.now,
             Event::Completed {
                 client: self.client_id,
-                operation: op.operation.index(),
+                operation: op.operation.map_or(usize::MAX, OperationId::index),
             },
         );
         self.end_operation(shared);
@@ -627,15 +868,16 @@ impl Client {
 
     fn fail(&mut self, shared: &mut Shared<'_>) -> Result<(), Violation> {
         let op = self.current.take().expect("an operation in flight");
+        let operation = op.operation.expect("scans never fail into the history");
         shared
             .history
-            .fail(op.operation, shared.now)
+            .fail(operation, shared.now)
             .map_err(history_error)?;
         shared.trace.record(
             shared.now,
             Event::Failed {
                 client: self.client_id,
-                operation: op.operation.index(),
+                operation: operation.index(),
             },
         );
         self.known_values.remove(&op.key);
@@ -652,15 +894,20 @@ impl Client {
         if let Some(session) = op.attempts.abandon(&mut *shared.rng) {
             self.session = Some(session);
         }
+        let Some(operation) = op.operation else {
+            // A scan: nothing to check.
+            self.end_operation(shared);
+            return Ok(());
+        };
         shared
             .history
-            .give_up(op.operation, shared.now)
+            .give_up(operation, shared.now)
             .map_err(history_error)?;
         shared.trace.record(
             shared.now,
             Event::GaveUp {
                 client: self.client_id,
-                operation: op.operation.index(),
+                operation: operation.index(),
             },
         );
         self.known_values.remove(&op.key);

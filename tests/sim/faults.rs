@@ -28,6 +28,12 @@ pub enum Broken {
     /// `multiraft::ShardConfig::unsafe_stamp_at_closed`: a leader stamps a write with the
     /// revision of its last promise instead of one above it.
     StampAtClosed,
+    /// `multiraft::ShardConfig::unsafe_read_unclosed_revisions`: a read at a revision not
+    /// yet closed is served at once from the closed state.
+    ReadUnclosed,
+    /// `shard::CoreConfig::unsafe_ignore_seen_revision`: a write's revision ignores what
+    /// its client has seen.
+    IgnoreSeenRevision,
 }
 
 impl Broken {
@@ -38,6 +44,8 @@ impl Broken {
             "ack_before_fsync" => Some(Broken::AckBeforeFsync),
             "forward_reads_serializable" => Some(Broken::ForwardReadsSerializable),
             "stamp_at_closed" => Some(Broken::StampAtClosed),
+            "read_unclosed" => Some(Broken::ReadUnclosed),
+            "ignore_seen_revision" => Some(Broken::IgnoreSeenRevision),
             _ => None,
         }
     }
@@ -49,6 +57,8 @@ impl Broken {
             Broken::AckBeforeFsync => "ack_before_fsync",
             Broken::ForwardReadsSerializable => "forward_reads_serializable",
             Broken::StampAtClosed => "stamp_at_closed",
+            Broken::ReadUnclosed => "read_unclosed",
+            Broken::IgnoreSeenRevision => "ignore_seen_revision",
         }
     }
 }
@@ -143,6 +153,10 @@ pub struct Params {
     /// Each node ticks every this many steps, give or take: nodes' clocks drift apart.
     pub tick_steps_min: u64,
     pub tick_steps_max: u64,
+    /// Each node's physical clock is off the true time by up to this many milliseconds
+    /// either way (drawn per node): within the default `max_clock_offset` of 500 ms, so
+    /// revisions must keep every promise anyway.
+    pub clock_offset_ms_max: u64,
 }
 
 /// The members of group `group` in a cluster of `nodes`: all three nodes of a 3-node
@@ -211,6 +225,7 @@ pub fn draw_params(rng: &mut SimRng, mix: FaultMix) -> (Params, NetworkFaults) {
         },
         tick_steps_min: TICK_STEPS - rng.between(0, 1),
         tick_steps_max: TICK_STEPS + rng.between(0, 1),
+        clock_offset_ms_max: [0, 20, 240][rng.index(3)],
     };
     (params, faults)
 }

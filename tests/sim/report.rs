@@ -38,6 +38,10 @@ pub struct Stats {
     pub operations_completed: u64,
     pub operations_failed: u64,
     pub operations_pending: u64,
+    /// Scans across groups checked as snapshots, and those left unchecked (no replica of
+    /// some group held the revision when the scan finished).
+    pub snapshot_reads_checked: u64,
+    pub snapshot_reads_unchecked: u64,
 }
 
 impl Stats {
@@ -57,6 +61,8 @@ impl Stats {
         self.mesh_messages += other.mesh_messages;
         self.mesh_refused += other.mesh_refused;
         self.leaders_elected += other.leaders_elected;
+        self.snapshot_reads_checked += other.snapshot_reads_checked;
+        self.snapshot_reads_unchecked += other.snapshot_reads_unchecked;
         self.entries_applied += other.entries_applied;
         self.operations += other.operations;
         self.operations_completed += other.operations_completed;

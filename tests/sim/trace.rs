@@ -33,6 +33,8 @@ pub enum OpKind {
     CompareAndSet,
     /// A put with an empty key: every node refuses it before proposing it.
     InvalidPut,
+    /// A page of a scan across groups at one revision.
+    Scan,
 }
 
 /// The gist of a reply to a client.

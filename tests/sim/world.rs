@@ -8,15 +8,15 @@
 use std::collections::BTreeMap;
 
 use corekv::api::Member;
-use corekv::check::{self, CheckOptions, CheckResult, History};
+use corekv::check::{self, check_snapshot_read, CausalOrder, CheckOptions, CheckResult, History};
 use corekv::keyspace::{group_of, shard_of};
-use corekv::kv::{LogEntry, Store};
+use corekv::kv::{KeyValue, LogEntry, Op, OpResponse, RangeRequest, Store};
 use corekv::multiraft::{GroupId, ShardConfig};
 use corekv::raft::log::RaftLog;
 use corekv::raft::{Message, NodeId, RaftNode};
 use corekv::shard::{ConnectionId, CoreConfig, MeshMessage, Placement, ShardCore};
 
-use crate::client::{Client, Outgoing, Role, Shared};
+use crate::client::{Client, Outgoing, Role, Shared, SnapshotRead};
 use crate::disk::{PendingBatch, ShardDisk};
 use crate::faults::{draw_params, members_of, nodes_of_seed, Broken, FaultMix, Params};
 use crate::invariants::{payload_hash, Invariants, Violation};
@@ -109,6 +109,8 @@ struct NodeSlot {
     restart_at: u64,
     /// This node's clock: it ticks every `tick_steps` steps, the next time at `next_tick`.
     tick_steps: u64,
+    /// How far this node's physical clock is ahead of the true time (behind if negative).
+    clock_offset_ms: i64,
     next_tick: u64,
 }
 
@@ -168,6 +170,9 @@ struct World {
     planned_crashes: Vec<(u64, usize)>,
     clients: Vec<Client>,
     history: History,
+    /// Scans finished and not yet checked (see `check_snapshot_reads`).
+    snapshot_reads: Vec<SnapshotRead>,
+    causal: CausalOrder,
     invariants: Invariants,
     trace: Trace,
     stats: Stats,
@@ -380,6 +385,8 @@ impl World {
             planned_crashes: Vec::new(),
             clients: Vec::new(),
             history: History::new(),
+            snapshot_reads: Vec::new(),
+            causal: CausalOrder::new(),
             invariants: Invariants::default(),
             trace: Trace::new(echo),
             stats: Stats::default(),
@@ -390,6 +397,8 @@ impl World {
             let tick_steps = world
                 .rng
                 .between(world.params.tick_steps_min, world.params.tick_steps_max);
+            let offset_max = world.params.clock_offset_ms_max;
+            let clock_offset_ms = world.rng.between(0, 2 * offset_max) as i64 - offset_max as i64;
             world.nodes.push(NodeSlot {
                 id,
                 cores: None,
@@ -401,6 +410,7 @@ impl World {
                 outstanding: BTreeMap::new(),
                 restart_at: 0,
                 tick_steps,
+                clock_offset_ms,
                 next_tick: world.rng.between(1, tick_steps),
             });
         }
@@ -432,6 +442,7 @@ impl World {
         raft.close_interval_ticks = self.params.close_interval_ticks;
         raft.limits.history_bytes_max = self.params.history_bytes_max;
         raft.unsafe_stamp_at_closed = self.config.broken == Broken::StampAtClosed;
+        raft.unsafe_read_unclosed_revisions = self.config.broken == Broken::ReadUnclosed;
         let placement = Placement::PerGroup(self.members.clone());
         let mut config = CoreConfig::new(
             node,
@@ -450,6 +461,7 @@ impl World {
         config.raft = raft;
         config.forward_timeout_ticks = self.params.forward_timeout_ticks;
         config.unsafe_ack_before_fsync = self.config.broken == Broken::AckBeforeFsync;
+        config.unsafe_ignore_seen_revision = self.config.broken == Broken::IgnoreSeenRevision;
         config.unsafe_forward_reads_as_serializable =
             self.config.broken == Broken::ForwardReadsSerializable;
         config
@@ -566,8 +578,59 @@ impl World {
             members: &self.members,
             next_request_id: &mut self.next_request_id,
             next_client_id: &mut self.next_client_id,
+            snapshot_reads: &mut self.snapshot_reads,
+            causal: &mut self.causal,
         };
         run(&mut self.clients, &mut shared)
+    }
+
+    /// Checks every scan that finished against the groups' history at its revision, as
+    /// a replica that has closed the revision (and not compacted it away) holds it: by
+    /// then every write at or below the revision is applied there. A group without such
+    /// a replica right now leaves the scan unchecked (counted).
+    fn check_snapshot_reads(&mut self) -> Result<(), Violation> {
+        let shards = self.params.shards;
+        for read in std::mem::take(&mut self.snapshot_reads) {
+            let request = Op::Range(RangeRequest {
+                key: read.start.clone(),
+                range_end: read.end.clone(),
+                revision: read.revision,
+                ..RangeRequest::default()
+            });
+            let mut expected: Vec<KeyValue> = Vec::new();
+            let mut verified = true;
+            for (&group, members) in &self.members {
+                let answer = members.iter().find_map(|&member| {
+                    let store = self.node(member).store(group, shards)?;
+                    store.read_at(&request, read.revision).ok()
+                });
+                match answer.map(|response| response.op) {
+                    Some(OpResponse::Range(range)) => expected.extend(range.kvs),
+                    _ => verified = false,
+                }
+            }
+            if !verified {
+                self.stats.snapshot_reads_unchecked += 1;
+                continue;
+            }
+            expected.sort_by(|left, right| left.key.cmp(&right.key));
+            check_snapshot_read(read.revision, &read.kvs, &expected).map_err(|error| {
+                Violation::new(
+                    "snapshot reads",
+                    format!(
+                        "client {}'s scan from {:?} at revision {} ({} keys in {} pages): \
+                         {error}",
+                        read.client,
+                        String::from_utf8_lossy(&read.start),
+                        read.revision,
+                        read.kvs.len(),
+                        read.pages
+                    ),
+                )
+            })?;
+            self.stats.snapshot_reads_checked += 1;
+        }
+        Ok(())
     }
 
     /// The node with id `id`.
@@ -739,7 +802,8 @@ impl World {
                 continue;
             }
             slot.next_tick = self.now + slot.tick_steps;
-            let now_ms = CLOCK_START_MS + self.now * STEP_MS;
+            let now_ms =
+                CLOCK_START_MS.saturating_add_signed(slot.clock_offset_ms) + self.now * STEP_MS;
             for core in slot.cores.iter_mut().flatten() {
                 core.on_tick(now_ms);
             }
@@ -756,6 +820,7 @@ impl World {
                 self.run_turns(index, shard)?;
             }
         }
+        self.check_snapshot_reads()?;
         if self.now % LOG_MATCHING_EVERY_STEPS == 0 {
             self.check_log_matching()?;
         }
