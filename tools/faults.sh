@@ -37,6 +37,7 @@ sdk_timeout_ms=3000         # --sdk-timeout-ms: the SDK clients' request timeout
 sdk_rate=200                # --sdk-rate: operations per second of each SDK client process
 converge_seconds=60         # --converge-seconds: bound on catching up after the run
 keep_run_dir=0              # --keep: keep the run directory when the run passes
+lock_wait_seconds=0         # --lock-wait: wait this long for another fault run to end
 binary=""                   # --binary: corekv executable
 client_binary=""            # --client-binary: faults_client executable
 
@@ -81,6 +82,7 @@ Options (defaults in brackets):
   --binary PATH            [target/release/corekv]
   --client-binary PATH     [target/release/examples/faults_client]
   --keep                   keep the run directory when the run passes
+  --lock-wait S            wait for another fault run to end [0: fail at once]
 EOF
 }
 
@@ -113,6 +115,7 @@ while [[ $# -gt 0 ]]; do
         --sdk-rate) sdk_rate="$2" ;;
         --binary) binary="$2" ;;
         --client-binary) client_binary="$2" ;;
+        --lock-wait) lock_wait_seconds="$2" ;;
         *) die_usage "unknown flag $1 (see --help)" ;;
     esac
     shift 2
@@ -124,7 +127,7 @@ for pair in "seed:$seed" "nodes:$nodes" "duration:$duration_seconds" "groups:$gr
     "fault-seconds-max:$fault_seconds_max" "heal-seconds:$heal_seconds" \
     "overlap-percent:$overlap_percent" "loss-percent:$loss_percent" \
     "clock-offset-ms:$clock_offset_ms" "recovery-bound-ms:$recovery_bound_ms" \
-    "converge-seconds:$converge_seconds" "sdk-timeout-ms:$sdk_timeout_ms" "sdk-rate:$sdk_rate"; do
+    "converge-seconds:$converge_seconds" "lock-wait:$lock_wait_seconds" "sdk-timeout-ms:$sdk_timeout_ms" "sdk-rate:$sdk_rate"; do
     [[ "${pair#*:}" =~ ^[0-9]+$ ]] || die_usage "--${pair%%:*} must be a non-negative integer"
 done
 [[ $nodes -eq 3 || $nodes -eq 5 ]] || die_usage "--nodes must be 3 or 5"
@@ -227,7 +230,7 @@ fail_now() {
 # Set-up
 # ---------------------------------------------------------------------------------------
 exec 9>"$lock_file"
-flock -n 9 || die_usage "another fault run holds $lock_file"
+flock -w "$lock_wait_seconds" 9 || die_usage "another fault run holds $lock_file"
 command -v ip >/dev/null || apt_install iproute2
 command -v iptables >/dev/null || apt_install iptables nftables
 faketime_library=""
