@@ -135,6 +135,25 @@ fn clients_of_the_live_nodes_do_not_wait_for_a_stopped_one() {
         );
         assert!(text(&get.stdout).contains('x'), "{}", text(&get.stdout));
     }
+    // A fresh CLI that names the stopped node first waits for it once, while connecting
+    // (a share of its budget), and then skips it.
+    let with_stopped_first = format!("{},{endpoints}", cluster.endpoint(1));
+    for (group, key) in key_per_group("first/") {
+        let (put, took) = corekv(&[
+            "put",
+            &key,
+            "y",
+            "--endpoints",
+            &with_stopped_first,
+            "--timeout",
+            "2s",
+        ]);
+        assert!(
+            put.status.success(),
+            "put of group {group} with the stopped node named first failed after {took:?}: {}",
+            text(&put.stderr)
+        );
+    }
     cluster.signal(1, "-CONT");
 }
 

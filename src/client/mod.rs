@@ -288,6 +288,9 @@ impl Client {
         let deadline = Instant::now() + options.request_timeout;
         let mut attempts = 0;
         let mut last_error = String::from("no endpoint was tried");
+        // The endpoints that failed to answer keep their health, so the client's first
+        // requests skip them instead of waiting for them again.
+        let mut tried: Vec<Arc<Node>> = Vec::new();
         for (index, endpoint) in endpoints.iter().enumerate() {
             let now = Instant::now();
             if now >= deadline {
@@ -304,6 +307,7 @@ impl Client {
             let share = deadline.saturating_duration_since(now) / endpoints_left;
             let wait_until = (now + options.attempt_timeout.min(share)).min(deadline);
             let node = Arc::new(Node::new(endpoint.clone()));
+            tried.push(Arc::clone(&node));
             let connection = match node.connection(&options, wait_until) {
                 Ok(connection) => connection,
                 Err(unavailable) => {
@@ -312,8 +316,11 @@ impl Client {
                 }
             };
             match status_call(&connection, wait_until, options.attempt_timeout) {
-                Ok(status) => return Client::from_status(endpoints, node, status, options),
-                Err(error) => last_error = format!("{endpoint}: {error}"),
+                Ok(status) => return Client::from_status(endpoints, node, &tried, status, options),
+                Err(error) => {
+                    last_error = format!("{endpoint}: {error}");
+                    node.mark_unresponsive(&options, last_error.clone());
+                }
             }
         }
         Err(ClientError::Unavailable {
@@ -325,10 +332,11 @@ impl Client {
     /// Builds the client from the first status: the endpoints become the nodes, with the
     /// ids the members' list gives their addresses (and every member too with
     /// [`ClientOptions::route_to_all_members`]); the one that answered keeps its
-    /// connection.
+    /// connection, and the endpoints tried before it keep their health (down).
     fn from_status(
         endpoints: &[String],
         answered: Arc<Node>,
+        tried: &[Arc<Node>],
         status: StatusInfo,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
@@ -358,10 +366,13 @@ impl Client {
         let nodes = (0..router.len())
             .map(|index| {
                 if Some(index) == router.endpoint_node() {
-                    Arc::clone(&answered)
-                } else {
-                    Arc::new(Node::new(router.address(index).to_string()))
+                    return Arc::clone(&answered);
                 }
+                let address = router.address(index);
+                tried
+                    .iter()
+                    .find(|node| node.address() == address)
+                    .map_or_else(|| Arc::new(Node::new(address.to_string())), Arc::clone)
             })
             .collect();
         Ok(Client {
