@@ -76,8 +76,8 @@ get/scan: KEY<tab>VALUE lines; del: the count deleted; append: the new length)."
 /// Where the cluster is and how long to wait for it.
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {
-    /// Client addresses (host:port) of one or more nodes, comma-separated; the client
-    /// learns the other members from the first that answers.
+    /// Client addresses (host:port) of one or more nodes, comma-separated. Requests go
+    /// only to these, and to a node one of them names as a group's leader.
     #[arg(
         long,
         value_delimiter = ',',
@@ -85,8 +85,8 @@ pub struct ConnectionArgs {
         value_name = "HOST:PORT,..."
     )]
     pub endpoints: Vec<String>,
-    /// Deadline of each request, retries included (connecting counts as one request):
-    /// a number with a unit, ms, s or m (a bare number is seconds).
+    /// Deadline of the whole command: connecting, status and every retry: a number with
+    /// a unit, ms, s or m (a bare number is seconds).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 }
@@ -749,7 +749,14 @@ pub fn exit_code(error: &ClientError) -> i32 {
 }
 
 fn connect(connection: &ConnectionArgs) -> Result<Client, ClientError> {
+    connect_with(connection, false)
+}
+
+/// Connects; with `all_members`, every member the first status lists is asked too (the
+/// status report shows the whole cluster).
+fn connect_with(connection: &ConnectionArgs, all_members: bool) -> Result<Client, ClientError> {
     let options = ClientOptions {
+        route_to_all_members: all_members,
         request_timeout: connection.timeout,
         attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT.min(connection.timeout),
         connect_timeout: CONNECT_TIMEOUT_DEFAULT.min(connection.timeout),
@@ -763,7 +770,11 @@ fn connect(connection: &ConnectionArgs) -> Result<Client, ClientError> {
         .map(|endpoint| endpoint.trim().to_string())
         .filter(|endpoint| !endpoint.is_empty())
         .collect();
-    Client::connect(&endpoints, options)
+    // `--timeout` bounds the whole command: connecting and every operation after it.
+    let deadline = std::time::Instant::now() + connection.timeout;
+    let mut client = Client::connect(&endpoints, options)?;
+    client.set_deadline(deadline);
+    Ok(client)
 }
 
 /// What a successful command prints and how it exits.
@@ -882,7 +893,7 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
             Ok(Output::ok(vec![compacted.to_string()]))
         }
         ClientCommand::Status(arguments) => {
-            let client = connect(&arguments.connection)?;
+            let client = connect_with(&arguments.connection, true)?;
             let nodes = client.status_all();
             Ok(Output::ok(format_status(
                 client.cluster_id(),

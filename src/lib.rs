@@ -19,6 +19,7 @@
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values, one file per operation     | no  |
 //! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, storage | no  |
+//! | [`tcp`]     | TCP options std lacks: the unacknowledged-data timeout         | yes |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
@@ -48,6 +49,7 @@ pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod shard;
+pub mod tcp;
 pub mod testing;
 pub mod transport;
 pub mod wal;

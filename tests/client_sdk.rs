@@ -443,8 +443,9 @@ fn a_hint_to_an_unknown_node_adds_it() {
     assert_eq!(nodes, vec![0, 1]);
 }
 
-// Serializable reads spread over the members by default; with
-// serializable_reads_at_endpoint they all go to the node the client connected through.
+// Serializable reads spread over the nodes the client routes to (here every member, with
+// route_to_all_members); with serializable_reads_at_endpoint they all go to the node the
+// client connected through.
 #[test]
 fn serializable_reads_can_stay_at_the_endpoint() {
     const READS: usize = 12;
@@ -452,6 +453,7 @@ fn serializable_reads_can_stay_at_the_endpoint() {
         let cluster = FakeCluster::start(3, 4, None, AlwaysSucceed);
         let options = ClientOptions {
             serializable_reads_at_endpoint: at_endpoint,
+            route_to_all_members: true,
             ..quick_options()
         };
         let client = connect(&cluster, 1, options);

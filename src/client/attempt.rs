@@ -379,7 +379,7 @@ impl AttemptLoop {
                     ))
                 }
                 Err(error) => {
-                    let description = format!("{}: {error}", router.address(node));
+                    let description = format!("{}: {error}", router.describe(node));
                     match error.code {
                         ErrorCode::NotLeader => {
                             self.forget_leader(router, node);
@@ -434,7 +434,7 @@ impl AttemptLoop {
             },
             AttemptEnd::Failed { node, error } => {
                 self.delivered |= is_write && error.maybe_delivered();
-                let description = format!("{}: {error}", router.address(node));
+                let description = format!("{}: {error}", router.describe(node));
                 match error {
                     CallError::Protocol(_) => {
                         Some((Err(ClientError::Protocol(description)), false))

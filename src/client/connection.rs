@@ -268,7 +268,8 @@ fn connect_stream(address: &str, timeout: Duration) -> io::Result<TcpStream> {
 
 impl Connection {
     /// Connects to `address` and starts the reader thread. Writes that block longer than
-    /// `write_timeout` (a server that stopped reading) fail and close the connection.
+    /// `write_timeout` (a server that stopped reading), and data left unacknowledged by
+    /// the server's kernel that long (a cut path), fail and close the connection.
     pub(crate) fn open(
         address: &str,
         connect_timeout: Duration,
@@ -283,6 +284,10 @@ impl Connection {
         // Requests are whole frames written at once; Nagle would only delay them.
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(write_timeout))?;
+        // A request unacknowledged by the node's kernel that long means the path is cut:
+        // the kernel aborts the connection, so that after a heal the next request opens a
+        // new one instead of queueing behind retransmissions that back off for seconds.
+        crate::tcp::set_unacknowledged_timeout(&stream, write_timeout)?;
         let reader_stream = stream.try_clone()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

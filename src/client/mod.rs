@@ -6,7 +6,10 @@
 //!
 //! - [`Client::connect`] asks the first endpoint that answers for its status: the
 //!   cluster id, the group count (which [`group_of`] divides by) and every member's client
-//!   address. The client then knows every node, not only the endpoints it was given.
+//!   address. The client sends only to the endpoints it was given and to nodes a live
+//!   node names as a group's leader in a `NotLeader` answer (see `client/routing.rs`):
+//!   leaving a dead node out of the endpoints keeps every request away from it.
+//!   [`ClientOptions::route_to_all_members`] sends to every member the status lists.
 //! - Each node has one pipelined connection (`client/connection.rs`): many requests in flight,
 //!   matched to responses by request id, at most [`ClientOptions::in_flight_max`] at once.
 //!   A node whose connection fails is skipped for a growing pause (`client/node.rs`).
@@ -207,6 +210,8 @@ pub struct Client {
     /// The highest revision any answer carried: every request sends it, so that what the
     /// client does next is ordered after what it saw (see `shard/hlc.rs`).
     seen_revision: AtomicU64,
+    /// No operation waits past this moment ([`Client::set_deadline`]).
+    deadline: Option<Instant>,
 }
 
 /// Groups a range delete writes to at once (each part holds a session until answered).
@@ -283,7 +288,10 @@ impl Client {
         let deadline = Instant::now() + options.request_timeout;
         let mut attempts = 0;
         let mut last_error = String::from("no endpoint was tried");
-        for endpoint in endpoints {
+        // The endpoints that failed to answer keep their health, so the client's first
+        // requests skip them instead of waiting for them again.
+        let mut tried: Vec<Arc<Node>> = Vec::new();
+        for (index, endpoint) in endpoints.iter().enumerate() {
             let now = Instant::now();
             if now >= deadline {
                 return Err(ClientError::Timeout {
@@ -293,18 +301,26 @@ impl Client {
                 });
             }
             attempts += 1;
+            // A hung endpoint must not use up the whole budget while others are left to
+            // ask: each gets an equal share of what is left, the last one all of it.
+            let endpoints_left = (endpoints.len() - index) as u32;
+            let share = deadline.saturating_duration_since(now) / endpoints_left;
+            let wait_until = (now + options.attempt_timeout.min(share)).min(deadline);
             let node = Arc::new(Node::new(endpoint.clone()));
-            let connection = match node.connection(&options, deadline) {
+            tried.push(Arc::clone(&node));
+            let connection = match node.connection(&options, wait_until) {
                 Ok(connection) => connection,
                 Err(unavailable) => {
                     last_error = unavailable.reason;
                     continue;
                 }
             };
-            let wait_until = (now + options.attempt_timeout).min(deadline);
             match status_call(&connection, wait_until, options.attempt_timeout) {
-                Ok(status) => return Client::from_status(endpoints, node, status, options),
-                Err(error) => last_error = format!("{endpoint}: {error}"),
+                Ok(status) => return Client::from_status(endpoints, node, &tried, status, options),
+                Err(error) => {
+                    last_error = format!("{endpoint}: {error}");
+                    node.mark_unresponsive(&options, last_error.clone());
+                }
             }
         }
         Err(ClientError::Unavailable {
@@ -313,12 +329,14 @@ impl Client {
         })
     }
 
-    /// Builds the client from the first status: the members' client addresses become the
-    /// nodes (the one that answered keeps its connection); a cluster that names no member
-    /// addresses is reached through the endpoints as given.
+    /// Builds the client from the first status: the endpoints become the nodes, with the
+    /// ids the members' list gives their addresses (and every member too with
+    /// [`ClientOptions::route_to_all_members`]); the one that answered keeps its
+    /// connection, and the endpoints tried before it keep their health (down).
     fn from_status(
         endpoints: &[String],
         answered: Arc<Node>,
+        tried: &[Arc<Node>],
         status: StatusInfo,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
@@ -328,21 +346,13 @@ impl Client {
                 answered.address()
             )));
         }
-        let member_addresses = status
+        let members: Vec<(String, NodeId)> = status
             .members
             .iter()
             .filter(|member| !member.client_address.is_empty())
-            .map(|member| (member.client_address.clone(), member.node_id));
-        let endpoint_addresses = endpoints.iter().map(|endpoint| (endpoint.clone(), NO_NODE));
-        let addresses: Vec<(String, NodeId)> = if status
-            .members
-            .iter()
-            .any(|member| !member.client_address.is_empty())
-        {
-            member_addresses.collect()
-        } else {
-            endpoint_addresses.collect()
-        };
+            .map(|member| (member.client_address.clone(), member.node_id))
+            .collect();
+        let addresses = routing::nodes_to_route(endpoints, &members, options.route_to_all_members);
         let mut router = Router::new(addresses, Some(answered.address()));
         assert!(!router.is_empty(), "a status names at least one address");
         if let Some(endpoint) = router.endpoint_node() {
@@ -356,10 +366,13 @@ impl Client {
         let nodes = (0..router.len())
             .map(|index| {
                 if Some(index) == router.endpoint_node() {
-                    Arc::clone(&answered)
-                } else {
-                    Arc::new(Node::new(router.address(index).to_string()))
+                    return Arc::clone(&answered);
                 }
+                let address = router.address(index);
+                tried
+                    .iter()
+                    .find(|node| node.address() == address)
+                    .map_or_else(|| Arc::new(Node::new(address.to_string())), Arc::clone)
             })
             .collect();
         Ok(Client {
@@ -372,6 +385,7 @@ impl Client {
             nodes: RwLock::new(nodes),
             epoch: Instant::now(),
             seen_revision: AtomicU64::new(0),
+            deadline: None,
         })
     }
 
@@ -410,6 +424,35 @@ impl Client {
 
     pub fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    /// Bounds every later operation and status request of this client by `deadline`, on
+    /// top of its own [`ClientOptions::request_timeout`]: a command given one time budget
+    /// for everything (connecting, asking for status, retrying) sets the moment its
+    /// budget ends, as `corekv --timeout` does.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// The options of an operation that starts now: the request timeout cut to what is
+    /// left before the client's deadline; a `Timeout` once nothing is left.
+    fn options_now(&self) -> Result<std::borrow::Cow<'_, ClientOptions>, ClientError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(std::borrow::Cow::Borrowed(&self.options));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::Timeout {
+                timeout: self.options.request_timeout,
+                attempts: 0,
+                last_error: "the client's deadline passed before the operation began".into(),
+            });
+        }
+        let mut options = self.options.clone();
+        options.request_timeout = options.request_timeout.min(left);
+        options.attempt_timeout = options.attempt_timeout.min(left);
+        options.connect_timeout = options.connect_timeout.min(left);
+        Ok(std::borrow::Cow::Owned(options))
     }
 
     // ----------------------------------------------------------------------------------
@@ -706,24 +749,25 @@ impl Client {
     /// Asks the node at `endpoint` ("host:port") for its status: through its pooled
     /// connection when the client knows the node, through a one-off connection otherwise.
     pub fn status(&self, endpoint: &str) -> Result<StatusInfo, ClientError> {
-        let deadline = Instant::now() + self.options.request_timeout;
+        let options = self.options_now()?;
+        let deadline = Instant::now() + options.request_timeout;
         let known = self
             .nodes_snapshot()
             .into_iter()
             .find(|node| node.address() == endpoint);
         let connection = match known {
-            Some(node) => node
-                .connection(&self.options, deadline)
-                .map_err(|unavailable| ClientError::Unavailable {
+            Some(node) => node.connection(&options, deadline).map_err(|unavailable| {
+                ClientError::Unavailable {
                     attempts: 1,
                     last_error: unavailable.reason,
-                })?,
+                }
+            })?,
             None => Arc::new(
                 Connection::open(
                     endpoint,
-                    self.options.connect_timeout,
-                    self.options.attempt_timeout,
-                    self.options.in_flight_max,
+                    options.connect_timeout,
+                    options.attempt_timeout,
+                    options.in_flight_max,
                 )
                 .map_err(|error| ClientError::Unavailable {
                     attempts: 1,
@@ -731,7 +775,7 @@ impl Client {
                 })?,
             ),
         };
-        status_call(&connection, deadline, self.options.request_timeout)
+        status_call(&connection, deadline, options.request_timeout)
     }
 
     /// Asks every known node for its status, all at once, and returns the answers in the

@@ -175,6 +175,20 @@ impl Node {
         }
     }
 
+    /// The node took a connection and then did not answer in time (a stopped process, a
+    /// path cut after the handshake): it is skipped like one that refused, so that the
+    /// next request goes to another node without waiting for it again.
+    pub(crate) fn mark_unresponsive(&self, options: &ClientOptions, reason: String) {
+        let mut health = lock(&self.health);
+        let failures = match &*health {
+            Health::Healthy { failures, .. } | Health::Down { failures, .. } => {
+                failures.saturating_add(1)
+            }
+            Health::Idle | Health::Probing => 1,
+        };
+        self.mark_down(options, &mut health, failures, reason);
+    }
+
     /// Skips the node for the reconnect backoff of `failures` failures in a row.
     fn mark_down(
         &self,

@@ -67,6 +67,11 @@ pub struct ClientOptions {
     /// member; for looking at one replica, as `corekv get --serializable` does. Another
     /// node is asked only when that one cannot be reached.
     pub serializable_reads_at_endpoint: bool,
+    /// Also send to the members the first status lists that were not among the
+    /// endpoints given. Off by default: a client sends only to its endpoints and to nodes
+    /// a live node names as a group's leader (see `client/routing.rs`), so that leaving a
+    /// dead node out of the endpoints keeps the client away from it.
+    pub route_to_all_members: bool,
 }
 
 impl Default for ClientOptions {
@@ -83,6 +88,7 @@ impl Default for ClientOptions {
             reconnect_backoff_initial: RECONNECT_BACKOFF_INITIAL_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
             serializable_reads_at_endpoint: false,
+            route_to_all_members: false,
         }
     }
 }

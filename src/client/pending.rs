@@ -289,8 +289,17 @@ impl Client {
                 }
             }
         }
+        let options = match self.options_now() {
+            Ok(options) => options,
+            Err(error) => {
+                if let Some(notify) = &notify {
+                    notify.completions.unregister();
+                }
+                return Err(error);
+            }
+        };
         let started = self.now();
-        let deadline = self.instant(started) + self.options.request_timeout;
+        let deadline = self.instant(started) + options.request_timeout;
         let session = if op.is_read_only() {
             None
         } else {
@@ -300,7 +309,7 @@ impl Client {
                     notify.completions.unregister();
                 }
                 return Err(ClientError::Timeout {
-                    timeout: self.options.request_timeout,
+                    timeout: options.request_timeout,
                     attempts: 0,
                     last_error: format!(
                         "every one of the {} sessions stayed in use",
@@ -316,7 +325,7 @@ impl Client {
             scope,
             self.group_count,
             session,
-            &self.options,
+            &options,
             started,
         );
         attempts.set_seen_revision(self.seen_revision());

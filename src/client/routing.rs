@@ -7,6 +7,17 @@
 //!
 //! A node is named by its index in the router, which stays the same for the router's
 //! life: nodes are only ever appended (at most [`NODES_MAX`]).
+//!
+//! # Which nodes a client sends to
+//!
+//! Only the endpoints it was given ([`nodes_to_route`]), and a node that a live node
+//! named as a group's leader (a `NotLeader` answer's hint, [`Router::node_for_hint`]).
+//! The members a status lists are used to learn the given endpoints' node ids, not as
+//! places to send: a user who names nodes 2 and 3 because node 1 is down must not wait
+//! for node 1. A hint comes from a node that just answered, and a follower forgets its
+//! leader when its election timer fires, so a hint names a dead node for at most about
+//! one election timeout. [`crate::client::ClientOptions::route_to_all_members`] opts in
+//! to sending to every member the status lists.
 
 use std::collections::HashMap;
 
@@ -26,6 +37,37 @@ pub fn route_group(op: &kv::Op, group_count: u64) -> Option<GroupId> {
     let first = op.keys().next()?;
     let read_across_groups = first.range_start && matches!(op, kv::Op::Range(_));
     (!read_across_groups).then(|| group_of(first.key, group_count))
+}
+
+/// The nodes a client routes to, from the endpoints it was given (in order, duplicates
+/// dropped) and the members a status listed ((client address, node id)): each endpoint,
+/// with its node id when a member has its address; with `all_members`, the members not
+/// among the endpoints too. With no endpoint at all, the members.
+pub fn nodes_to_route(
+    endpoints: &[String],
+    members: &[(String, NodeId)],
+    all_members: bool,
+) -> Vec<(String, NodeId)> {
+    let id_of = |address: &str| {
+        members
+            .iter()
+            .find(|(member, _)| member == address)
+            .map_or(crate::raft::NO_NODE, |&(_, id)| id)
+    };
+    let mut nodes: Vec<(String, NodeId)> = Vec::new();
+    for endpoint in endpoints {
+        if !nodes.iter().any(|(address, _)| address == endpoint) {
+            nodes.push((endpoint.clone(), id_of(endpoint)));
+        }
+    }
+    if all_members || nodes.is_empty() {
+        for (address, id) in members {
+            if !nodes.iter().any(|(known, _)| known == address) {
+                nodes.push((address.clone(), *id));
+            }
+        }
+    }
+    nodes
 }
 
 /// One node as the router knows it.
@@ -90,6 +132,17 @@ impl Router {
     /// The client address of node `node`.
     pub fn address(&self, node: usize) -> &str {
         &self.nodes[node].address
+    }
+
+    /// Node `node` for messages: its address, and its id when known ("host:port (node
+    /// 3)"), so that an error names the node that failed.
+    pub fn describe(&self, node: usize) -> String {
+        let RouteNode { address, node_id } = &self.nodes[node];
+        if *node_id == crate::raft::NO_NODE {
+            address.clone()
+        } else {
+            format!("{address} (node {node_id})")
+        }
     }
 
     /// The id of node `node`, or [`crate::raft::NO_NODE`] when not known yet.
@@ -289,6 +342,27 @@ mod tests {
         let order: Vec<usize> = router.order(Some(1), Some(1)).collect();
         assert_eq!(order, [1, 0, 2, 3]);
         assert_eq!(Router::new(Vec::new(), None).order(None, None).count(), 0);
+    }
+
+    // A client routes to the endpoints it was given, with their ids from the members'
+    // list, not to members it was not given (unless asked to).
+    #[test]
+    fn only_given_endpoints_are_routed() {
+        let members: Vec<(String, NodeId)> =
+            (1..=3).map(|id| (format!("n{id}"), id as NodeId)).collect();
+        let given = ["n3".to_string(), "n2".to_string(), "n3".to_string()];
+        assert_eq!(
+            nodes_to_route(&given, &members, false),
+            [("n3".to_string(), 3), ("n2".to_string(), 2)]
+        );
+        let all = nodes_to_route(&given, &members, true);
+        assert_eq!(all.iter().map(|(_, id)| *id).collect::<Vec<_>>(), [3, 2, 1]);
+        let elsewhere = nodes_to_route(&["lb:1".to_string()], &members, false);
+        assert_eq!(elsewhere, [("lb:1".to_string(), NO_NODE)]);
+        assert_eq!(nodes_to_route(&[], &members, false).len(), 3);
+        let router = Router::new(nodes_to_route(&given, &members, false), None);
+        assert_eq!(router.describe(0), "n3 (node 3)");
+        assert_eq!(Router::new(elsewhere, None).describe(0), "lb:1");
     }
 
     // Only the node believed to lead is forgotten: a newer leader learned meanwhile stays.

@@ -304,6 +304,7 @@ async fn connect(address: SocketAddr, config: &super::TransportConfig) -> io::Re
     let stream = TcpStream::connect_timeout(address, config.connect_timeout).await?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(config.write_timeout))?;
+    crate::tcp::set_unacknowledged_timeout(&stream, config.unacknowledged_timeout)?;
     Ok(stream)
 }
 

@@ -42,7 +42,10 @@
 //! up to `backoff_max`; after `failures_before_down` failed attempts in a row the link
 //! is Down: its queue is cleared and new messages are dropped until an attempt
 //! succeeds, which makes it Healthy again. A closed connection is noticed at the next
-//! write that fails, so the batch or two written just before that are lost.
+//! write that fails, so the batch or two written just before that are lost. A
+//! connection whose data stays unacknowledged for `unacknowledged_timeout` (a cut
+//! link: the kernel would otherwise keep retransmitting with a growing backoff and keep
+//! the connection open past the heal) is aborted by the kernel and reconnected.
 //!
 //! # Bounds, and what is dropped
 //!
@@ -118,6 +121,10 @@ pub const INBOUND_CONNECTIONS_MAX_DEFAULT: usize = 64;
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 /// Default of [`TransportConfig::write_timeout`].
 pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Default of [`TransportConfig::unacknowledged_timeout`]: a few heartbeats, above an
+/// election timeout at the default ticks. A link's heartbeats keep data in flight, so a
+/// cut link holds unacknowledged data within one heartbeat.
+pub const UNACKNOWLEDGED_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 /// Default of [`TransportConfig::backoff_min`].
 pub const BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(10);
 /// Default of [`TransportConfig::backoff_max`].
@@ -155,6 +162,13 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// How long a write may make no progress before the connection is given up.
     pub write_timeout: Duration,
+    /// How long sent data may stay unacknowledged by the peer's kernel before the
+    /// connection is given up (`TCP_USER_TIMEOUT`). Without it a connection across a
+    /// partition stays open, the kernel's retransmissions back off exponentially, and
+    /// after the heal the link waits for the next retransmission: seconds after a long
+    /// partition. With it the link reconnects (every `backoff_max` at most), so it is
+    /// back within about `backoff_max` of the heal, however long the partition lasted.
+    pub unacknowledged_timeout: Duration,
     /// Delay after the first failed connection attempt; it doubles with each failure.
     pub backoff_min: Duration,
     /// Longest delay between connection attempts.
@@ -185,6 +199,7 @@ impl TransportConfig {
             inbound_connections_max: INBOUND_CONNECTIONS_MAX_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             write_timeout: WRITE_TIMEOUT_DEFAULT,
+            unacknowledged_timeout: UNACKNOWLEDGED_TIMEOUT_DEFAULT,
             backoff_min: BACKOFF_MIN_DEFAULT,
             backoff_max: BACKOFF_MAX_DEFAULT,
             failures_before_down: FAILURES_BEFORE_DOWN_DEFAULT,
@@ -225,8 +240,13 @@ impl TransportConfig {
                 self.queue_bytes_max, self.frame_bytes_max
             ));
         }
-        if self.connect_timeout.is_zero() || self.write_timeout.is_zero() {
-            return invalid("connect_timeout and write_timeout must be positive".into());
+        if self.connect_timeout.is_zero()
+            || self.write_timeout.is_zero()
+            || self.unacknowledged_timeout.is_zero()
+        {
+            return invalid(
+                "connect_timeout, write_timeout and unacknowledged_timeout must be positive".into(),
+            );
         }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
             return invalid("backoff_min must be positive and at most backoff_max".into());

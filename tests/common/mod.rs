@@ -73,6 +73,14 @@ fn free_ports(count: u16) -> u16 {
     }
 }
 
+/// The `corekv` executable the servers run: this build's, or `COREKV_SERVER_BINARY`
+/// (a tool measuring another build, e.g. `tools/heal-recovery.sh --binary`).
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("COREKV_SERVER_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_corekv")))
+}
+
 /// One member of a test cluster.
 #[derive(Debug)]
 pub struct Node {
@@ -163,7 +171,7 @@ impl TestCluster {
             .iter()
             .find(|node| node.id == id)
             .expect("known node");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_corekv"));
+        let mut command = Command::new(server_binary());
         command
             .arg("server")
             .args(["--node-id", &id.to_string()])
