@@ -18,14 +18,17 @@ use crate::kv::KeyValue;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotViolation {
     /// A key the store held at the revision is not in the read.
-    Missing { key: Vec<u8>, expected: KeyValue },
+    Missing {
+        key: Vec<u8>,
+        expected: Box<KeyValue>,
+    },
     /// The read holds a key the store did not hold at the revision.
-    Extra { key: Vec<u8>, got: KeyValue },
+    Extra { key: Vec<u8>, got: Box<KeyValue> },
     /// The key is in both, at different versions or values.
     Differs {
         key: Vec<u8>,
-        got: KeyValue,
-        expected: KeyValue,
+        got: Box<KeyValue>,
+        expected: Box<KeyValue>,
     },
     /// A key-value in the read was written after the read's revision.
     AfterRevision { key: Vec<u8>, mod_revision: u64 },
@@ -101,33 +104,33 @@ pub fn check_snapshot_read(
             (Some(g), None) => {
                 return Err(SnapshotViolation::Extra {
                     key: g.key.clone(),
-                    got: (*g).clone(),
+                    got: Box::new((*g).clone()),
                 })
             }
             (None, Some(e)) => {
                 return Err(SnapshotViolation::Missing {
                     key: e.key.clone(),
-                    expected: (*e).clone(),
+                    expected: Box::new((*e).clone()),
                 })
             }
             (Some(g), Some(e)) if g.key < e.key => {
                 return Err(SnapshotViolation::Extra {
                     key: g.key.clone(),
-                    got: (*g).clone(),
+                    got: Box::new((*g).clone()),
                 })
             }
             (Some(g), Some(e)) if g.key > e.key => {
                 return Err(SnapshotViolation::Missing {
                     key: e.key.clone(),
-                    expected: (*e).clone(),
+                    expected: Box::new((*e).clone()),
                 })
             }
             (Some(g), Some(e)) => {
                 if g != e {
                     return Err(SnapshotViolation::Differs {
                         key: g.key.clone(),
-                        got: (*g).clone(),
-                        expected: (*e).clone(),
+                        got: Box::new((*g).clone()),
+                        expected: Box::new((*e).clone()),
                     });
                 }
                 left.next();
