@@ -420,3 +420,44 @@ fn a_slow_watcher_is_cancelled() {
     assert_eq!(rest, expected);
     wait_for("node 1 to answer", || cluster.status(1));
 }
+
+// `corekv watch --prefix P --rev R --prev-kv` prints one line per event (type, key,
+// value, revision, previous value), and `--write-out json` one object per line.
+#[test]
+fn the_cli_prints_one_line_per_event() {
+    let cluster = start("watch-cli");
+    let client = cluster.client();
+    let first = put(&client, "cli/a", "1");
+    put(&client, "cli/a", "2");
+    let deleted = client
+        .execute(
+            kv::Op::Delete(kv::DeleteRequest {
+                key: b"cli/a".to_vec(),
+                ..kv::DeleteRequest::default()
+            }),
+            false,
+        )
+        .expect("delete")
+        .revision;
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_corekv"))
+            .args(["watch", "cli/", "--prefix", "--rev", &first.to_string()])
+            .args(["--count", "3", "--endpoints", &cluster.endpoint(2)])
+            .args(extra)
+            .output()
+            .expect("corekv watch");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let lines = run(&["--prev-kv"]);
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], format!("PUT\tcli/a\t1\t{first}"));
+    assert!(lines[1].starts_with("PUT\tcli/a\t2\t") && lines[1].ends_with("\t1"));
+    assert_eq!(lines[2], format!("DELETE\tcli/a\t\t{deleted}\t2"));
+    let json = run(&["--write-out", "json"]);
+    let json: Vec<&str> = json.lines().collect();
+    assert_eq!(json.len(), 3);
+    assert!(json[0].starts_with("{\"type\":\"PUT\",\"kv\":{\"key\":\"Y2xpL2E=\""));
+    assert!(json[2].starts_with("{\"type\":\"DELETE\""));
+}
