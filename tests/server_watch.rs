@@ -331,7 +331,14 @@ fn a_txns_events_arrive_together() {
     loop {
         assert!(Instant::now() < deadline, "no events of the txn");
         match stream.next(Duration::from_secs(1)).expect("watch") {
-            Some(WatchItem::Events { events, .. }) if events[0].revision() == response.revision => {
+            Some(WatchItem::Events { events, .. })
+                if events.iter().any(|e| e.revision() == response.revision) =>
+            {
+                // The put before may share the response; the Txn's events are all here.
+                let events: Vec<WatchEvent> = events
+                    .into_iter()
+                    .filter(|e| e.revision() == response.revision)
+                    .collect();
                 let keys_seen: Vec<&[u8]> = events.iter().map(|e| e.kv.key.as_slice()).collect();
                 let mut sorted = keys.iter().map(Vec::as_slice).collect::<Vec<_>>();
                 sorted.sort();
