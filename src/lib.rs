@@ -18,7 +18,7 @@
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values, one file per operation     | no  |
-//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, storage | no  |
+//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, storage, watches | no  |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
