@@ -15,10 +15,10 @@
 //! | [`codec`]   | Raft values to and from FlatBuffers; the shared verifier bounds | no  |
 //! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
-//! | [`check`]   | the linearizability checker used by tests and tools            | no  |
+//! | [`check`]   | the linearizability checker; snapshot reads and causal order   | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |
 //! | [`api`]     | the client protocol as Rust values, one file per operation     | no  |
-//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, storage | no  |
+//! | [`shard`]   | one shard's turn as a state machine: routing, forwarding, storage, watches | no  |
 //! | [`tcp`]     | TCP options std lacks: the unacknowledged-data timeout         | yes |
 //! | [`transport`] | one shard's node-to-node links: batches, frames, health, bounds | yes |
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |

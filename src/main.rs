@@ -1,10 +1,12 @@
 //! The `corekv` command: server, cluster and client commands (clap).
 //!
 //! Each family of subcommands lives in its own module and plugs in here as one variant
-//! of [`Command`] and one arm in [`main`]; the client commands are in `cli.rs`.
+//! of [`Command`] and one arm in [`main`]; the client commands are in `cli.rs`, `watch`
+//! (a stream, not one answer) in `cli_watch.rs`.
 
 mod cli;
 mod cli_json;
+mod cli_watch;
 
 use clap::{Parser, Subcommand};
 
@@ -29,12 +31,17 @@ enum Command {
     /// they read `corekv put ...`.
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Print every change of KEY (or, with --prefix, of every key starting with it), one
+    /// line per event: PUT|DELETE, key, value, revision.
+    #[command(after_help = cli::EXIT_CODES_HELP)]
+    Watch(cli_watch::WatchArgs),
 }
 
 fn main() {
     let arguments = Cli::parse();
     let code = match arguments.command {
         Command::Client(command) => cli::run(command),
+        Command::Watch(args) => cli_watch::run(args),
         Command::Server(args) => run_server(*args),
         Command::Bench(args) => corekv::bench::command(*args),
         Command::Cluster(args) => match corekv::local_cluster::run(args) {

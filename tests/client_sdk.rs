@@ -181,7 +181,11 @@ fn serve(
                     request_id: request.request_id,
                     result: Ok(ApiResult::Status(status.clone())),
                 }]),
-                RequestKind::Kv { .. } | RequestKind::Compact { .. } => {
+                RequestKind::Kv { .. }
+                | RequestKind::Compact { .. }
+                | RequestKind::WatchCreate { .. }
+                | RequestKind::WatchCancel { .. }
+                | RequestKind::WatchProgress { .. } => {
                     journal
                         .requests
                         .lock()
@@ -213,7 +217,7 @@ fn serve(
 fn command(request: &ApiRequest) -> &kv::Command {
     match &request.kind {
         RequestKind::Kv { command, .. } => command,
-        RequestKind::Compact { .. } | RequestKind::Status => panic!("a key-value request"),
+        _ => panic!("a key-value request"),
     }
 }
 

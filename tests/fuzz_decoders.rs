@@ -412,6 +412,9 @@ fn random_request(rng: &mut Rng) -> Vec<u8> {
                 range_end,
                 start_revision: rng.number(),
                 prev_kv: rng.coin(),
+                progress_notify: rng.coin(),
+                no_put: rng.coin(),
+                no_delete: rng.coin(),
             };
             let op = proto::WatchCreateRequest::create(builder, &args);
             (proto::Op::WatchCreateRequest, op.as_union_value())
@@ -620,6 +623,7 @@ fn random_response(rng: &mut Rng) -> Vec<u8> {
                 canceled: rng.coin(),
                 compact_revision: rng.number(),
                 events: Some(events),
+                cancel_reason: None,
             };
             let result = proto::WatchResult::create(builder, &args);
             Some((proto::OpResult::WatchResult, result.as_union_value()))

@@ -260,7 +260,7 @@ fn invalid_flatbuffers_are_not_served() {
     assert_eq!(cluster.client_of(1).get("k").expect("get"), None);
 }
 
-// Unknown operations and the lease and watch operations the server does not serve get an
+// Unknown operations and the lease operations the server does not serve get an
 // UnknownOp answer, and the connection stays open.
 #[test]
 fn unknown_operations_are_answered_unknown_op() {
@@ -291,20 +291,6 @@ fn unknown_operations_are_answered_unknown_op() {
                 proto::LeaseKeepAliveRequest::create(
                     builder,
                     &proto::LeaseKeepAliveRequestArgs { id: 1 },
-                )
-                .as_union_value()
-            }),
-        ),
-        (
-            "a watch",
-            request_with_op(14, proto::Op::WatchCreateRequest, |builder| {
-                let key = builder.create_vector(b"w".as_slice());
-                proto::WatchCreateRequest::create(
-                    builder,
-                    &proto::WatchCreateRequestArgs {
-                        key: Some(key),
-                        ..proto::WatchCreateRequestArgs::default()
-                    },
                 )
                 .as_union_value()
             }),

@@ -23,7 +23,8 @@
 //! | `status.rs`    | Status: [`StatusInfo`], [`GroupStatus`], [`Member`]                |
 //! | `compact.rs`   | Compact: `CompactRequest` and `CompactResult`                      |
 //! | `key_value.rs` | `KeyValue`, the pair that reads and `prev_kv` return               |
-//! | `unserved.rs`  | leases and watches (in the schema, not served) and unknown ops     |
+//! | `watch.rs`     | Watch: create, cancel and progress requests, and the `WatchResult` stream |
+//! | `unserved.rs`  | leases (in the schema, not served) and unknown ops                 |
 //! | `samples.rs`   | for tests only: sample values and buffers the files' tests share   |
 //!
 //! The envelope is what every request or response carries whatever its op: the request
@@ -48,7 +49,7 @@
 //! # What the server serves
 //!
 //! Put, Range (at the current revision or at a past one), DeleteRange, Append, Txn,
-//! Compact and Status. Leases and watches are in the schema but not served yet:
+//! Compact, Status and watches. Leases are in the schema but not served yet:
 //! [`decode_request`] answers them with [`ErrorCode::UnknownOp`]. A Range inside a Txn
 //! reads the Txn's own state: a revision there is refused with
 //! [`ErrorCode::InvalidRequest`].
@@ -76,6 +77,7 @@ mod status;
 mod txn;
 mod unserved;
 mod verify;
+mod watch;
 
 #[cfg(test)]
 mod samples;
@@ -83,6 +85,7 @@ mod samples;
 pub use error::{ApiError, ErrorCode, RequestError, ResponseError};
 pub use status::{GroupStatus, Member, StatusInfo};
 pub use verify::{verify_request, verify_response};
+pub use watch::{EventKind, WatchCreate, WatchEvent, WatchResponse};
 
 /// One client request, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +119,15 @@ pub enum RequestKind {
     },
     /// The answering node's state and the state of its groups.
     Status,
+    /// Start a watch; its id is the request's id. `seen_revision` as for a command.
+    WatchCreate {
+        create: WatchCreate,
+        seen_revision: u64,
+    },
+    /// End the watch of this connection with this id.
+    WatchCancel { watch_id: u64 },
+    /// Ask the watch of this connection with this id for a progress notification.
+    WatchProgress { watch_id: u64 },
 }
 
 /// What a successful request answers.
@@ -124,6 +136,8 @@ pub enum ApiResult {
     /// The answer to a key-value command, with the store's revision.
     Kv(kv::Response),
     Status(StatusInfo),
+    /// One response of a watch's stream, or the answer to a cancel or progress request.
+    Watch(WatchResponse),
 }
 
 /// One server response, decoded.
@@ -210,6 +224,36 @@ pub fn encode_request<'a>(
             proto::Op::StatusRequest,
             status::encode_request(builder),
         ),
+        RequestKind::WatchCreate {
+            create,
+            seen_revision,
+        } => (
+            0,
+            0,
+            false,
+            None,
+            *seen_revision,
+            proto::Op::WatchCreateRequest,
+            watch::encode_create(builder, create),
+        ),
+        RequestKind::WatchCancel { watch_id } => (
+            0,
+            0,
+            false,
+            None,
+            0,
+            proto::Op::WatchCancelRequest,
+            watch::encode_cancel(builder, *watch_id),
+        ),
+        RequestKind::WatchProgress { watch_id } => (
+            0,
+            0,
+            false,
+            None,
+            0,
+            proto::Op::WatchProgressRequest,
+            watch::encode_progress(builder, *watch_id),
+        ),
     };
     let root = proto::Request::create(
         builder,
@@ -239,7 +283,11 @@ pub fn request_capacity_hint(request: &ApiRequest) -> usize {
     match &request.kind {
         // The log encoding holds the same bytes with smaller framing per field.
         RequestKind::Kv { command, .. } => 128 + 2 * command.encoded_len(),
-        RequestKind::Compact { .. } | RequestKind::Status => 64,
+        RequestKind::WatchCreate { create, .. } => 128 + 2 * create.encoded_len(),
+        RequestKind::Compact { .. }
+        | RequestKind::Status
+        | RequestKind::WatchCancel { .. }
+        | RequestKind::WatchProgress { .. } => 64,
     }
 }
 
@@ -280,6 +328,39 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
                     ),
                     seen_revision: request.seen_revision(),
                     group: request.group(),
+                },
+            })
+        }
+        proto::Op::WatchCreateRequest => {
+            return Ok(ApiRequest {
+                request_id,
+                kind: RequestKind::WatchCreate {
+                    create: watch::decode_create(
+                        request.op_as_watch_create_request().ok_or_else(missing)?,
+                    ),
+                    seen_revision: request.seen_revision(),
+                },
+            })
+        }
+        proto::Op::WatchCancelRequest => {
+            return Ok(ApiRequest {
+                request_id,
+                kind: RequestKind::WatchCancel {
+                    watch_id: request
+                        .op_as_watch_cancel_request()
+                        .ok_or_else(missing)?
+                        .watch_id(),
+                },
+            })
+        }
+        proto::Op::WatchProgressRequest => {
+            return Ok(ApiRequest {
+                request_id,
+                kind: RequestKind::WatchProgress {
+                    watch_id: request
+                        .op_as_watch_progress_request()
+                        .ok_or_else(missing)?
+                        .watch_id(),
                 },
             })
         }
@@ -346,6 +427,11 @@ pub fn encode_response<'a>(
                     0,
                     proto::OpResult::StatusResult,
                     status::encode_result(builder, status),
+                ),
+                ApiResult::Watch(watch) => (
+                    watch.revision,
+                    proto::OpResult::WatchResult,
+                    watch::encode_result(builder, watch),
                 ),
             };
             proto::Response::create(
@@ -438,6 +524,13 @@ pub fn decode_response(bytes: &[u8]) -> Result<ApiResponse, ResponseError> {
         proto::OpResult::StatusResult => Ok(ApiResult::Status(status::decode_result(
             response.result_as_status_result().ok_or_else(missing)?,
         ))),
+        proto::OpResult::WatchResult => Ok(ApiResult::Watch(
+            watch::decode_result(
+                response.result_as_watch_result().ok_or_else(missing)?,
+                response.revision(),
+            )
+            .map_err(ResponseError::Codec)?,
+        )),
         proto::OpResult::NONE => Err("status Ok without a result"),
         not_asked_for => Err(unserved::refuse_result(&response, not_asked_for)?),
     };

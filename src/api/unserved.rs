@@ -1,4 +1,4 @@
-//! What the schema has and the server does not serve yet, leases and watches, and
+//! What the schema has and the server does not serve yet, leases, and
 //! operations this build does not know at all: a request for any of them is answered
 //! `UnknownOp`, and the SDK, which never asks for one, refuses their results. Serving
 //! one moves it out of here into a file of its own, with arms in the dispatch of
@@ -15,7 +15,6 @@ pub(super) fn refuse_request(request_id: u64, op_type: proto::Op) -> RequestErro
         proto::Op::LeaseRevokeRequest => "lease revoke",
         proto::Op::LeaseKeepAliveRequest => "lease keep-alive",
         proto::Op::LeaseTimeToLiveRequest => "lease time-to-live",
-        proto::Op::WatchCreateRequest | proto::Op::WatchCancelRequest => "watch",
         // `NONE` included: the verifier lets an explicit NONE discriminant through.
         unknown => return RequestError::unknown_op(request_id, "Request.op", unknown.0),
     };
@@ -38,17 +37,10 @@ pub(super) fn refuse_result(
         | proto::OpResult::LeaseRevokeResult
         | proto::OpResult::LeaseKeepAliveResult
         | proto::OpResult::LeaseTimeToLiveResult => {}
-        proto::OpResult::WatchResult => {
-            let events = response.result_as_watch_result().and_then(|w| w.events());
-            for event in events.iter().flatten() {
-                if event.kind().variant_name().is_none() {
-                    return Err(unknown_enum("Event.kind", event.kind().0));
-                }
-            }
-        }
         unknown => return Err(unknown_enum("Response.result", unknown.0)),
     }
-    Ok("a lease or watch result, which this client never asks for")
+    let _ = response;
+    Ok("a lease result, which this client never asks for")
 }
 
 #[cfg(test)]
@@ -59,7 +51,7 @@ mod tests {
     use super::super::{decode_request, decode_response, ApiError, ResponseError};
     use super::*;
 
-    // Leases and watches are answered UnknownOp under their request id, saying what is
+    // Leases are answered UnknownOp under their request id, saying what is
     // not served.
     #[test]
     fn leases_and_watches_are_refused() {
@@ -86,29 +78,10 @@ mod tests {
             error.to_response().unwrap().result,
             Err(ApiError::new(ErrorCode::UnknownOp, error.message.clone()))
         );
-
-        let mut builder = FlatBufferBuilder::new();
-        let key = builder.create_vector(b"k");
-        let watch = proto::WatchCreateRequest::create(
-            &mut builder,
-            &proto::WatchCreateRequestArgs {
-                key: Some(key),
-                ..Default::default()
-            },
-        );
-        let bytes = finish_request(
-            builder,
-            proto::Op::WatchCreateRequest,
-            watch.as_union_value(),
-        );
-        assert_eq!(
-            decode_request(&bytes).unwrap_err().code,
-            ErrorCode::UnknownOp
-        );
     }
 
-    // A lease or watch result with status Ok names its request; a watch event of an
-    // unknown kind makes the response unreadable.
+    // A lease result with status Ok names its request; a watch event of an unknown kind
+    // makes the response unreadable.
     #[test]
     fn lease_and_watch_results_are_refused() {
         let mut builder = FlatBufferBuilder::new();
@@ -121,8 +94,6 @@ mod tests {
         );
         assert_eq!(decode_response(&bytes).unwrap_err().request_id(), Some(31));
 
-        let bytes = watch_response_bytes(proto::StatusCode::Ok, proto::EventKind::Put);
-        assert_eq!(decode_response(&bytes).unwrap_err().request_id(), Some(8));
         let bytes = watch_response_bytes(proto::StatusCode::Ok, proto::EventKind(2));
         assert_eq!(
             decode_response(&bytes),

@@ -258,7 +258,11 @@ impl AttemptLoop {
     pub fn session_seq(&self) -> (u64, u64) {
         match &self.request.kind {
             RequestKind::Kv { command, .. } => (command.client_id, command.seq),
-            RequestKind::Compact { .. } | RequestKind::Status => (0, 0),
+            RequestKind::Compact { .. }
+            | RequestKind::Status
+            | RequestKind::WatchCreate { .. }
+            | RequestKind::WatchCancel { .. }
+            | RequestKind::WatchProgress { .. } => (0, 0),
         }
     }
 
@@ -369,7 +373,7 @@ impl AttemptLoop {
                     }
                     Some((Ok(response), false))
                 }
-                Ok(ApiResult::Status(_)) => {
+                Ok(ApiResult::Status(_) | ApiResult::Watch(_)) => {
                     self.delivered |= is_write;
                     Some((
                         Err(ClientError::Protocol(

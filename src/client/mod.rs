@@ -46,6 +46,14 @@
 //! node health (`client/node.rs`), the session pool (`client/pool.rs`) and the driver of
 //! the attempt loop, [`Pending`] (`client/pending.rs`).
 //!
+//! # Watches
+//!
+//! [`Client::watch`] opens a [`WatchStream`] (`client/watch.rs`) on a connection of its
+//! own: a watch is many answers to one request. The stream resumes by itself on another
+//! node after a disconnect or a node failure, from the revision after the last one it
+//! delivered, so no change is lost or delivered twice; a compacted revision ends it with
+//! [`WatchError::Compacted`].
+//!
 //! # Sessions
 //!
 //! Writes are exactly-once through sessions (`client/session.rs`): each write checks a client id
@@ -134,6 +142,7 @@ pub mod random;
 mod revisions;
 pub mod routing;
 pub mod session;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -150,8 +159,11 @@ pub use options::{
 pub use pending::{Batch, Pending};
 pub use revisions::{CompareAndPut, List, ListPage, LIST_PAGE_KEYS_DEFAULT};
 pub use routing::NODES_MAX;
+pub use watch::{WatchError, WatchItem, WatchStream, WATCH_RESUME_DEADLINE, WATCH_SILENCE_TIMEOUT};
 
-pub use crate::api::{ErrorCode, GroupStatus, Member, StatusInfo};
+pub use crate::api::{
+    ErrorCode, EventKind, GroupStatus, Member, StatusInfo, WatchCreate, WatchEvent,
+};
 pub use crate::kv::{
     AppendResponse, Compare, CompareResult, CompareTarget, DeleteResponse, KeyValue, PutResponse,
     RangeRequest, RangeResponse, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
@@ -248,6 +260,12 @@ fn status_call(
             ..
         }) => Err(ClientError::Protocol(format!(
             "{address}: asked for a status, got {response:?}"
+        ))),
+        Ok(ApiResponse {
+            result: Ok(ApiResult::Watch(watch)),
+            ..
+        }) => Err(ClientError::Protocol(format!(
+            "{address}: asked for a status, got {watch:?}"
         ))),
         Ok(ApiResponse {
             result: Err(error), ..

@@ -221,7 +221,7 @@ impl Client {
                     };
                 }
                 Ok(ApiResponse {
-                    result: Ok(ApiResult::Status(_)),
+                    result: Ok(ApiResult::Status(_) | ApiResult::Watch(_)),
                     ..
                 }) => {
                     return Err(ClientError::Protocol(format!(

@@ -116,6 +116,11 @@ impl History {
         }
     }
 
+    /// The past versions of `key`, oldest first (empty when it has none).
+    pub(crate) fn versions_of(&self, key: &[u8]) -> &[Version] {
+        self.versions.get(key).map_or(&[], Vec::as_slice)
+    }
+
     /// The keys with history in `[key, range_end)` (or `key` alone, or from `key` on, as
     /// [`Keys::range`](super::keys::Keys::range) reads its bounds), in order.
     pub(crate) fn keys_in<'a>(

@@ -12,6 +12,8 @@
 //! - [`store`]: [`Store`], the state machine; its docs define revisions and closed
 //!   revisions.
 //! - [`history`]: the superseded versions behind reads at a past revision, and compaction.
+//! - [`changes`]: the changes of a range between two revisions, read from the history
+//!   (what watches send).
 //! - [`entry`]: what a log entry carries for the state machine: a write stamped with its
 //!   revision, a close promise, or a compaction.
 //! - `keys`: the keyspace behind [`Store`], a hash index for point operations beside an
@@ -21,6 +23,7 @@
 //!
 //! The byte layouts are in `docs/FORMATS.md`.
 
+pub mod changes;
 pub mod command;
 pub mod entry;
 pub mod history;

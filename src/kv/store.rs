@@ -51,7 +51,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn key_value(&self, key: &[u8], keys_only: bool) -> KeyValue {
+    pub(crate) fn key_value(&self, key: &[u8], keys_only: bool) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
             value: if keys_only {

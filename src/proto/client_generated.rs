@@ -299,10 +299,10 @@ pub struct TxnOpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 13;
+pub const ENUM_MAX_OP: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 14] = [
+pub const ENUM_VALUES_OP: [Op; 15] = [
   Op::NONE,
   Op::PutRequest,
   Op::RangeRequest,
@@ -317,6 +317,7 @@ pub const ENUM_VALUES_OP: [Op; 14] = [
   Op::WatchCancelRequest,
   Op::StatusRequest,
   Op::CompactRequest,
+  Op::WatchProgressRequest,
 ];
 
 /// Every operation a client can ask for. Members are only ever appended.
@@ -339,9 +340,10 @@ impl Op {
   pub const WatchCancelRequest: Self = Self(11);
   pub const StatusRequest: Self = Self(12);
   pub const CompactRequest: Self = Self(13);
+  pub const WatchProgressRequest: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::PutRequest,
@@ -357,6 +359,7 @@ impl Op {
     Self::WatchCancelRequest,
     Self::StatusRequest,
     Self::CompactRequest,
+    Self::WatchProgressRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -375,6 +378,7 @@ impl Op {
       Self::WatchCancelRequest => Some("WatchCancelRequest"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::CompactRequest => Some("CompactRequest"),
+      Self::WatchProgressRequest => Some("WatchProgressRequest"),
       _ => None,
     }
   }
@@ -2561,6 +2565,9 @@ impl<'a> WatchCreateRequest<'a> {
   pub const VT_RANGE_END: ::flatbuffers::VOffsetT = 6;
   pub const VT_START_REVISION: ::flatbuffers::VOffsetT = 8;
   pub const VT_PREV_KV: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PROGRESS_NOTIFY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_NO_PUT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_NO_DELETE: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2575,6 +2582,9 @@ impl<'a> WatchCreateRequest<'a> {
     builder.add_start_revision(args.start_revision);
     if let Some(x) = args.range_end { builder.add_range_end(x); }
     if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_no_delete(args.no_delete);
+    builder.add_no_put(args.no_put);
+    builder.add_progress_notify(args.progress_notify);
     builder.add_prev_kv(args.prev_kv);
     builder.finish()
   }
@@ -2610,6 +2620,31 @@ impl<'a> WatchCreateRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(WatchCreateRequest::VT_PREV_KV, Some(false)).unwrap()}
   }
+  /// Also send a progress notification (a `WatchResult` without events) every
+  /// progress interval in which no events were sent.
+  #[inline]
+  pub fn progress_notify(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreateRequest::VT_PROGRESS_NOTIFY, Some(false)).unwrap()}
+  }
+  /// Leave puts out of the stream.
+  #[inline]
+  pub fn no_put(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreateRequest::VT_NO_PUT, Some(false)).unwrap()}
+  }
+  /// Leave deletes out of the stream.
+  #[inline]
+  pub fn no_delete(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreateRequest::VT_NO_DELETE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for WatchCreateRequest<'_> {
@@ -2622,6 +2657,9 @@ impl ::flatbuffers::Verifiable for WatchCreateRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("range_end", Self::VT_RANGE_END, false)?
      .visit_field::<u64>("start_revision", Self::VT_START_REVISION, false)?
      .visit_field::<bool>("prev_kv", Self::VT_PREV_KV, false)?
+     .visit_field::<bool>("progress_notify", Self::VT_PROGRESS_NOTIFY, false)?
+     .visit_field::<bool>("no_put", Self::VT_NO_PUT, false)?
+     .visit_field::<bool>("no_delete", Self::VT_NO_DELETE, false)?
      .finish();
     Ok(())
   }
@@ -2631,6 +2669,9 @@ pub struct WatchCreateRequestArgs<'a> {
     pub range_end: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub start_revision: u64,
     pub prev_kv: bool,
+    pub progress_notify: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
 }
 impl<'a> Default for WatchCreateRequestArgs<'a> {
   #[inline]
@@ -2640,6 +2681,9 @@ impl<'a> Default for WatchCreateRequestArgs<'a> {
       range_end: None,
       start_revision: 0,
       prev_kv: false,
+      progress_notify: false,
+      no_put: false,
+      no_delete: false,
     }
   }
 }
@@ -2666,6 +2710,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCreateRequestBuilder<'a,
     self.fbb_.push_slot::<bool>(WatchCreateRequest::VT_PREV_KV, prev_kv, false);
   }
   #[inline]
+  pub fn add_progress_notify(&mut self, progress_notify: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreateRequest::VT_PROGRESS_NOTIFY, progress_notify, false);
+  }
+  #[inline]
+  pub fn add_no_put(&mut self, no_put: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreateRequest::VT_NO_PUT, no_put, false);
+  }
+  #[inline]
+  pub fn add_no_delete(&mut self, no_delete: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreateRequest::VT_NO_DELETE, no_delete, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchCreateRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WatchCreateRequestBuilder {
@@ -2688,6 +2744,9 @@ impl ::core::fmt::Debug for WatchCreateRequest<'_> {
       ds.field("range_end", &self.range_end());
       ds.field("start_revision", &self.start_revision());
       ds.field("prev_kv", &self.prev_kv());
+      ds.field("progress_notify", &self.progress_notify());
+      ds.field("no_put", &self.no_put());
+      ds.field("no_delete", &self.no_delete());
       ds.finish()
   }
 }
@@ -2784,6 +2843,105 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCancelRequestBuilder<'a,
 impl ::core::fmt::Debug for WatchCancelRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("WatchCancelRequest");
+      ds.field("watch_id", &self.watch_id());
+      ds.finish()
+  }
+}
+pub enum WatchProgressRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks a watch of the same connection for a progress notification: once every event up
+/// to the revision it names has been sent, the watch sends a `WatchResult` without
+/// events whose `Response.revision` is that revision.
+pub struct WatchProgressRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for WatchProgressRequest<'a> {
+  type Inner = WatchProgressRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> WatchProgressRequest<'a> {
+  pub const VT_WATCH_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    WatchProgressRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args WatchProgressRequestArgs
+  ) -> ::flatbuffers::WIPOffset<WatchProgressRequest<'bldr>> {
+    let mut builder = WatchProgressRequestBuilder::new(_fbb);
+    builder.add_watch_id(args.watch_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn watch_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(WatchProgressRequest::VT_WATCH_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for WatchProgressRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("watch_id", Self::VT_WATCH_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WatchProgressRequestArgs {
+    pub watch_id: u64,
+}
+impl<'a> Default for WatchProgressRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    WatchProgressRequestArgs {
+      watch_id: 0,
+    }
+  }
+}
+
+pub struct WatchProgressRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchProgressRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_watch_id(&mut self, watch_id: u64) {
+    self.fbb_.push_slot::<u64>(WatchProgressRequest::VT_WATCH_ID, watch_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchProgressRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    WatchProgressRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<WatchProgressRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for WatchProgressRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("WatchProgressRequest");
       ds.field("watch_id", &self.watch_id());
       ds.finish()
   }
@@ -3269,6 +3427,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_watch_progress_request(&self) -> Option<WatchProgressRequest<'a>> {
+    if self.op_type() == Op::WatchProgressRequest {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { WatchProgressRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -3296,6 +3468,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Op::WatchCancelRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchCancelRequest>>("Op::WatchCancelRequest", pos),
           Op::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Op::StatusRequest", pos),
           Op::CompactRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactRequest>>("Op::CompactRequest", pos),
+          Op::WatchProgressRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchProgressRequest>>("Op::WatchProgressRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3479,6 +3652,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Op::CompactRequest => {
           if let Some(x) = self.op_as_compact_request() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::WatchProgressRequest => {
+          if let Some(x) = self.op_as_watch_progress_request() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5252,8 +5432,11 @@ impl ::core::fmt::Debug for Event<'_> {
 pub enum WatchResultOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A watch's acknowledgement, its events, or its end. Every response of one watch
-/// carries the request id of its `WatchCreateRequest`.
+/// A watch's acknowledgement, its events, a progress notification or its end. Every
+/// response of one watch carries the request id of its `WatchCreateRequest` (its watch
+/// id). `Response.revision` is the watch's progress: every event of the watched keys at or
+/// below it has been sent, so a watch resumed from it plus one loses and repeats nothing.
+/// A response without events, neither created nor canceled, is a progress notification.
 pub struct WatchResult<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -5272,6 +5455,7 @@ impl<'a> WatchResult<'a> {
   pub const VT_CANCELED: ::flatbuffers::VOffsetT = 8;
   pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 10;
   pub const VT_EVENTS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CANCEL_REASON: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5285,6 +5469,7 @@ impl<'a> WatchResult<'a> {
     let mut builder = WatchResultBuilder::new(_fbb);
     builder.add_compact_revision(args.compact_revision);
     builder.add_watch_id(args.watch_id);
+    if let Some(x) = args.cancel_reason { builder.add_cancel_reason(x); }
     if let Some(x) = args.events { builder.add_events(x); }
     builder.add_canceled(args.canceled);
     builder.add_created(args.created);
@@ -5324,13 +5509,22 @@ impl<'a> WatchResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(WatchResult::VT_COMPACT_REVISION, Some(0)).unwrap()}
   }
-  /// In revision order.
+  /// In revision order; every event of one revision is in one response.
   #[inline]
   pub fn events(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>>>(WatchResult::VT_EVENTS, None)}
+  }
+  /// Why the watch was cancelled, when the server ended it (compaction, a watcher too
+  /// slow for its buffer, the node shutting down).
+  #[inline]
+  pub fn cancel_reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(WatchResult::VT_CANCEL_REASON, None)}
   }
 }
 
@@ -5345,6 +5539,7 @@ impl ::flatbuffers::Verifiable for WatchResult<'_> {
      .visit_field::<bool>("canceled", Self::VT_CANCELED, false)?
      .visit_field::<u64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>>>("events", Self::VT_EVENTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("cancel_reason", Self::VT_CANCEL_REASON, false)?
      .finish();
     Ok(())
   }
@@ -5355,6 +5550,7 @@ pub struct WatchResultArgs<'a> {
     pub canceled: bool,
     pub compact_revision: u64,
     pub events: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>>,
+    pub cancel_reason: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for WatchResultArgs<'a> {
   #[inline]
@@ -5365,6 +5561,7 @@ impl<'a> Default for WatchResultArgs<'a> {
       canceled: false,
       compact_revision: 0,
       events: None,
+      cancel_reason: None,
     }
   }
 }
@@ -5395,6 +5592,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchResultBuilder<'a, 'b, A>
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchResult::VT_EVENTS, events);
   }
   #[inline]
+  pub fn add_cancel_reason(&mut self, cancel_reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchResult::VT_CANCEL_REASON, cancel_reason);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchResultBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WatchResultBuilder {
@@ -5417,6 +5618,7 @@ impl ::core::fmt::Debug for WatchResult<'_> {
       ds.field("canceled", &self.canceled());
       ds.field("compact_revision", &self.compact_revision());
       ds.field("events", &self.events());
+      ds.field("cancel_reason", &self.cancel_reason());
       ds.finish()
   }
 }

@@ -136,6 +136,14 @@ impl Connections {
         );
     }
 
+    /// Bytes and frames of replies queued for `connection` and not yet written to its
+    /// socket; `None` once the connection is gone.
+    pub fn queued(&self, connection: ConnectionId) -> Option<(usize, usize)> {
+        self.table
+            .get(&connection)
+            .map(|state| (state.queued_bytes.get(), state.frames.len()))
+    }
+
     /// New connections are refused from now on (the shard is stopping).
     pub fn stop_accepting(&mut self) {
         self.accepting = false;

@@ -323,6 +323,22 @@ impl Shard {
         self.core.shutdown_step()
     }
 
+    /// Tells the core how far behind each connection with watches is, and which of them
+    /// are gone.
+    fn report_watch_connections(&mut self) {
+        let watching = self.core.watch_connections();
+        if watching.is_empty() {
+            return;
+        }
+        let connections = self.connections.borrow();
+        for connection in watching {
+            match connections.queued(connection) {
+                Some((bytes, frames)) => self.core.on_connection_backlog(connection, bytes, frames),
+                None => self.core.on_connection_closed(connection),
+            }
+        }
+    }
+
     /// Sends what needs no disk: Raft messages, mesh messages, replies.
     fn send(&mut self, output: &mut Output) {
         for (group, message) in output.messages.drain(..) {
@@ -346,6 +362,7 @@ impl Shard {
 async fn turn(shard: &Rc<RefCell<Shard>>) {
     let (mut output, files) = {
         let mut this = shard.borrow_mut();
+        this.report_watch_connections();
         if !this.core.has_work() {
             return;
         }

@@ -2,6 +2,7 @@
 //! client requests and responses (the same bytes a client sends), so a shard never reads
 //! another shard's memory: the driver moves these values over bounded channels.
 
+use super::watch::{WatchPoll, WatchPollReply};
 use crate::multiraft::{GroupId, ReadMode};
 
 /// A message between two shards of one node.
@@ -30,4 +31,10 @@ pub enum MeshBody {
     Status,
     /// The answer to `Status` (FlatBuffers `Response` with a status result).
     StatusReply { response: Vec<u8> },
+    /// Read a watcher's changes from the receiving shard's groups (see
+    /// [`super::watch`]). Values, not FlatBuffers: they never leave the node, and the
+    /// receiving shard owns what it is sent.
+    WatchPoll { poll: WatchPoll },
+    /// The answer to `WatchPoll`.
+    WatchPollReply { reply: WatchPollReply },
 }

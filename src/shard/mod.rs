@@ -14,6 +14,7 @@
 //! | [`storage`]     | log records, snapshot file data, recovery to group start states  |
 //! | [`snapshots`]   | which snapshot file is written next, and its compaction record   |
 //! | [`persist`]     | turns waiting for their batch to be durable, and what they hold  |
+//! | [`watch`]       | the watches of the shard's connections: merge, progress, bounds  |
 //!
 //! # One turn
 //!
@@ -44,6 +45,7 @@ pub mod pending;
 pub mod persist;
 pub mod snapshots;
 pub mod storage;
+pub mod watch;
 
 use flatbuffers::FlatBufferBuilder;
 use thiserror::Error;
@@ -58,7 +60,7 @@ use crate::api::{
     self, ApiError, ApiRequest, ApiResponse, ApiResult, ErrorCode, GroupStatus, LeaderHint,
     RequestKind, StatusInfo,
 };
-use crate::keyspace::shard_of;
+use crate::keyspace::{group_of, shard_of};
 use crate::kv::{Command, Op, Response};
 use crate::multiraft::{GroupId, MultiRaft, MultiRaftError, ReadMode, Reply, RequestId};
 use crate::raft::{self, Message, NodeId, Snapshot};
@@ -68,6 +70,7 @@ use hlc::Hlc;
 use pending::{Forwarded, Origin, Proposed};
 use persist::Unpersisted;
 use snapshots::SnapshotQueue;
+use watch::{WatchKey, WatchOutput, Watches};
 
 /// Ticks a shutting-down shard waits for its leaderships to move away.
 pub const SHUTDOWN_TRANSFER_TICKS_MAX: u64 = 40;
@@ -128,6 +131,7 @@ pub struct CoreLoad {
     pub scatters: usize,
     pub status_gathers: usize,
     pub unpersisted_batches: usize,
+    pub watches: usize,
 }
 
 /// The state of one shard: its Raft groups and every request in flight.
@@ -146,6 +150,8 @@ pub struct ShardCore {
     hlc: Hlc,
     accepting: bool,
     shutdown_started_tick: Option<u64>,
+    watches: Watches,
+    watch_out: Vec<WatchOutput>,
     builder: FlatBufferBuilder<'static>,
     out: Output,
 }
@@ -193,6 +199,8 @@ impl ShardCore {
             hlc: Hlc::default(),
             accepting: true,
             shutdown_started_tick: None,
+            watches: Watches::default(),
+            watch_out: Vec::new(),
             builder: FlatBufferBuilder::new(),
             out: Output::default(),
         })
@@ -214,6 +222,7 @@ impl ShardCore {
             scatters: self.scatters.len(),
             status_gathers: self.statuses.len(),
             unpersisted_batches: self.unpersisted.len(),
+            watches: self.watches.len(),
         }
     }
 
@@ -223,6 +232,7 @@ impl ShardCore {
             || self.snapshots.has_compactions()
             || self.snapshots.has_job_ready()
             || !self.out.is_empty()
+            || self.watches.has_work()
     }
 
     fn next_id(&mut self) -> u64 {
@@ -300,6 +310,154 @@ impl ShardCore {
                 }
             }
             RequestKind::Status => self.start_status(origin),
+            RequestKind::WatchCreate {
+                create,
+                seen_revision,
+            } => {
+                self.hlc.observe(seen_revision);
+                self.create_watch(connection, request.request_id, create);
+            }
+            RequestKind::WatchCancel { watch_id } => {
+                let key = WatchKey {
+                    connection,
+                    watch_id,
+                };
+                let found = self.watches.cancel(key, &mut self.watch_out);
+                self.answer_watch_request(connection, request.request_id, watch_id, found, true);
+            }
+            RequestKind::WatchProgress { watch_id } => {
+                let key = WatchKey {
+                    connection,
+                    watch_id,
+                };
+                let found = self.watches.want_progress(key);
+                self.answer_watch_request(connection, request.request_id, watch_id, found, false);
+            }
+        }
+    }
+
+    /// Starts a watch of this connection over the groups its keys live in. Every group
+    /// needs a replica on this node: a watch is served from applied state.
+    fn create_watch(
+        &mut self,
+        connection: ConnectionId,
+        request_id: u64,
+        create: api::WatchCreate,
+    ) {
+        let groups: Vec<GroupId> = if create.range_end.is_empty() {
+            vec![group_of(&create.key, self.config.groups)]
+        } else {
+            (0..self.config.groups).collect()
+        };
+        let node_id = self.config.node_id;
+        let missing = groups
+            .iter()
+            .copied()
+            .find(|&group| !self.config.placement.voters(group).contains(&node_id));
+        let refusal = match missing {
+            Some(group) => Some(self.not_here(group)),
+            None => {
+                let shards = self.config.shards;
+                let key = WatchKey {
+                    connection,
+                    watch_id: request_id,
+                };
+                self.watches
+                    .create(
+                        key,
+                        create,
+                        &groups,
+                        (self.config.shard, &|group| shard_of(group, shards)),
+                        &mut self.watch_out,
+                    )
+                    .err()
+                    .map(|refusal| {
+                        let code = match refusal {
+                            watch::WatchRefusal::Duplicate(_) => ErrorCode::InvalidRequest,
+                            _ => ErrorCode::Overloaded,
+                        };
+                        ApiError::new(code, refusal.to_string())
+                    })
+            }
+        };
+        if let Some(error) = refusal {
+            self.out.replies.push(ClientReply {
+                connection,
+                response: ApiResponse {
+                    request_id,
+                    result: Err(error),
+                },
+                finished: true,
+            });
+        }
+    }
+
+    /// Answers a cancel or progress request (not the watch's own stream).
+    fn answer_watch_request(
+        &mut self,
+        connection: ConnectionId,
+        request_id: u64,
+        watch_id: u64,
+        found: bool,
+        canceled: bool,
+    ) {
+        let result = if found {
+            Ok(ApiResult::Watch(api::WatchResponse {
+                watch_id,
+                canceled,
+                ..api::WatchResponse::default()
+            }))
+        } else {
+            let message = format!("no watch {watch_id} on this connection");
+            Err(ApiError::new(ErrorCode::WatchNotFound, message))
+        };
+        self.out.replies.push(ClientReply {
+            connection,
+            response: ApiResponse { request_id, result },
+            finished: true,
+        });
+    }
+
+    /// The connection is gone: its watches end.
+    pub fn on_connection_closed(&mut self, connection: ConnectionId) {
+        self.watches.on_connection_closed(connection);
+    }
+
+    /// The connections that hold watches: the driver reports their backlogs.
+    pub fn watch_connections(&self) -> Vec<ConnectionId> {
+        self.watches.connections().collect()
+    }
+
+    /// Bytes and frames of replies queued for `connection`, not yet written to its
+    /// socket.
+    pub fn on_connection_backlog(&mut self, connection: ConnectionId, bytes: usize, frames: usize) {
+        self.watches.set_backlog(connection, bytes, frames);
+    }
+
+    /// Hands the watches' output to the connections and other shards.
+    fn flush_watches(&mut self) {
+        self.watches.run(&self.raft, &mut self.watch_out);
+        for output in self.watch_out.drain(..) {
+            match output {
+                WatchOutput::Reply {
+                    key,
+                    response,
+                    finished,
+                } => self.out.replies.push(ClientReply {
+                    connection: key.connection,
+                    response: ApiResponse {
+                        request_id: key.watch_id,
+                        result: Ok(ApiResult::Watch(response)),
+                    },
+                    finished,
+                }),
+                WatchOutput::Poll { shard, token, poll } => self.out.mesh.push(MeshMessage {
+                    from_shard: self.config.shard,
+                    to_shard: shard,
+                    token,
+                    body: MeshBody::WatchPoll { poll },
+                }),
+            }
         }
     }
 
@@ -427,6 +585,19 @@ impl ShardCore {
                     self.end_gather(ended);
                 }
             }
+            MeshBody::WatchPoll { poll } => {
+                let reply = watch::serve_poll(&self.raft, &poll);
+                self.out.mesh.push(MeshMessage {
+                    from_shard: self.config.shard,
+                    to_shard: message.from_shard,
+                    token: message.token,
+                    body: MeshBody::WatchPollReply { reply },
+                });
+            }
+            MeshBody::WatchPollReply { reply } => {
+                self.watches
+                    .on_poll_reply(message.token, reply, &mut self.watch_out);
+            }
         }
     }
 
@@ -445,8 +616,11 @@ impl ShardCore {
                     self.end_gather(ended);
                 }
             }
-            // The asking shard answers its client at its own deadline.
-            MeshBody::Reply { .. } | MeshBody::StatusReply { .. } => {}
+            MeshBody::WatchPoll { .. } => self.watches.on_poll_undeliverable(message.token),
+            // The asking shard answers its client (or polls again) at its own deadline.
+            MeshBody::Reply { .. }
+            | MeshBody::StatusReply { .. }
+            | MeshBody::WatchPollReply { .. } => {}
         }
     }
 
@@ -466,6 +640,7 @@ impl ShardCore {
     /// One tick of the shard's clock; `now_ms` is the physical clock (Unix milliseconds).
     pub fn on_tick(&mut self, now_ms: u64) {
         self.ticks += 1;
+        self.watches.on_tick();
         self.hlc.set_physical(now_ms);
         let now_revision = self.hlc.now();
         self.raft.tick(now_revision);
@@ -540,6 +715,8 @@ impl ShardCore {
         for origin in self.statuses.drain() {
             self.answer(origin, Err(shutting_down()));
         }
+        self.watches.shut_down(&mut self.watch_out);
+        self.flush_watches();
         true
     }
 
@@ -597,6 +774,7 @@ impl ShardCore {
         if self.out.snapshot_job.is_none() {
             self.out.snapshot_job = self.snapshots.next_job();
         }
+        self.flush_watches();
         std::mem::take(&mut self.out)
     }
 
