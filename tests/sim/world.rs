@@ -173,6 +173,7 @@ struct World {
     /// Scans finished and not yet checked (see `check_snapshot_reads`).
     snapshot_reads: Vec<SnapshotRead>,
     causal: CausalOrder,
+    writes_completed_max: u64,
     invariants: Invariants,
     trace: Trace,
     stats: Stats,
@@ -387,6 +388,7 @@ impl World {
             history: History::new(),
             snapshot_reads: Vec::new(),
             causal: CausalOrder::new(),
+            writes_completed_max: 0,
             invariants: Invariants::default(),
             trace: Trace::new(echo),
             stats: Stats::default(),
@@ -580,6 +582,9 @@ impl World {
             next_client_id: &mut self.next_client_id,
             snapshot_reads: &mut self.snapshot_reads,
             causal: &mut self.causal,
+            writes_completed_max: &mut self.writes_completed_max,
+            check_scan_real_time: std::env::var_os("SIM_CHECK_SCAN_REAL_TIME")
+                .is_some_and(|value| value == "1"),
         };
         run(&mut self.clients, &mut shared)
     }
