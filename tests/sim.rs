@@ -15,9 +15,6 @@
 //!   `ack_before_fsync`, `forward_reads_serializable`, `stamp_at_closed`, `read_unclosed` or
 //!   `ignore_seen_revision` replays a
 //!   broken build's run).
-//! - `SIM_CHECK_SCAN_REAL_TIME=1` also holds every scan at a revision the store chose to
-//!   every write completed before the scan started; it fails on about 0.5% of seeds
-//!   today (seed 331 is one), an open bug in cross-group snapshot reads.
 //! - `tools/sim.sh --seeds N --steps M` explores more seeds and reports seeds per second.
 //!
 //! The support modules live in `tests/sim/`: `rng` (the one generator), `faults` (mixes,

@@ -91,7 +91,19 @@ impl Scatters {
         if scatter.remaining > 0 {
             return None;
         }
-        let scatter = self.waiting.remove(&id).expect("present");
+        let mut scatter = self.waiting.remove(&id).expect("present");
+        // A part that failed otherwise (its read index timed out, its group has no
+        // leader) never confirmed what its group had committed when the read began, so
+        // a retry at the others' revision could miss a write completed before the read:
+        // the read fails as that part did, and the client retries it whole.
+        let failed = scatter
+            .parts
+            .iter()
+            .position(|part| matches!(part, Err(error) if error.code != ErrorCode::StaleRevision));
+        if let Some(failed) = failed {
+            let error = scatter.parts.swap_remove(failed);
+            return Some(ScatterEnd::Answer(scatter.origin, error));
+        }
         let behind = scatter
             .parts
             .iter()
@@ -456,6 +468,28 @@ mod tests {
             scatters.part(2, behind(50)),
             Some(ScatterEnd::Answer(_, Err(_)))
         ));
+    }
+
+    // A snapshot read one group says is behind while another group's part failed is not
+    // taken again: the failed group never confirmed what it had committed when the read
+    // began, so the others' revision could be below a write it completed before then.
+    #[test]
+    fn a_snapshot_with_a_failed_part_is_not_read_again() {
+        let mut scatters = Scatters::default();
+        let command = Command {
+            client_id: 0,
+            seq: 0,
+            op: kv::Op::Range(kv::RangeRequest::default()),
+        };
+        let mut behind = ApiError::new(ErrorCode::StaleRevision, "behind");
+        behind.revision = 70;
+        scatters.start(1, origin(), Merge::Range { limit: 0 }, 2, Some(command));
+        assert!(scatters.part(1, Err(behind)).is_none());
+        let timed_out = Err(ApiError::new(ErrorCode::NotLeader, "no read index in time"));
+        let Some(ScatterEnd::Answer(_, Err(error))) = scatters.part(1, timed_out) else {
+            panic!("the failed part's error is the answer");
+        };
+        assert_eq!(error.code, ErrorCode::NotLeader);
     }
 
     // A status gather that lost a part ends at its deadline with an error instead of

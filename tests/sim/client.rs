@@ -92,10 +92,6 @@ pub struct Shared<'a> {
     pub causal: &'a mut CausalOrder,
     /// The highest revision of a write any client has completed so far.
     pub writes_completed_max: &'a mut u64,
-    /// Whether a scan at a revision the store chose is held to every write completed
-    /// before it started (`SIM_CHECK_SCAN_REAL_TIME=1`). Off by default: it fails on
-    /// about 0.5% of seeds (e.g. seed 331), an open bug in cross-group snapshot reads.
-    pub check_scan_real_time: bool,
     /// The world's counter of client ids. Sessions retire to fresh ids the SDK draws from
     /// the run's generator, so clients no longer take ids from it; the field can go with
     /// its line in `World::with_clients`.
@@ -594,7 +590,7 @@ impl Client {
         };
         if scan.read.revision == 0 {
             scan.read.revision = response.revision;
-            if shared.check_scan_real_time && response.revision < scan.writes_before {
+            if response.revision < scan.writes_before {
                 return Err(Violation::new(
                     "real-time order",
                     format!(

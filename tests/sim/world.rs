@@ -583,8 +583,6 @@ impl World {
             snapshot_reads: &mut self.snapshot_reads,
             causal: &mut self.causal,
             writes_completed_max: &mut self.writes_completed_max,
-            check_scan_real_time: std::env::var_os("SIM_CHECK_SCAN_REAL_TIME")
-                .is_some_and(|value| value == "1"),
         };
         run(&mut self.clients, &mut shared)
     }
