@@ -22,8 +22,9 @@
 //! | `txn.rs`       | Txn: compares, the branches' ops and their results                 |
 //! | `status.rs`    | Status: [`StatusInfo`], [`GroupStatus`], [`Member`]                |
 //! | `compact.rs`   | Compact: `CompactRequest` and `CompactResult`                      |
+//! | `lease.rs`     | Leases: grant, revoke, keep-alive, time-to-live, list (`docs/LEASES.md`) |
 //! | `key_value.rs` | `KeyValue`, the pair that reads and `prev_kv` return               |
-//! | `unserved.rs`  | leases and watches (in the schema, not served) and unknown ops     |
+//! | `unserved.rs`  | watches (in the schema, not served) and unknown ops                |
 //! | `samples.rs`   | for tests only: sample values and buffers the files' tests share   |
 //!
 //! The envelope is what every request or response carries whatever its op: the request
@@ -48,7 +49,7 @@
 //! # What the server serves
 //!
 //! Put, Range (at the current revision or at a past one), DeleteRange, Append, Txn,
-//! Compact and Status. Leases and watches are in the schema but not served yet:
+//! Compact, Status and the lease ops. Watches are in the schema but not served yet:
 //! [`decode_request`] answers them with [`ErrorCode::UnknownOp`]. A Range inside a Txn
 //! reads the Txn's own state: a revision there is refused with
 //! [`ErrorCode::InvalidRequest`].
@@ -70,6 +71,7 @@ mod compact;
 mod delete;
 mod error;
 mod key_value;
+mod lease;
 mod put;
 mod range;
 mod status;
@@ -81,6 +83,7 @@ mod verify;
 mod samples;
 
 pub use error::{ApiError, ErrorCode, RequestError, ResponseError};
+pub use lease::LeaseRequest;
 pub use status::{GroupStatus, Member, StatusInfo};
 pub use verify::{verify_request, verify_response};
 
@@ -116,6 +119,13 @@ pub enum RequestKind {
     },
     /// The answering node's state and the state of its groups.
     Status,
+    /// A lease operation, served by the lease group (`docs/LEASES.md`); a time-to-live
+    /// with a `group` reads the keys of the lease attached in that group.
+    Lease {
+        request: LeaseRequest,
+        group: Option<u64>,
+        seen_revision: u64,
+    },
 }
 
 /// What a successful request answers.
@@ -210,6 +220,14 @@ pub fn encode_request<'a>(
             proto::Op::StatusRequest,
             status::encode_request(builder),
         ),
+        RequestKind::Lease {
+            request,
+            group,
+            seen_revision,
+        } => {
+            let (op_type, op) = lease::encode_request(builder, request);
+            (0, 0, false, *group, *seen_revision, op_type, op)
+        }
     };
     let root = proto::Request::create(
         builder,
@@ -239,7 +257,7 @@ pub fn request_capacity_hint(request: &ApiRequest) -> usize {
     match &request.kind {
         // The log encoding holds the same bytes with smaller framing per field.
         RequestKind::Kv { command, .. } => 128 + 2 * command.encoded_len(),
-        RequestKind::Compact { .. } | RequestKind::Status => 64,
+        RequestKind::Compact { .. } | RequestKind::Status | RequestKind::Lease { .. } => 64,
     }
 }
 
@@ -248,6 +266,16 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
     let request = verify_request(bytes)?;
     let request_id = request.request_id();
     let missing = || RequestError::missing_op(request_id);
+    if let Some(lease) = lease::decode_request(&request) {
+        return Ok(ApiRequest {
+            request_id,
+            kind: RequestKind::Lease {
+                request: lease?,
+                group: request.group(),
+                seen_revision: request.seen_revision(),
+            },
+        });
+    }
     let op = match request.op_type() {
         proto::Op::PutRequest => kv::Op::Put(put::decode_request(
             request.op_as_put_request().ok_or_else(missing)?,
@@ -339,6 +367,7 @@ pub fn encode_response<'a>(
                             proto::OpResult::CompactResult,
                             compact::encode_result(builder, compact),
                         ),
+                        kv::OpResponse::Lease(lease) => lease::encode_result(builder, lease),
                     };
                     (kv_response.revision, result_type, result)
                 }
@@ -415,7 +444,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<ApiResponse, ResponseError> {
     // The result is read before the status: a corekv server sends an error without one,
     // and a result this build cannot read makes any response unreadable, an error too.
     // `Err` holds why a result that reads is still refused when the status is Ok.
+    let lease = lease::decode_result(&response)
+        .map(|lease| lease.map(|lease| kv_result(kv::OpResponse::Lease(lease))));
     let result: Result<ApiResult, &'static str> = match response.result_type() {
+        _ if lease.is_some() => Ok(lease.flatten().ok_or_else(missing)?),
         proto::OpResult::PutResult => Ok(kv_result(kv::OpResponse::Put(put::decode_result(
             response.result_as_put_result().ok_or_else(missing)?,
         )))),

@@ -1,5 +1,5 @@
-//! What the schema has and the server does not serve yet, leases and watches, and
-//! operations this build does not know at all: a request for any of them is answered
+//! What the schema has and the server does not serve yet, watches, and operations this
+//! build does not know at all: a request for any of them is answered
 //! `UnknownOp`, and the SDK, which never asks for one, refuses their results. Serving
 //! one moves it out of here into a file of its own, with arms in the dispatch of
 //! `mod.rs`.
@@ -11,10 +11,6 @@ use crate::proto;
 /// The answer to a request for an operation `decode_request` does not serve.
 pub(super) fn refuse_request(request_id: u64, op_type: proto::Op) -> RequestError {
     let what = match op_type {
-        proto::Op::LeaseGrantRequest => "lease grant",
-        proto::Op::LeaseRevokeRequest => "lease revoke",
-        proto::Op::LeaseKeepAliveRequest => "lease keep-alive",
-        proto::Op::LeaseTimeToLiveRequest => "lease time-to-live",
         proto::Op::WatchCreateRequest | proto::Op::WatchCancelRequest => "watch",
         // `NONE` included: the verifier lets an explicit NONE discriminant through.
         unknown => return RequestError::unknown_op(request_id, "Request.op", unknown.0),
@@ -34,10 +30,6 @@ pub(super) fn refuse_result(
     result_type: proto::OpResult,
 ) -> Result<&'static str, CodecError> {
     match result_type {
-        proto::OpResult::LeaseGrantResult
-        | proto::OpResult::LeaseRevokeResult
-        | proto::OpResult::LeaseKeepAliveResult
-        | proto::OpResult::LeaseTimeToLiveResult => {}
         proto::OpResult::WatchResult => {
             let events = response.result_as_watch_result().and_then(|w| w.events());
             for event in events.iter().flatten() {
@@ -48,45 +40,20 @@ pub(super) fn refuse_result(
         }
         unknown => return Err(unknown_enum("Response.result", unknown.0)),
     }
-    Ok("a lease or watch result, which this client never asks for")
+    Ok("a watch result, which this client never asks for")
 }
 
 #[cfg(test)]
 mod tests {
     use flatbuffers::FlatBufferBuilder;
 
-    use super::super::samples::{finish_request, finish_response, watch_response_bytes};
+    use super::super::samples::{finish_request, watch_response_bytes};
     use super::super::{decode_request, decode_response, ApiError, ResponseError};
     use super::*;
 
-    // Leases and watches are answered UnknownOp under their request id, saying what is
-    // not served.
+    // Watches are answered UnknownOp under their request id, saying what is not served.
     #[test]
-    fn leases_and_watches_are_refused() {
-        let mut builder = FlatBufferBuilder::new();
-        let lease = proto::LeaseGrantRequest::create(
-            &mut builder,
-            &proto::LeaseGrantRequestArgs::default(),
-        );
-        let bytes = finish_request(
-            builder,
-            proto::Op::LeaseGrantRequest,
-            lease.as_union_value(),
-        );
-        let error = decode_request(&bytes).unwrap_err();
-        assert_eq!(
-            (error.request_id, error.code, error.message.as_str()),
-            (
-                Some(77),
-                ErrorCode::UnknownOp,
-                "lease grant is not served by this server yet"
-            )
-        );
-        assert_eq!(
-            error.to_response().unwrap().result,
-            Err(ApiError::new(ErrorCode::UnknownOp, error.message.clone()))
-        );
-
+    fn watches_are_refused() {
         let mut builder = FlatBufferBuilder::new();
         let key = builder.create_vector(b"k");
         let watch = proto::WatchCreateRequest::create(
@@ -101,26 +68,25 @@ mod tests {
             proto::Op::WatchCreateRequest,
             watch.as_union_value(),
         );
+        let error = decode_request(&bytes).unwrap_err();
         assert_eq!(
-            decode_request(&bytes).unwrap_err().code,
-            ErrorCode::UnknownOp
+            (error.request_id, error.code, error.message.as_str()),
+            (
+                Some(77),
+                ErrorCode::UnknownOp,
+                "watch is not served by this server yet"
+            )
+        );
+        assert_eq!(
+            error.to_response().unwrap().result,
+            Err(ApiError::new(ErrorCode::UnknownOp, error.message.clone()))
         );
     }
 
-    // A lease or watch result with status Ok names its request; a watch event of an
-    // unknown kind makes the response unreadable.
+    // A watch result with status Ok names its request; a watch event of an unknown kind
+    // makes the response unreadable.
     #[test]
-    fn lease_and_watch_results_are_refused() {
-        let mut builder = FlatBufferBuilder::new();
-        let lease =
-            proto::LeaseGrantResult::create(&mut builder, &proto::LeaseGrantResultArgs::default());
-        let bytes = finish_response(
-            builder,
-            proto::OpResult::LeaseGrantResult,
-            Some(lease.as_union_value()),
-        );
-        assert_eq!(decode_response(&bytes).unwrap_err().request_id(), Some(31));
-
+    fn watch_results_are_refused() {
         let bytes = watch_response_bytes(proto::StatusCode::Ok, proto::EventKind::Put);
         assert_eq!(decode_response(&bytes).unwrap_err().request_id(), Some(8));
         let bytes = watch_response_bytes(proto::StatusCode::Ok, proto::EventKind(2));

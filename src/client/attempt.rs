@@ -258,7 +258,7 @@ impl AttemptLoop {
     pub fn session_seq(&self) -> (u64, u64) {
         match &self.request.kind {
             RequestKind::Kv { command, .. } => (command.client_id, command.seq),
-            RequestKind::Compact { .. } | RequestKind::Status => (0, 0),
+            RequestKind::Compact { .. } | RequestKind::Status | RequestKind::Lease { .. } => (0, 0),
         }
     }
 

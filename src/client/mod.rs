@@ -123,6 +123,7 @@ pub mod attempt;
 mod completions;
 mod connection;
 mod error;
+mod lease;
 mod node;
 mod options;
 mod pending;
@@ -138,6 +139,7 @@ use std::time::{Duration, Instant};
 
 pub use completions::{Completions, COMPLETIONS_PENDING_CEILING};
 pub use error::ClientError;
+pub use lease::{KeepAlive, KeepAliveState, Lease, LeaseTimeToLive, KEEP_ALIVE_INTERVAL_MIN};
 pub use options::{
     ClientOptions, ATTEMPT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_DEFAULT, IN_FLIGHT_CEILING,
     IN_FLIGHT_MAX_DEFAULT, RECONNECT_BACKOFF_INITIAL_DEFAULT, RECONNECT_BACKOFF_MAX_DEFAULT,

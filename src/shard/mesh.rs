@@ -2,6 +2,7 @@
 //! client requests and responses (the same bytes a client sends), so a shard never reads
 //! another shard's memory: the driver moves these values over bounded channels.
 
+use crate::kv::lease::Revocation;
 use crate::multiraft::{GroupId, ReadMode};
 
 /// A message between two shards of one node.
@@ -30,4 +31,12 @@ pub enum MeshBody {
     Status,
     /// The answer to `Status` (FlatBuffers `Response` with a status result).
     StatusReply { response: Vec<u8> },
+    /// Send the lease group's revocations after this position (to the shard that holds
+    /// the lease group; see `docs/LEASES.md`).
+    Revocations { after: u64 },
+    /// The answer to `Revocations`, oldest first (empty when the lease group is not here
+    /// or has none after the position).
+    RevocationsReply { revocations: Vec<Revocation> },
+    /// From the shard that holds the lease group: its last revocation position.
+    RevocationPosition { position: u64 },
 }
