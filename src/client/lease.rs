@@ -63,12 +63,13 @@ impl Client {
         })
     }
 
-    /// Revokes a lease: the cluster deletes every key attached to it, in every group,
-    /// each at a revision above the revocation's (soon after this returns; see
-    /// `docs/LEASES.md` for what a reader sees meanwhile).
-    pub fn lease_revoke(&self, id: u64) -> Result<(), ClientError> {
-        self.lease_call(LEASE_GROUP, None, LeaseRequest::Revoke { id })?;
-        Ok(())
+    /// Revokes a lease and returns the revocation's revision: the cluster deletes every
+    /// key attached to it, in every group, each at a revision above that one (soon after
+    /// this returns; see `docs/LEASES.md` for what a reader sees meanwhile).
+    pub fn lease_revoke(&self, id: u64) -> Result<u64, ClientError> {
+        let (_, revision) =
+            self.lease_call_with_revision(LEASE_GROUP, None, LeaseRequest::Revoke { id })?;
+        Ok(revision)
     }
 
     /// Restarts a lease's time to live once; returns the seconds it has now.
@@ -156,6 +157,16 @@ impl Client {
         scope: Option<GroupId>,
         request: LeaseRequest,
     ) -> Result<LeaseResponse, ClientError> {
+        Ok(self.lease_call_with_revision(group, scope, request)?.0)
+    }
+
+    /// [`Client::lease_call`] with the revision of the answer.
+    fn lease_call_with_revision(
+        &self,
+        group: GroupId,
+        scope: Option<GroupId>,
+        request: LeaseRequest,
+    ) -> Result<(LeaseResponse, u64), ClientError> {
         let started = Instant::now();
         let deadline = started + self.options.request_timeout;
         let mut preferred = self.router().leader_of(group);
@@ -197,7 +208,7 @@ impl Client {
                         self.router().set_leader(group, node);
                     }
                     return match response.op {
-                        OpResponse::Lease(lease) => Ok(lease),
+                        OpResponse::Lease(lease) => Ok((lease, response.revision)),
                         other => Err(super::unexpected_result("lease op", &other)),
                     };
                 }
