@@ -13,7 +13,7 @@
 //! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
 //! | [`raft`]    | one Raft replica as a pure state machine (`Ready`/`advance`)   | no  |
 //! | [`codec`]   | Raft values to and from FlatBuffers; the shared verifier bounds | no  |
-//! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
+//! | [`kv`]      | the key-value state machine: apply, revisions, sessions, leases | no  |
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker used by tests and tools            | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |

@@ -181,7 +181,9 @@ fn serve(
                     request_id: request.request_id,
                     result: Ok(ApiResult::Status(status.clone())),
                 }]),
-                RequestKind::Kv { .. } | RequestKind::Compact { .. } => {
+                RequestKind::Kv { .. }
+                | RequestKind::Compact { .. }
+                | RequestKind::Lease { .. } => {
                     journal
                         .requests
                         .lock()
@@ -213,7 +215,9 @@ fn serve(
 fn command(request: &ApiRequest) -> &kv::Command {
     match &request.kind {
         RequestKind::Kv { command, .. } => command,
-        RequestKind::Compact { .. } | RequestKind::Status => panic!("a key-value request"),
+        RequestKind::Compact { .. } | RequestKind::Status | RequestKind::Lease { .. } => {
+            panic!("a key-value request")
+        }
     }
 }
 

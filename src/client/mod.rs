@@ -43,6 +43,12 @@
 //! node health (`client/node.rs`), the session pool (`client/pool.rs`) and the driver of
 //! the attempt loop, [`Pending`] (`client/pending.rs`).
 //!
+//! # Leases
+//!
+//! `client/lease.rs`: grant, revoke, keep-alive, time-to-live and list through the lease
+//! group's leader, [`Client::put_with_lease`], and [`KeepAlive`], a thread that renews a
+//! lease before it expires and rides out node failures (`docs/LEASES.md`).
+//!
 //! # Sessions
 //!
 //! Writes are exactly-once through sessions (`client/session.rs`): each write checks a client id

@@ -5,6 +5,12 @@
 //! Every request handed in gets exactly one reply out of [`MultiRaft::ready`], matched by
 //! its [`RequestId`]: the caller never has to time out a request this layer accepted,
 //! except when the node itself is cut off (then no entry ever commits here).
+//!
+//! | file            | owns                                                             |
+//! |-----------------|------------------------------------------------------------------|
+//! | `mod.rs`        | the groups: tick, step, propose, read, one Ready, apply           |
+//! | [`lease_clock`] | the lease group leader's deadlines, on its own clock             |
+//! | `leases.rs`     | lease proposals, expiries and checkpoints at a tick, lease reads  |
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
