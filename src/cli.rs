@@ -20,6 +20,9 @@ use corekv::client::{
 use corekv::kv::{self, KeyValue, TxnOpResponse};
 use corekv::raft::{Role, NO_NODE};
 
+#[path = "cli_lease.rs"]
+mod lease;
+
 /// The command did what was asked.
 pub const EXIT_OK: i32 = 0;
 /// `get` found no such key (like grep finding no match).
@@ -120,6 +123,9 @@ pub enum ClientCommand {
     /// on. Prints the lowest compaction revision among the groups afterwards.
     #[command(after_help = EXIT_CODES_HELP)]
     Compact(CompactArgs),
+    /// Grants, revokes, keeps alive, inspects and lists leases (`lease --help`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Lease(lease::LeaseArgs),
 }
 
 /// How a read command prints what it found.
@@ -147,6 +153,9 @@ pub struct PutArgs {
     /// Also print the pair as it was before the put.
     #[arg(long)]
     pub prev_kv: bool,
+    /// Attach the key to this lease (hexadecimal id, as `lease grant` prints it).
+    #[arg(long, value_parser = lease::parse_id, value_name = "ID")]
+    pub lease: Option<u64>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -798,7 +807,7 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
             let client = connect(&arguments.connection)?;
             let options = PutOptions {
                 prev_kv: arguments.prev_kv,
-                lease: 0,
+                lease: arguments.lease.unwrap_or(0),
             };
             let response = client.put_with(&arguments.key, &arguments.value, options)?;
             let mut lines = vec!["OK".to_string()];
@@ -887,6 +896,7 @@ fn execute(command: ClientCommand) -> Result<Output, CliError> {
             let response = client.txn(request)?;
             Ok(Output::ok(format_txn(&response)))
         }
+        ClientCommand::Lease(arguments) => lease::execute(arguments),
         ClientCommand::Compact(arguments) => {
             let client = connect(&arguments.connection)?;
             let compacted = client.compact(arguments.revision)?;

@@ -13,7 +13,7 @@
 //! | [`keyspace`] | key -> group -> shard, shared by server and SDK               | no  |
 //! | [`raft`]    | one Raft replica as a pure state machine (`Ready`/`advance`)   | no  |
 //! | [`codec`]   | Raft values to and from FlatBuffers; the shared verifier bounds | no  |
-//! | [`kv`]      | the key-value state machine: apply, revisions, sessions        | no  |
+//! | [`kv`]      | the key-value state machine: apply, revisions, sessions, leases | no  |
 //! | [`multiraft`] | the groups of one shard: tick, step, one combined Ready, apply | no  |
 //! | [`check`]   | the linearizability checker; snapshot reads and causal order   | no  |
 //! | [`wal`]     | the per-shard write-ahead log: segments, group commit, recovery| yes |

@@ -185,7 +185,8 @@ fn serve(
                 | RequestKind::Compact { .. }
                 | RequestKind::WatchCreate { .. }
                 | RequestKind::WatchCancel { .. }
-                | RequestKind::WatchProgress { .. } => {
+                | RequestKind::WatchProgress { .. }
+                | RequestKind::Lease { .. } => {
                     journal
                         .requests
                         .lock()

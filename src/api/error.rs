@@ -25,6 +25,8 @@
 //! | `SessionError::Stale` / `Expired`        | `SessionExpired` | the outcome of that seq cannot be told   |
 //! | `KvError::Compacted`                     | `Compacted`      | read at `revision` (the oldest kept) on  |
 //! | `KvError::FutureRevision`                | `FutureRevision` | report, or retry once time has passed it |
+//! | `LeaseError::NotFound`                   | `LeaseNotFound`  | report (grant a new lease)               |
+//! | other `LeaseError`s                      | `InvalidRequest` | report                                   |
 //!
 //! `Timeout` is the code for "outcome unknown": the write may or may not have been
 //! applied, and retrying it with the same (client id, seq) is safe because the group's
@@ -36,7 +38,7 @@ use thiserror::Error;
 
 use super::{ApiResponse, LeaderHint};
 use crate::codec::CodecError;
-use crate::kv::{KvError, SessionError};
+use crate::kv::{KvError, LeaseError, SessionError};
 use crate::multiraft;
 use crate::proto;
 use crate::raft::{NodeId, NO_NODE};
@@ -230,6 +232,8 @@ impl From<&KvError> for ApiError {
                 return refused;
             }
             KvError::FutureRevision { .. } => ErrorCode::FutureRevision,
+            KvError::Lease(LeaseError::NotFound(_)) => ErrorCode::LeaseNotFound,
+            KvError::Lease(_) => ErrorCode::InvalidRequest,
         };
         ApiError::new(code, error.to_string())
     }

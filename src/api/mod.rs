@@ -22,9 +22,10 @@
 //! | `txn.rs`       | Txn: compares, the branches' ops and their results                 |
 //! | `status.rs`    | Status: [`StatusInfo`], [`GroupStatus`], [`Member`]                |
 //! | `compact.rs`   | Compact: `CompactRequest` and `CompactResult`                      |
+//! | `lease.rs`     | Leases: grant, revoke, keep-alive, time-to-live, list (`docs/LEASES.md`) |
 //! | `key_value.rs` | `KeyValue`, the pair that reads and `prev_kv` return               |
 //! | `watch.rs`     | Watch: create, cancel and progress requests, and the `WatchResult` stream |
-//! | `unserved.rs`  | leases (in the schema, not served) and unknown ops                 |
+//! | `unserved.rs`  | unknown ops                                                        |
 //! | `samples.rs`   | for tests only: sample values and buffers the files' tests share   |
 //!
 //! The envelope is what every request or response carries whatever its op: the request
@@ -49,8 +50,8 @@
 //! # What the server serves
 //!
 //! Put, Range (at the current revision or at a past one), DeleteRange, Append, Txn,
-//! Compact, Status and watches. Leases are in the schema but not served yet:
-//! [`decode_request`] answers them with [`ErrorCode::UnknownOp`]. A Range inside a Txn
+//! Compact, Status, watches and the lease ops; [`decode_request`] answers an op this
+//! build does not know with [`ErrorCode::UnknownOp`]. A Range inside a Txn
 //! reads the Txn's own state: a revision there is refused with
 //! [`ErrorCode::InvalidRequest`].
 //!
@@ -71,6 +72,7 @@ mod compact;
 mod delete;
 mod error;
 mod key_value;
+mod lease;
 mod put;
 mod range;
 mod status;
@@ -83,6 +85,7 @@ mod watch;
 mod samples;
 
 pub use error::{ApiError, ErrorCode, RequestError, ResponseError};
+pub use lease::LeaseRequest;
 pub use status::{GroupStatus, Member, StatusInfo};
 pub use verify::{verify_request, verify_response};
 pub use watch::{EventKind, WatchCreate, WatchEvent, WatchResponse};
@@ -128,6 +131,13 @@ pub enum RequestKind {
     WatchCancel { watch_id: u64 },
     /// Ask the watch of this connection with this id for a progress notification.
     WatchProgress { watch_id: u64 },
+    /// A lease operation, served by the lease group (`docs/LEASES.md`); a time-to-live
+    /// with a `group` reads the keys of the lease attached in that group.
+    Lease {
+        request: LeaseRequest,
+        group: Option<u64>,
+        seen_revision: u64,
+    },
 }
 
 /// What a successful request answers.
@@ -254,6 +264,14 @@ pub fn encode_request<'a>(
             proto::Op::WatchProgressRequest,
             watch::encode_progress(builder, *watch_id),
         ),
+        RequestKind::Lease {
+            request,
+            group,
+            seen_revision,
+        } => {
+            let (op_type, op) = lease::encode_request(builder, request);
+            (0, 0, false, *group, *seen_revision, op_type, op)
+        }
     };
     let root = proto::Request::create(
         builder,
@@ -287,7 +305,8 @@ pub fn request_capacity_hint(request: &ApiRequest) -> usize {
         RequestKind::Compact { .. }
         | RequestKind::Status
         | RequestKind::WatchCancel { .. }
-        | RequestKind::WatchProgress { .. } => 64,
+        | RequestKind::WatchProgress { .. }
+        | RequestKind::Lease { .. } => 64,
     }
 }
 
@@ -296,6 +315,16 @@ pub fn decode_request(bytes: &[u8]) -> Result<ApiRequest, RequestError> {
     let request = verify_request(bytes)?;
     let request_id = request.request_id();
     let missing = || RequestError::missing_op(request_id);
+    if let Some(lease) = lease::decode_request(&request) {
+        return Ok(ApiRequest {
+            request_id,
+            kind: RequestKind::Lease {
+                request: lease?,
+                group: request.group(),
+                seen_revision: request.seen_revision(),
+            },
+        });
+    }
     let op = match request.op_type() {
         proto::Op::PutRequest => kv::Op::Put(put::decode_request(
             request.op_as_put_request().ok_or_else(missing)?,
@@ -420,6 +449,7 @@ pub fn encode_response<'a>(
                             proto::OpResult::CompactResult,
                             compact::encode_result(builder, compact),
                         ),
+                        kv::OpResponse::Lease(lease) => lease::encode_result(builder, lease),
                     };
                     (kv_response.revision, result_type, result)
                 }
@@ -501,7 +531,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<ApiResponse, ResponseError> {
     // The result is read before the status: a corekv server sends an error without one,
     // and a result this build cannot read makes any response unreadable, an error too.
     // `Err` holds why a result that reads is still refused when the status is Ok.
+    let lease = lease::decode_result(&response)
+        .map(|lease| lease.map(|lease| kv_result(kv::OpResponse::Lease(lease))));
     let result: Result<ApiResult, &'static str> = match response.result_type() {
+        _ if lease.is_some() => Ok(lease.flatten().ok_or_else(missing)?),
         proto::OpResult::PutResult => Ok(kv_result(kv::OpResponse::Put(put::decode_result(
             response.result_as_put_result().ok_or_else(missing)?,
         )))),

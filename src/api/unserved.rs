@@ -1,99 +1,37 @@
-//! What the schema has and the server does not serve yet, leases, and
-//! operations this build does not know at all: a request for any of them is answered
-//! `UnknownOp`, and the SDK, which never asks for one, refuses their results. Serving
-//! one moves it out of here into a file of its own, with arms in the dispatch of
-//! `mod.rs`.
+//! Operations this build does not know at all: a request for one is answered
+//! `UnknownOp`, and a result of a kind this build cannot read makes the response
+//! unreadable. Every op in the schema is served; a new op added to the schema before it
+//! is served gets its refusal here, and serving it moves it into a file of its own, with
+//! arms in the dispatch of `mod.rs`.
 
-use super::{unknown_enum, ErrorCode, RequestError};
+use super::{unknown_enum, RequestError};
 use crate::codec::CodecError;
 use crate::proto;
 
 /// The answer to a request for an operation `decode_request` does not serve.
 pub(super) fn refuse_request(request_id: u64, op_type: proto::Op) -> RequestError {
-    let what = match op_type {
-        proto::Op::LeaseGrantRequest => "lease grant",
-        proto::Op::LeaseRevokeRequest => "lease revoke",
-        proto::Op::LeaseKeepAliveRequest => "lease keep-alive",
-        proto::Op::LeaseTimeToLiveRequest => "lease time-to-live",
-        // `NONE` included: the verifier lets an explicit NONE discriminant through.
-        unknown => return RequestError::unknown_op(request_id, "Request.op", unknown.0),
-    };
-    RequestError::new(
-        request_id,
-        ErrorCode::UnknownOp,
-        format!("{what} is not served by this server yet"),
-    )
+    // `NONE` included: the verifier lets an explicit NONE discriminant through.
+    RequestError::unknown_op(request_id, "Request.op", op_type.0)
 }
 
-/// Why a result that `decode_response` does not read is refused when it comes with
-/// status Ok. A result kind this build does not know, or a watch event of an unknown
-/// kind, makes the whole buffer unreadable instead.
+/// Why a result that `decode_response` does not read is refused: a result kind this
+/// build does not know makes the whole buffer unreadable.
 pub(super) fn refuse_result(
-    response: &proto::Response<'_>,
+    _response: &proto::Response<'_>,
     result_type: proto::OpResult,
 ) -> Result<&'static str, CodecError> {
-    match result_type {
-        proto::OpResult::LeaseGrantResult
-        | proto::OpResult::LeaseRevokeResult
-        | proto::OpResult::LeaseKeepAliveResult
-        | proto::OpResult::LeaseTimeToLiveResult => {}
-        unknown => return Err(unknown_enum("Response.result", unknown.0)),
-    }
-    let _ = response;
-    Ok("a lease result, which this client never asks for")
+    Err(unknown_enum("Response.result", result_type.0))
 }
 
 #[cfg(test)]
 mod tests {
-    use flatbuffers::FlatBufferBuilder;
-
-    use super::super::samples::{finish_request, finish_response, watch_response_bytes};
-    use super::super::{decode_request, decode_response, ApiError, ResponseError};
+    use super::super::samples::watch_response_bytes;
+    use super::super::{decode_response, ResponseError};
     use super::*;
 
-    // Leases are answered UnknownOp under their request id, saying what is
-    // not served.
+    // A watch event of an unknown kind makes the response unreadable.
     #[test]
-    fn leases_and_watches_are_refused() {
-        let mut builder = FlatBufferBuilder::new();
-        let lease = proto::LeaseGrantRequest::create(
-            &mut builder,
-            &proto::LeaseGrantRequestArgs::default(),
-        );
-        let bytes = finish_request(
-            builder,
-            proto::Op::LeaseGrantRequest,
-            lease.as_union_value(),
-        );
-        let error = decode_request(&bytes).unwrap_err();
-        assert_eq!(
-            (error.request_id, error.code, error.message.as_str()),
-            (
-                Some(77),
-                ErrorCode::UnknownOp,
-                "lease grant is not served by this server yet"
-            )
-        );
-        assert_eq!(
-            error.to_response().unwrap().result,
-            Err(ApiError::new(ErrorCode::UnknownOp, error.message.clone()))
-        );
-    }
-
-    // A lease result with status Ok names its request; a watch event of an unknown kind
-    // makes the response unreadable.
-    #[test]
-    fn lease_and_watch_results_are_refused() {
-        let mut builder = FlatBufferBuilder::new();
-        let lease =
-            proto::LeaseGrantResult::create(&mut builder, &proto::LeaseGrantResultArgs::default());
-        let bytes = finish_response(
-            builder,
-            proto::OpResult::LeaseGrantResult,
-            Some(lease.as_union_value()),
-        );
-        assert_eq!(decode_response(&bytes).unwrap_err().request_id(), Some(31));
-
+    fn unknown_watch_event_kinds_are_refused() {
         let bytes = watch_response_bytes(proto::StatusCode::Ok, proto::EventKind(2));
         assert_eq!(
             decode_response(&bytes),

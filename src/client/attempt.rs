@@ -262,7 +262,8 @@ impl AttemptLoop {
             | RequestKind::Status
             | RequestKind::WatchCreate { .. }
             | RequestKind::WatchCancel { .. }
-            | RequestKind::WatchProgress { .. } => (0, 0),
+            | RequestKind::WatchProgress { .. }
+            | RequestKind::Lease { .. } => (0, 0),
         }
     }
 

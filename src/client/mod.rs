@@ -53,6 +53,11 @@
 //! node after a disconnect or a node failure, from the revision after the last one it
 //! delivered, so no change is lost or delivered twice; a compacted revision ends it with
 //! [`WatchError::Compacted`].
+//! # Leases
+//!
+//! `client/lease.rs`: grant, revoke, keep-alive, time-to-live and list through the lease
+//! group's leader, [`Client::put_with_lease`], and [`KeepAlive`], a thread that renews a
+//! lease before it expires and rides out node failures (`docs/LEASES.md`).
 //!
 //! # Sessions
 //!
@@ -134,6 +139,7 @@ pub mod attempt;
 mod completions;
 mod connection;
 mod error;
+mod lease;
 mod node;
 mod options;
 mod pending;
@@ -150,6 +156,7 @@ use std::time::{Duration, Instant};
 
 pub use completions::{Completions, COMPLETIONS_PENDING_CEILING};
 pub use error::ClientError;
+pub use lease::{KeepAlive, KeepAliveState, Lease, LeaseTimeToLive, KEEP_ALIVE_INTERVAL_MIN};
 pub use options::{
     ClientOptions, ATTEMPT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_DEFAULT, IN_FLIGHT_CEILING,
     IN_FLIGHT_MAX_DEFAULT, RECONNECT_BACKOFF_INITIAL_DEFAULT, RECONNECT_BACKOFF_MAX_DEFAULT,

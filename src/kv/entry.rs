@@ -6,9 +6,11 @@
 //!
 //! Layout (little-endian): tag `u8`, revision `u64`, then for a write the command's
 //! client id, seq and op exactly as [`Command::encode`] writes them after its version
-//! byte. Tag 1 is a bare command of the first format, which had no revision: refused.
+//! byte, and for a lease op the op as `kv::lease` encodes it. Tag 1 is a bare command of
+//! the first format, which had no revision: refused.
 
 use super::command::Command;
+use super::lease::LeaseOp;
 use super::wire::{DecodeError, Reader, Writer};
 
 /// A write: the revision, then the command.
@@ -17,6 +19,8 @@ const ENTRY_TAG_WRITE: u8 = 2;
 const ENTRY_TAG_CLOSE: u8 = 3;
 /// A compaction: history before the revision may go.
 const ENTRY_TAG_COMPACT: u8 = 4;
+/// A lease operation (`docs/LEASES.md`), stamped like a write.
+const ENTRY_TAG_LEASE: u8 = 5;
 /// Tag and revision.
 pub const ENTRY_HEADER_BYTES: usize = 1 + 8;
 
@@ -26,6 +30,7 @@ pub enum LogEntry {
     Write { revision: u64, command: Command },
     Close { revision: u64 },
     Compact { revision: u64 },
+    Lease { revision: u64, op: LeaseOp },
 }
 
 impl LogEntry {
@@ -43,6 +48,13 @@ impl LogEntry {
             LogEntry::Write { revision, command } => LogEntry::encode_write(*revision, command),
             LogEntry::Close { revision } => header(ENTRY_TAG_CLOSE, *revision),
             LogEntry::Compact { revision } => header(ENTRY_TAG_COMPACT, *revision),
+            LogEntry::Lease { revision, op } => {
+                let mut writer = Writer::with_capacity(ENTRY_HEADER_BYTES + 32);
+                writer.u8(ENTRY_TAG_LEASE);
+                writer.u64(*revision);
+                op.encode(&mut writer);
+                writer.into_bytes()
+            }
         }
     }
 
@@ -58,6 +70,10 @@ impl LogEntry {
             },
             ENTRY_TAG_CLOSE => LogEntry::Close { revision },
             ENTRY_TAG_COMPACT => LogEntry::Compact { revision },
+            ENTRY_TAG_LEASE => LogEntry::Lease {
+                revision,
+                op: LeaseOp::decode(&mut reader)?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     field: "log entry",
@@ -69,12 +85,12 @@ impl LogEntry {
         Ok(entry)
     }
 
-    /// The revision a write or close entry's bytes carry, read from the header alone: a
-    /// new leader scans its log for the highest one it must stay above. `None` for bytes
-    /// that are no write or close entry.
+    /// The revision a write, close or lease entry's bytes carry, read from the header
+    /// alone: a new leader scans its log for the highest one it must stay above. `None`
+    /// for bytes that are none of those.
     pub fn revision_of(bytes: &[u8]) -> Option<u64> {
         let tag = *bytes.first()?;
-        if tag != ENTRY_TAG_WRITE && tag != ENTRY_TAG_CLOSE {
+        if tag != ENTRY_TAG_WRITE && tag != ENTRY_TAG_CLOSE && tag != ENTRY_TAG_LEASE {
             return None;
         }
         let revision = bytes.get(1..ENTRY_HEADER_BYTES)?;
@@ -125,6 +141,10 @@ mod tests {
             },
             LogEntry::Close { revision },
             LogEntry::Compact { revision },
+            LogEntry::Lease {
+                revision,
+                op: LeaseOp::KeepAlive { id: 3 },
+            },
         ] {
             let bytes = entry.encode();
             assert_eq!(LogEntry::decode(&bytes), Ok(entry.clone()));

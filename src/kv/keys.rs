@@ -7,10 +7,14 @@
 //! when a key appears or disappears. Nothing ever iterates the hash map: every walk in key
 //! order goes through the ordered set, so the hash map's seeds and layout never show in an
 //! answer or a snapshot.
+//!
+//! A third index holds the keys attached to each lease, so that a revocation finds them
+//! without a walk of the keyspace. It is derived from the entries (a restore rebuilds
+//! it), and only the methods here change an entry's lease.
 
 use std::collections::btree_set;
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
@@ -24,6 +28,8 @@ pub(crate) struct Keys {
     entries: HashMap<Vec<u8>, Entry, SeededHasherBuilder>,
     /// The same keys as `entries`, in order.
     ordered: BTreeSet<Vec<u8>>,
+    /// The keys whose entry names a lease, by lease.
+    by_lease: BTreeMap<u64, BTreeSet<Vec<u8>>>,
 }
 
 /// Equal key sets with equal entries; the hash map compares regardless of its layout.
@@ -51,6 +57,8 @@ impl Keys {
         self.entries.get(key)
     }
 
+    /// An entry to change in place; its lease must stay as it is (use [`Keys::insert`] or
+    /// [`Keys::replace`] to change it).
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         self.entries.get_mut(key)
     }
@@ -60,25 +68,70 @@ impl Keys {
     pub(crate) fn insert_new(&mut self, key: Vec<u8>, entry: Entry) {
         let added = self.ordered.insert(key.clone());
         assert!(added, "insert_new of a present key");
+        if entry.lease != 0 {
+            self.by_lease
+                .entry(entry.lease)
+                .or_default()
+                .insert(key.clone());
+        }
         self.entries.insert(key, entry);
     }
 
     /// Sets `key` to `entry`, returning the entry it replaces.
     pub(crate) fn insert(&mut self, key: Vec<u8>, entry: Entry) -> Option<Entry> {
-        match self.entries.get_mut(key.as_slice()) {
-            Some(present) => Some(std::mem::replace(present, entry)),
-            None => {
-                self.insert_new(key, entry);
-                None
+        if self.entries.contains_key(key.as_slice()) {
+            return self.replace(&key, entry);
+        }
+        self.insert_new(key, entry);
+        None
+    }
+
+    /// Replaces the entry of a present key, returning the old one (`None`, and nothing
+    /// changes, when the key is absent).
+    pub(crate) fn replace(&mut self, key: &[u8], entry: Entry) -> Option<Entry> {
+        let new_lease = entry.lease;
+        let present = self.entries.get_mut(key)?;
+        let old = std::mem::replace(present, entry);
+        if old.lease != new_lease {
+            self.unlink_lease(old.lease, key);
+            if new_lease != 0 {
+                self.by_lease
+                    .entry(new_lease)
+                    .or_default()
+                    .insert(key.to_vec());
             }
         }
+        Some(old)
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         let removed = self.ordered.remove(key);
         debug_assert!(removed, "key in the hash index but not in the ordered set");
+        self.unlink_lease(entry.lease, key);
         Some(entry)
+    }
+
+    fn unlink_lease(&mut self, lease: u64, key: &[u8]) {
+        if lease == 0 {
+            return;
+        }
+        if let Some(keys) = self.by_lease.get_mut(&lease) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_lease.remove(&lease);
+            }
+        }
+    }
+
+    /// The keys attached to `lease`, in key order.
+    pub(crate) fn of_lease(&self, lease: u64) -> impl Iterator<Item = &Vec<u8>> + '_ {
+        self.by_lease.get(&lease).into_iter().flatten()
+    }
+
+    /// How many keys are attached to `lease`.
+    pub(crate) fn lease_key_count(&self, lease: u64) -> usize {
+        self.by_lease.get(&lease).map_or(0, BTreeSet::len)
     }
 
     /// The greatest key, for the restore's order check.
@@ -119,6 +172,20 @@ impl Keys {
     #[cfg(test)]
     pub(crate) fn assert_consistent(&self) {
         assert_eq!(self.entries.len(), self.ordered.len());
+        for (lease, keys) in &self.by_lease {
+            for key in keys {
+                assert_eq!(self.entries.get(key).map(|entry| entry.lease), Some(*lease));
+            }
+        }
+        let leased = self
+            .entries
+            .values()
+            .filter(|entry| entry.lease != 0)
+            .count();
+        assert_eq!(
+            leased,
+            self.by_lease.values().map(BTreeSet::len).sum::<usize>()
+        );
         for key in &self.ordered {
             assert!(
                 self.entries.contains_key(key),

@@ -8,6 +8,7 @@ use super::command::{
     Command, Compare, CompareTarget, DeleteRequest, Op, RangeRequest, TxnOp, COMMAND_HEADER_BYTES,
     RANGE_END_UNBOUNDED,
 };
+use super::lease::LeaseError;
 use super::response::KeyValue;
 
 /// Default bound on a key (and on a range end): 4 KiB.
@@ -172,6 +173,8 @@ pub enum KvError {
     /// A read at a revision the group has not closed yet: its state may still change.
     #[error("revision {revision} is not closed yet (closed through {closed_revision})")]
     FutureRevision { revision: u64, closed_revision: u64 },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// Why a command with a session was not applied (see [`crate::kv::session`]).

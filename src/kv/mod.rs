@@ -14,6 +14,9 @@
 //! - [`history`]: the superseded versions behind reads at a past revision, and compaction.
 //! - [`changes`]: the changes of a range between two revisions, read from the history
 //!   (what watches send).
+//! - [`lease`]: leases as replicated state: the lease group's table and revocation log,
+//!   each group's applied revocations, the lease ops and their bounds (`docs/LEASES.md`);
+//!   `store_leases.rs` applies them to a [`Store`].
 //! - [`entry`]: what a log entry carries for the state machine: a write stamped with its
 //!   revision, a close promise, or a compaction.
 //! - `keys`: the keyspace behind [`Store`], a hash index for point operations beside an
@@ -28,6 +31,7 @@ pub mod command;
 pub mod entry;
 pub mod history;
 mod keys;
+pub mod lease;
 pub mod limits;
 pub mod response;
 pub mod session;
@@ -45,6 +49,7 @@ pub use command::{
     OpKey, PutRequest, RangeRequest, TxnOp, TxnRequest, RANGE_END_UNBOUNDED,
 };
 pub use entry::LogEntry;
+pub use lease::{LeaseError, LeaseLimits, LeaseOp, LeaseResponse, LEASE_GROUP};
 pub use limits::{validate, KvError, Limits, LimitsError, SessionError};
 pub use response::{
     decode_outcome, encode_outcome, AppendResponse, CompactResponse, DeleteResponse, KeyValue,

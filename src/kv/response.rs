@@ -2,6 +2,8 @@
 //! and the binary encoding of answers and errors that the simulator ships between nodes
 //! and that snapshots use for cached session responses.
 
+pub use super::lease::LeaseResponse;
+use super::lease::{LeaseAnswer, LeaseError};
 use super::limits::{KvError, SessionError};
 use super::wire::{DecodeError, Reader, Writer};
 
@@ -29,6 +31,8 @@ pub enum OpResponse {
     Txn(TxnResponse),
     /// A compaction's answer (compactions are no ops of a command: see `kv::entry`).
     Compact(CompactResponse),
+    /// A lease operation's answer (lease ops are entries of their own: see `kv::entry`).
+    Lease(LeaseResponse),
 }
 
 /// The answer of one op inside a transaction (transactions do not nest).
@@ -127,6 +131,7 @@ const RESPONSE_TAG_DELETE: u8 = 3;
 const RESPONSE_TAG_APPEND: u8 = 4;
 const RESPONSE_TAG_TXN: u8 = 5;
 const RESPONSE_TAG_COMPACT: u8 = 6;
+const RESPONSE_TAG_LEASE: u8 = 7;
 
 /// Smallest encoded op response inside a Txn: tag and a Put without a previous value.
 const TXN_OP_RESPONSE_ENCODED_BYTES_MIN: usize = 2;
@@ -147,6 +152,14 @@ const ERROR_TAG_SESSION_EXPIRED: u8 = 10;
 const ERROR_TAG_COMPACTED: u8 = 11;
 const ERROR_TAG_FUTURE_REVISION: u8 = 12;
 const ERROR_TAG_REVISION_IN_TXN: u8 = 13;
+const ERROR_TAG_LEASE: u8 = 14;
+
+const LEASE_ERROR_NOT_FOUND: u8 = 1;
+const LEASE_ERROR_EXISTS: u8 = 2;
+const LEASE_ERROR_TOO_MANY_LEASES: u8 = 3;
+const LEASE_ERROR_TOO_MANY_KEYS: u8 = 4;
+const LEASE_ERROR_INVALID_TTL: u8 = 5;
+const LEASE_ERROR_NOT_LEASE_GROUP: u8 = 6;
 
 impl Response {
     /// Encodes the response. Panics only if a list or byte string exceeds `u32::MAX`,
@@ -217,6 +230,7 @@ fn response_encoded_len(response: &Response) -> usize {
             OpResponse::Put(put) => put_encoded_len(put),
             OpResponse::Delete(delete) => delete_encoded_len(delete),
             OpResponse::Append(_) | OpResponse::Compact(_) => APPEND_RESPONSE_ENCODED_BYTES,
+            OpResponse::Lease(lease) => lease_encoded_len(lease),
             OpResponse::Txn(txn) => {
                 // Tag, succeeded, count, then each op's answer.
                 let responses: usize = txn
@@ -256,9 +270,99 @@ fn delete_encoded_len(delete: &DeleteResponse) -> usize {
     1 + 8 + 4 + key_values_encoded_len(&delete.prev_kvs)
 }
 
+fn lease_encoded_len(lease: &LeaseResponse) -> usize {
+    // Tag, answer, id, ttl, granted ttl, more, key count and keys, id count and ids.
+    let keys: usize = lease.keys.iter().map(|key| 4 + key.len()).sum();
+    1 + 1 + 3 * 8 + 1 + 4 + keys + 4 + 8 * lease.ids.len()
+}
+
+fn encode_lease(writer: &mut Writer, lease: &LeaseResponse) {
+    writer.u8(RESPONSE_TAG_LEASE);
+    writer.u8(lease.answer.tag());
+    writer.u64(lease.id);
+    writer.u64(lease.ttl_ms);
+    writer.u64(lease.granted_ttl_ms);
+    writer.u8(u8::from(lease.more));
+    writer.count(lease.keys.len());
+    for key in &lease.keys {
+        writer.bytes(key);
+    }
+    writer.count(lease.ids.len());
+    for &id in &lease.ids {
+        writer.u64(id);
+    }
+}
+
+fn decode_lease(reader: &mut Reader<'_>) -> Result<LeaseResponse, DecodeError> {
+    let answer = LeaseAnswer::from_tag(reader.u8()?)?;
+    let id = reader.u64()?;
+    let ttl_ms = reader.u64()?;
+    let granted_ttl_ms = reader.u64()?;
+    let more = reader.bool("lease response more")?;
+    let count = reader.count(4)?;
+    let mut keys = Vec::with_capacity(count);
+    for _ in 0..count {
+        keys.push(reader.bytes()?);
+    }
+    let count = reader.count(8)?;
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        ids.push(reader.u64()?);
+    }
+    Ok(LeaseResponse {
+        answer,
+        id,
+        ttl_ms,
+        granted_ttl_ms,
+        keys,
+        ids,
+        more,
+    })
+}
+
+/// A lease error as a sub-tag and two `u64` fields (unused ones are 0).
+fn lease_error_fields(error: &LeaseError) -> (u8, u64, u64) {
+    match *error {
+        LeaseError::NotFound(id) => (LEASE_ERROR_NOT_FOUND, id, 0),
+        LeaseError::Exists(id) => (LEASE_ERROR_EXISTS, id, 0),
+        LeaseError::TooManyLeases { leases_max } => (LEASE_ERROR_TOO_MANY_LEASES, leases_max, 0),
+        LeaseError::TooManyKeys {
+            lease,
+            keys_per_lease_max,
+        } => (LEASE_ERROR_TOO_MANY_KEYS, lease, keys_per_lease_max),
+        LeaseError::InvalidTtl { ttl_seconds } => (LEASE_ERROR_INVALID_TTL, ttl_seconds, 0),
+        LeaseError::NotLeaseGroup => (LEASE_ERROR_NOT_LEASE_GROUP, 0, 0),
+    }
+}
+
+fn lease_error_of(tag: u8, first: u64, second: u64) -> Result<LeaseError, DecodeError> {
+    Ok(match tag {
+        LEASE_ERROR_NOT_FOUND => LeaseError::NotFound(first),
+        LEASE_ERROR_EXISTS => LeaseError::Exists(first),
+        LEASE_ERROR_TOO_MANY_LEASES => LeaseError::TooManyLeases { leases_max: first },
+        LEASE_ERROR_TOO_MANY_KEYS => LeaseError::TooManyKeys {
+            lease: first,
+            keys_per_lease_max: second,
+        },
+        LEASE_ERROR_INVALID_TTL => LeaseError::InvalidTtl { ttl_seconds: first },
+        LEASE_ERROR_NOT_LEASE_GROUP => LeaseError::NotLeaseGroup,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                field: "lease error",
+                tag,
+            })
+        }
+    })
+}
+
 fn error_encoded_len(error: &KvError) -> usize {
+    if let KvError::Lease(_) = error {
+        // The tag, the lease error's tag, two `u64` fields.
+        return 1 + 1 + 2 * 8;
+    }
     // The tag, then the error's `u64` fields.
     let fields = match error {
+        KvError::Lease(_) => unreachable!("counted above"),
         KvError::EmptyKey
         | KvError::InvalidRange
         | KvError::NotReadOnly
@@ -311,6 +415,7 @@ fn encode_response(writer: &mut Writer, response: &Response) {
             writer.u8(RESPONSE_TAG_COMPACT);
             writer.u64(compact.compact_revision);
         }
+        OpResponse::Lease(lease) => encode_lease(writer, lease),
         OpResponse::Txn(txn) => {
             writer.u8(RESPONSE_TAG_TXN);
             writer.u8(u8::from(txn.succeeded));
@@ -382,6 +487,8 @@ fn decode_response(reader: &mut Reader<'_>) -> Result<Response, DecodeError> {
         OpResponse::Compact(CompactResponse {
             compact_revision: reader.u64()?,
         })
+    } else if tag == RESPONSE_TAG_LEASE {
+        OpResponse::Lease(decode_lease(reader)?)
     } else if tag == RESPONSE_TAG_TXN {
         let succeeded = reader.bool("txn succeeded")?;
         let count = reader.count(TXN_OP_RESPONSE_ENCODED_BYTES_MIN)?;
@@ -522,6 +629,13 @@ fn encode_error(writer: &mut Writer, error: &KvError) {
             writer.u64(*revision);
             writer.u64(*closed_revision);
         }
+        KvError::Lease(lease) => {
+            let (tag, first, second) = lease_error_fields(lease);
+            writer.u8(ERROR_TAG_LEASE);
+            writer.u8(tag);
+            writer.u64(first);
+            writer.u64(second);
+        }
     }
 }
 
@@ -567,6 +681,11 @@ fn decode_error(reader: &mut Reader<'_>) -> Result<KvError, DecodeError> {
             revision: reader.u64()?,
             closed_revision: reader.u64()?,
         },
+        ERROR_TAG_LEASE => {
+            let tag = reader.u8()?;
+            let (first, second) = (reader.u64()?, reader.u64()?);
+            KvError::Lease(lease_error_of(tag, first, second)?)
+        }
         tag => {
             return Err(DecodeError::UnknownTag {
                 field: "error",

@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use super::history::{History, Version};
 use super::keys::Keys;
+use super::lease::{AppliedRevocations, LeaseLimits, LeaseRecord, LeaseTable, Revocation};
 use super::limits::{Limits, LimitsError};
 use super::response::{read_outcome, write_outcome};
 use super::session::{CachedOutcome, Session, Sessions};
@@ -17,10 +18,13 @@ use super::wire::{DecodeError, Reader, Writer};
 
 /// The first four bytes of every kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CKVS";
-/// The layout version this code writes and reads. Version 1 (revisions were log
+/// The layout version this code writes. Version 3 added the lease section; version 2
+/// (without it) is read as a store without leases. Version 1 (revisions were log
 /// indexes, no history) is refused: its revisions cannot be ordered against revisions
 /// that are clock values.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// The oldest layout version this code reads.
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 2;
 
 /// Magic, version, applied index, revision, closed and compact revisions, eight limits,
 /// key count, history key count, session count, crc.
@@ -131,6 +135,7 @@ impl Store {
                 }
             }
         }
+        self.write_leases(&mut writer);
         let crc = crc32fast::hash(writer.as_slice());
         writer.u32(crc);
         writer.into_bytes()
@@ -152,7 +157,7 @@ impl Store {
         let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
         let mut reader = Reader::new(&body[4..]);
         let version = reader.u32()?;
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotError::UnsupportedVersion { version });
         }
         let stored = Reader::new(crc_bytes).u32()?;
@@ -182,6 +187,11 @@ impl Store {
         let keys = read_keys(&mut reader, revision, &limits)?;
         let history = read_history(&mut reader, revision, &keys, &limits)?;
         let sessions = read_sessions(&mut reader, applied_index, &limits)?;
+        let (lease_limits, leases, revoked) = if version >= 3 {
+            read_leases(&mut reader)?
+        } else {
+            Default::default()
+        };
         reader.finish()?;
         Ok(Store {
             limits,
@@ -192,8 +202,123 @@ impl Store {
             keys,
             history,
             sessions,
+            leases,
+            revoked,
+            lease_limits,
+            is_lease_group: false,
         })
     }
+
+    /// The lease section: the lease limits, the table, the revocation log, and this
+    /// group's applied revocations, each in id or position order.
+    fn write_leases(&self, writer: &mut Writer) {
+        let limits = &self.lease_limits;
+        for limit in [
+            limits.leases_max,
+            limits.keys_per_lease_max,
+            limits.revocations_retained_max,
+            limits.revocations_per_entry_max,
+            limits.revocations_per_second_max,
+            limits.checkpoint_batch_max,
+            limits.tombstone_retain_ms,
+            limits.list_max,
+        ] {
+            writer.u64(limit);
+        }
+        writer.u64(self.leases.len() as u64);
+        for (id, record) in self.leases.iter() {
+            writer.u64(id);
+            writer.u64(record.granted_ttl_ms);
+            writer.u64(record.renewals);
+            writer.u64(record.remaining_ms);
+        }
+        writer.u64(self.leases.last_position());
+        let revocations: Vec<&Revocation> = self.leases.revocations().collect();
+        writer.u64(revocations.len() as u64);
+        for revocation in revocations {
+            writer.u64(revocation.position);
+            writer.u64(revocation.lease);
+            writer.u64(revocation.revision);
+        }
+        writer.u64(self.revoked.watermark());
+        let tombstones: Vec<(u64, u64)> = self.revoked.tombstones().collect();
+        writer.u64(tombstones.len() as u64);
+        for (lease, revision) in tombstones {
+            writer.u64(lease);
+            writer.u64(revision);
+        }
+    }
+}
+
+/// The lease section of [`Store::write_leases`], checked: ids and positions strictly
+/// increasing, remaining time within the granted one, positions without gaps.
+fn read_leases(
+    reader: &mut Reader<'_>,
+) -> Result<(LeaseLimits, LeaseTable, AppliedRevocations), SnapshotError> {
+    let limits = LeaseLimits {
+        leases_max: reader.u64()?,
+        keys_per_lease_max: reader.u64()?,
+        revocations_retained_max: reader.u64()?,
+        revocations_per_entry_max: reader.u64()?,
+        revocations_per_second_max: reader.u64()?,
+        checkpoint_batch_max: reader.u64()?,
+        tombstone_retain_ms: reader.u64()?,
+        list_max: reader.u64()?,
+    };
+    let count = read_record_count(reader, 4 * 8)?;
+    let mut leases = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let id = reader.u64()?;
+        let record = LeaseRecord {
+            granted_ttl_ms: reader.u64()?,
+            renewals: reader.u64()?,
+            remaining_ms: reader.u64()?,
+        };
+        if leases.last().is_some_and(|&(last, _)| id <= last) || id == 0 {
+            return Err(invalid("lease ids not in strictly increasing order"));
+        }
+        if record.remaining_ms > record.granted_ttl_ms {
+            return Err(invalid("lease remaining time above its granted time"));
+        }
+        leases.push((id, record));
+    }
+    let last_position = reader.u64()?;
+    let count = read_record_count(reader, 3 * 8)?;
+    let mut revocations: Vec<Revocation> = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let revocation = Revocation {
+            position: reader.u64()?,
+            lease: reader.u64()?,
+            revision: reader.u64()?,
+        };
+        if let Some(last) = revocations.last() {
+            if revocation.position != last.position + 1 {
+                return Err(invalid("revocation positions with a gap"));
+            }
+        }
+        revocations.push(revocation);
+    }
+    if revocations.last().map_or(0, |last| last.position) > last_position {
+        return Err(invalid("revocation past the last position"));
+    }
+    let watermark = reader.u64()?;
+    let count = read_record_count(reader, 2 * 8)?;
+    let mut tombstones: Vec<(u64, u64)> = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let tombstone = (reader.u64()?, reader.u64()?);
+        if tombstones
+            .last()
+            .is_some_and(|&(last, _)| tombstone.0 <= last)
+        {
+            return Err(invalid("tombstones not in strictly increasing order"));
+        }
+        tombstones.push(tombstone);
+    }
+    Ok((
+        limits,
+        LeaseTable::from_parts(leases, revocations, last_position),
+        AppliedRevocations::from_parts(watermark, tombstones),
+    ))
 }
 
 /// A `u64` record count, refused when records of `record_bytes_min` could not fit.

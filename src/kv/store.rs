@@ -33,12 +33,16 @@ use super::command::{
 };
 use super::history::{History, PastState, Version};
 use super::keys::Keys;
+use super::lease::{AppliedRevocations, LeaseLimits, LeaseTable};
 use super::limits::{validate, validate_read, KvError, Limits, LimitsError};
 use super::response::{
     AppendResponse, DeleteResponse, KeyValue, OpResponse, Outcome, PutResponse, RangeResponse,
     Response, TxnOpResponse, TxnResponse,
 };
 use super::session::{CachedOutcome, SessionCheck, Sessions};
+
+#[path = "store_leases.rs"]
+mod leases;
 
 /// A stored value with etcd's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +91,14 @@ pub struct Store {
     pub(crate) keys: Keys,
     pub(crate) history: History,
     pub(crate) sessions: Sessions,
+    /// The lease table: empty except in the lease group (see `kv::lease`).
+    pub(crate) leases: LeaseTable,
+    /// The lease group's revocations this group has applied.
+    pub(crate) revoked: AppliedRevocations,
+    pub(crate) lease_limits: LeaseLimits,
+    /// This store is the lease group's: a put checks its lease against the table itself.
+    /// Set by the owner of the store, not replicated.
+    pub(crate) is_lease_group: bool,
 }
 
 /// The bytes of key-values one command may still return.
@@ -154,6 +166,10 @@ impl Store {
             keys: Keys::default(),
             history: History::default(),
             sessions: Sessions::default(),
+            leases: LeaseTable::default(),
+            revoked: AppliedRevocations::default(),
+            lease_limits: LeaseLimits::default(),
+            is_lease_group: false,
         }
     }
 
@@ -590,13 +606,14 @@ impl Store {
         mut undo: Option<&mut Vec<UndoRecord>>,
     ) -> Result<PutResponse, KvError> {
         let (prev_kv_wanted, lease) = (put.prev_kv, put.lease);
+        self.check_lease(lease, &put.key)?;
         let (key, value): (Cow<'_, [u8]>, Vec<u8>) = match put {
             Cow::Borrowed(put) => (Cow::Borrowed(&put.key), put.value.clone()),
             Cow::Owned(put) => (Cow::Owned(put.key), put.value),
         };
         write.changed = true;
         let revision = write.revision;
-        match self.keys.get_mut(&key) {
+        match self.keys.get(&key) {
             Some(entry) => {
                 let prev_kv = if prev_kv_wanted {
                     budget.charge(entry.encoded_bytes(&key, false))?;
@@ -611,7 +628,10 @@ impl Store {
                     version: entry.version.saturating_add(1),
                     lease,
                 };
-                let old = std::mem::replace(entry, written);
+                let old = self
+                    .keys
+                    .replace(&key, written)
+                    .expect("the key is present");
                 if let Some(undo) = undo.as_deref_mut() {
                     // Only a Txn that may roll back needs a second copy.
                     undo.push(UndoRecord::Restore {

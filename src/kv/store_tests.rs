@@ -1049,7 +1049,7 @@ fn snapshot_round_trip_is_byte_identical() {
     let empty = Store::default();
     assert_eq!(
         empty.snapshot().len(),
-        132,
+        236,
         "the smallest snapshot, as documented"
     );
     assert_eq!(Store::restore(&empty.snapshot()).unwrap(), empty);
@@ -1065,7 +1065,7 @@ fn snapshot_matches_the_documented_layout() {
     let bytes = store.snapshot();
     let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap());
     assert_eq!(&bytes[..4], b"CKVS");
-    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 3);
     assert_eq!(u64_at(8), 5, "applied index");
     assert_eq!((u64_at(16), u64_at(24), u64_at(32)), (5, 5, 0), "revisions");
     assert_eq!(u64_at(40), 4096);
@@ -1093,7 +1093,16 @@ fn snapshot_matches_the_documented_layout() {
             op: OpResponse::Put(PutResponse::default())
         })
     );
-    let crc_offset = 199 + outcome_bytes;
+    // The lease section: eight lease limits, then empty tables.
+    let leases = 199 + outcome_bytes;
+    assert_eq!(u64_at(leases), 1_000_000, "leases max");
+    let tables = leases + 8 * 8;
+    assert_eq!(
+        (0..5).map(|k| u64_at(tables + 8 * k)).collect::<Vec<_>>(),
+        [0, 0, 0, 0, 0],
+        "leases, last position, revocations, watermark, tombstones"
+    );
+    let crc_offset = tables + 5 * 8;
     assert_eq!(bytes.len(), crc_offset + 4);
     let crc = u32::from_le_bytes(bytes[crc_offset..].try_into().unwrap());
     assert_eq!(crc, crc32fast::hash(&bytes[..crc_offset]));

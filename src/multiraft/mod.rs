@@ -5,9 +5,21 @@
 //! Every request handed in gets exactly one reply out of [`MultiRaft::ready`], matched by
 //! its [`RequestId`]: the caller never has to time out a request this layer accepted,
 //! except when the node itself is cut off (then no entry ever commits here).
+//!
+//! | file            | owns                                                             |
+//! |-----------------|------------------------------------------------------------------|
+//! | `mod.rs`        | the groups: tick, step, propose, read, one Ready, apply           |
+//! | [`lease_clock`] | the lease group leader's deadlines, on its own clock             |
+//! | `leases.rs`     | lease proposals, expiries and checkpoints at a tick, lease reads  |
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+
+pub mod lease_clock;
+mod leases;
+
+use lease_clock::LeaseClock;
+pub use leases::LeaseRead;
 
 use crate::kv::{self, Command, KvError, LogEntry, Op, Store};
 use crate::raft::{
@@ -230,6 +242,8 @@ struct Proposal {
 struct WaitingRead {
     op: Op,
     mode: ReadMode,
+    /// A lease read, answered instead of `op`.
+    lease: Option<LeaseRead>,
 }
 
 /// One Raft group with its state machine and waiting requests.
@@ -263,6 +277,8 @@ struct Group {
     reads_ready: VecDeque<(Index, RequestId, WaitingRead)>,
     /// Storage asked for a snapshot now (the group's old entries pin log segments).
     snapshot_requested: bool,
+    /// The lease group's leader's deadlines (lease group only, leader only).
+    lease_clock: Option<LeaseClock>,
 }
 
 /// All Raft groups of one shard.
@@ -271,6 +287,8 @@ pub struct MultiRaft {
     config: ShardConfig,
     groups: BTreeMap<GroupId, Group>,
     replies: Vec<(RequestId, Reply)>,
+    /// Unix milliseconds at the last tick: the lease group leader's clock.
+    now_ms: u64,
 }
 
 impl MultiRaft {
@@ -281,6 +299,7 @@ impl MultiRaft {
             config,
             groups: BTreeMap::new(),
             replies: Vec::new(),
+            now_ms: 0,
         };
         for start in groups {
             shard.add_group(start)?;
@@ -309,6 +328,8 @@ impl MultiRaft {
             }
             None => Store::new(self.config.limits)?,
         };
+        let mut store = store;
+        store.set_lease_group(start.id == kv::LEASE_GROUP);
         let mut initial = start.raft;
         if initial.snapshot.is_none() {
             initial.conf = start.conf;
@@ -333,6 +354,7 @@ impl MultiRaft {
             ticks: 0,
             reads_ready: VecDeque::new(),
             snapshot_requested: false,
+            lease_clock: None,
         };
         self.groups.insert(start.id, group);
         Ok(())
@@ -386,6 +408,8 @@ impl MultiRaft {
     /// waited too long for their read index (see `read_index_timeout_ticks`) or for
     /// their revision to close.
     pub fn tick(&mut self, now_revision: u64) {
+        self.now_ms = self.now_ms.max(now_revision >> 16);
+        self.tick_leases();
         let close_interval = self.config.close_interval_ticks;
         for (&id, group) in self.groups.iter_mut() {
             group.raft.tick();
@@ -561,6 +585,17 @@ impl MultiRaft {
     /// Reads through the state machine without the log, as `mode` says (see
     /// [`ReadMode`]).
     pub fn read(&mut self, request: RequestId, group_id: GroupId, op: Op, mode: ReadMode) {
+        self.read_waiting(request, group_id, op, mode, None);
+    }
+
+    fn read_waiting(
+        &mut self,
+        request: RequestId,
+        group_id: GroupId,
+        op: Op,
+        mode: ReadMode,
+        lease: Option<LeaseRead>,
+    ) {
         let reads_max = self.config.reads_pending_max;
         let timeout_ticks = self.config.read_index_timeout_ticks;
         let unsafe_unclosed = self.config.unsafe_read_unclosed_revisions;
@@ -601,7 +636,7 @@ impl MultiRaft {
                 match group.raft.read_index(request) {
                     Ok(()) => {
                         let deadline = group.ticks + timeout_ticks;
-                        let read = WaitingRead { op, mode };
+                        let read = WaitingRead { op, mode, lease };
                         group.reads_waiting.insert(request, (read, deadline));
                         group.reads_deadlines.insert((deadline, request));
                     }
@@ -669,10 +704,11 @@ impl MultiRaft {
         let compact_entries = self.config.compact_entries;
         let node_id = self.config.node_id;
         let read_timeout_ticks = self.config.read_index_timeout_ticks;
+        let now_ms = self.now_ms;
         for (&id, group) in self.groups.iter_mut() {
             group.ask_for_close(node_id, id, &mut out.messages);
             if group.raft.has_ready() {
-                group_ready(id, group, read_timeout_ticks, &mut out);
+                group_ready(id, group, read_timeout_ticks, now_ms, &mut out);
             }
             // After applying (or on request, for an idle group whose old entries pin WAL
             // segments): a snapshot that lets the log be compacted. Taking one stops the
@@ -786,7 +822,13 @@ impl Group {
 
 /// Takes one group's Ready into `out`: what to persist and send, then applies what
 /// committed and serves the reads that became ready.
-fn group_ready(id: GroupId, group: &mut Group, timeout_ticks: u64, out: &mut ShardReady) {
+fn group_ready(
+    id: GroupId,
+    group: &mut Group,
+    timeout_ticks: u64,
+    now_ms: u64,
+    out: &mut ShardReady,
+) {
     let ready = group.raft.ready();
     out.token.numbers.push((id, ready.number));
     if let Some(soft) = ready.soft_state {
@@ -816,13 +858,14 @@ fn group_ready(id: GroupId, group: &mut Group, timeout_ticks: u64, out: &mut Sha
     );
     if let Some(snapshot) = &ready.snapshot {
         group.store = restore_store(id, &snapshot.data);
+        group.store.set_lease_group(id == kv::LEASE_GROUP);
         for proposal in group.proposals.drain(..) {
             out.replies
                 .push((proposal.request, Err(ClientError::OutcomeUnknown)));
         }
     }
     for entry in &ready.committed_entries {
-        apply_entry(group, entry, &mut out.replies);
+        apply_entry(group, entry, now_ms, &mut out.replies);
     }
     for read in ready.read_states {
         if let Some((waiting, deadline)) = group.reads_waiting.remove(&read.context) {
@@ -855,7 +898,12 @@ fn restore_store(group: GroupId, data: &[u8]) -> Store {
 }
 
 /// Applies one committed entry and answers the proposal that carried it, if it was ours.
-fn apply_entry(group: &mut Group, entry: &Entry, replies: &mut Vec<(RequestId, Reply)>) {
+fn apply_entry(
+    group: &mut Group,
+    entry: &Entry,
+    now_ms: u64,
+    replies: &mut Vec<(RequestId, Reply)>,
+) {
     let outcome = match entry.kind {
         EntryKind::Normal if !entry.data.is_empty() => match LogEntry::decode(&entry.data) {
             Ok(LogEntry::Write { revision, command }) => {
@@ -865,6 +913,13 @@ fn apply_entry(group: &mut Group, entry: &Entry, replies: &mut Vec<(RequestId, R
                 group.store.apply_close(entry.index, revision);
                 None
             }
+            Ok(LogEntry::Lease { revision, op }) => Some(leases::apply_lease_entry(
+                group,
+                entry.index,
+                revision,
+                op,
+                now_ms,
+            )),
             Ok(LogEntry::Compact { revision }) => {
                 group.store.apply_compact(entry.index, revision);
                 Some(Ok(kv::Response {
@@ -927,10 +982,13 @@ fn serve_reads(group: &mut Group, timeout_ticks: u64, replies: &mut Vec<(Request
                     replies.push((request, reply));
                 }
             }
-            _ => replies.push((
-                request,
-                group.store.read(&read.op).map_err(ClientError::from),
-            )),
+            _ => {
+                let reply = match read.lease {
+                    Some(lease) => leases::serve_lease_read(group, lease),
+                    None => group.store.read(&read.op).map_err(ClientError::from),
+                };
+                replies.push((request, reply));
+            }
         }
     }
     let closed = group.store.closed_revision();

@@ -299,10 +299,10 @@ pub struct TxnOpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 14;
+pub const ENUM_MAX_OP: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 15] = [
+pub const ENUM_VALUES_OP: [Op; 16] = [
   Op::NONE,
   Op::PutRequest,
   Op::RangeRequest,
@@ -318,6 +318,7 @@ pub const ENUM_VALUES_OP: [Op; 15] = [
   Op::StatusRequest,
   Op::CompactRequest,
   Op::WatchProgressRequest,
+  Op::LeaseListRequest,
 ];
 
 /// Every operation a client can ask for. Members are only ever appended.
@@ -341,9 +342,10 @@ impl Op {
   pub const StatusRequest: Self = Self(12);
   pub const CompactRequest: Self = Self(13);
   pub const WatchProgressRequest: Self = Self(14);
+  pub const LeaseListRequest: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::PutRequest,
@@ -360,6 +362,7 @@ impl Op {
     Self::StatusRequest,
     Self::CompactRequest,
     Self::WatchProgressRequest,
+    Self::LeaseListRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -379,6 +382,7 @@ impl Op {
       Self::StatusRequest => Some("StatusRequest"),
       Self::CompactRequest => Some("CompactRequest"),
       Self::WatchProgressRequest => Some("WatchProgressRequest"),
+      Self::LeaseListRequest => Some("LeaseListRequest"),
       _ => None,
     }
   }
@@ -894,10 +898,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupRole {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP_RESULT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP_RESULT: u8 = 12;
+pub const ENUM_MAX_OP_RESULT: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP_RESULT: [OpResult; 13] = [
+pub const ENUM_VALUES_OP_RESULT: [OpResult; 14] = [
   OpResult::NONE,
   OpResult::PutResult,
   OpResult::RangeResult,
@@ -911,6 +915,7 @@ pub const ENUM_VALUES_OP_RESULT: [OpResult; 13] = [
   OpResult::WatchResult,
   OpResult::StatusResult,
   OpResult::CompactResult,
+  OpResult::LeaseListResult,
 ];
 
 /// Per-operation results. Members are only ever appended.
@@ -932,9 +937,10 @@ impl OpResult {
   pub const WatchResult: Self = Self(10);
   pub const StatusResult: Self = Self(11);
   pub const CompactResult: Self = Self(12);
+  pub const LeaseListResult: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::PutResult,
@@ -949,6 +955,7 @@ impl OpResult {
     Self::WatchResult,
     Self::StatusResult,
     Self::CompactResult,
+    Self::LeaseListResult,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -966,6 +973,7 @@ impl OpResult {
       Self::WatchResult => Some("WatchResult"),
       Self::StatusResult => Some("StatusResult"),
       Self::CompactResult => Some("CompactResult"),
+      Self::LeaseListResult => Some("LeaseListResult"),
       _ => None,
     }
   }
@@ -3124,6 +3132,104 @@ impl ::core::fmt::Debug for CompactRequest<'_> {
       ds.finish()
   }
 }
+pub enum LeaseListRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Lists lease ids, ascending, a page at a time.
+pub struct LeaseListRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseListRequest<'a> {
+  type Inner = LeaseListRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseListRequest<'a> {
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseListRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseListRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaseListRequest<'bldr>> {
+    let mut builder = LeaseListRequestBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.finish()
+  }
+
+
+  /// Start after this id; 0: from the first.
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LeaseListRequest::VT_AFTER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseListRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseListRequestArgs {
+    pub after: u64,
+}
+impl<'a> Default for LeaseListRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaseListRequestArgs {
+      after: 0,
+    }
+  }
+}
+
+pub struct LeaseListRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseListRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(LeaseListRequest::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseListRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseListRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseListRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseListRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseListRequest");
+      ds.field("after", &self.after());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3441,6 +3547,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_lease_list_request(&self) -> Option<LeaseListRequest<'a>> {
+    if self.op_type() == Op::LeaseListRequest {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LeaseListRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -3469,6 +3589,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Op::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("Op::StatusRequest", pos),
           Op::CompactRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactRequest>>("Op::CompactRequest", pos),
           Op::WatchProgressRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchProgressRequest>>("Op::WatchProgressRequest", pos),
+          Op::LeaseListRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseListRequest>>("Op::LeaseListRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3659,6 +3780,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Op::WatchProgressRequest => {
           if let Some(x) = self.op_as_watch_progress_request() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::LeaseListRequest => {
+          if let Some(x) = self.op_as_lease_list_request() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6278,6 +6406,121 @@ impl ::core::fmt::Debug for StatusResult<'_> {
       ds.finish()
   }
 }
+pub enum LeaseListResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaseListResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaseListResult<'a> {
+  type Inner = LeaseListResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaseListResult<'a> {
+  pub const VT_IDS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaseListResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaseListResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LeaseListResult<'bldr>> {
+    let mut builder = LeaseListResultBuilder::new(_fbb);
+    if let Some(x) = args.ids { builder.add_ids(x); }
+    builder.add_more(args.more);
+    builder.finish()
+  }
+
+
+  /// Ascending.
+  #[inline]
+  pub fn ids(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(LeaseListResult::VT_IDS, None)}
+  }
+  /// More leases follow the last of `ids`.
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LeaseListResult::VT_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaseListResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("ids", Self::VT_IDS, false)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaseListResultArgs<'a> {
+    pub ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub more: bool,
+}
+impl<'a> Default for LeaseListResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaseListResultArgs {
+      ids: None,
+      more: false,
+    }
+  }
+}
+
+pub struct LeaseListResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaseListResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ids(&mut self, ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaseListResult::VT_IDS, ids);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(LeaseListResult::VT_MORE, more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaseListResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaseListResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaseListResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaseListResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaseListResult");
+      ds.field("ids", &self.ids());
+      ds.field("more", &self.more());
+      ds.finish()
+  }
+}
 pub enum ResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6560,6 +6803,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn result_as_lease_list_result(&self) -> Option<LeaseListResult<'a>> {
+    if self.result_type() == OpResult::LeaseListResult {
+      self.result().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaseListResult::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -6587,6 +6845,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           OpResult::WatchResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<WatchResult>>("OpResult::WatchResult", pos),
           OpResult::StatusResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResult>>("OpResult::StatusResult", pos),
           OpResult::CompactResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CompactResult>>("OpResult::CompactResult", pos),
+          OpResult::LeaseListResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseListResult>>("OpResult::LeaseListResult", pos),
           _ => Ok(()),
         }
      })?
@@ -6755,6 +7014,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         OpResult::CompactResult => {
           if let Some(x) = self.result_as_compact_result() {
+            ds.field("result", &x)
+          } else {
+            ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        OpResult::LeaseListResult => {
+          if let Some(x) = self.result_as_lease_list_result() {
             ds.field("result", &x)
           } else {
             ds.field("result", &"InvalidFlatbuffer: Union discriminant does not match value.")

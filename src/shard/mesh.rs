@@ -3,6 +3,7 @@
 //! another shard's memory: the driver moves these values over bounded channels.
 
 use super::watch::{WatchPoll, WatchPollReply};
+use crate::kv::lease::Revocation;
 use crate::multiraft::{GroupId, ReadMode};
 
 /// A message between two shards of one node.
@@ -37,4 +38,12 @@ pub enum MeshBody {
     WatchPoll { poll: WatchPoll },
     /// The answer to `WatchPoll`.
     WatchPollReply { reply: WatchPollReply },
+    /// Send the lease group's revocations after this position (to the shard that holds
+    /// the lease group; see `docs/LEASES.md`).
+    Revocations { after: u64 },
+    /// The answer to `Revocations`, oldest first (empty when the lease group is not here
+    /// or has none after the position).
+    RevocationsReply { revocations: Vec<Revocation> },
+    /// From the shard that holds the lease group: its last revocation position.
+    RevocationPosition { position: u64 },
 }

@@ -15,6 +15,7 @@
 //! | [`snapshots`]   | which snapshot file is written next, and its compaction record   |
 //! | [`persist`]     | turns waiting for their batch to be durable, and what they hold  |
 //! | [`watch`]       | the watches of the shard's connections: merge, progress, bounds  |
+//! | `leases.rs`     | lease requests, the lease check of puts, the pull of revocations |
 //!
 //! # One turn
 //!
@@ -40,6 +41,7 @@ pub mod config;
 pub mod dispatch;
 pub mod gather;
 pub mod hlc;
+mod leases;
 pub mod mesh;
 pub mod pending;
 pub mod persist;
@@ -154,6 +156,8 @@ pub struct ShardCore {
     watch_out: Vec<WatchOutput>,
     builder: FlatBufferBuilder<'static>,
     out: Output,
+    /// Lease checks and local revokes in flight (see `leases.rs`).
+    leases: leases::LeaseWork,
 }
 
 impl std::fmt::Debug for ShardCore {
@@ -203,6 +207,7 @@ impl ShardCore {
             watch_out: Vec::new(),
             builder: FlatBufferBuilder::new(),
             out: Output::default(),
+            leases: leases::LeaseWork::default(),
         })
     }
 
@@ -310,6 +315,11 @@ impl ShardCore {
                 }
             }
             RequestKind::Status => self.start_status(origin),
+            RequestKind::Lease {
+                request,
+                group,
+                seen_revision,
+            } => self.on_lease_request(origin, request, group, seen_revision),
             RequestKind::WatchCreate {
                 create,
                 seen_revision,
@@ -521,6 +531,27 @@ impl ShardCore {
                         kind: RequestKind::Compact { revision, .. },
                         ..
                     }) => Some(Work::Compact { revision }),
+                    Ok(ApiRequest {
+                        kind:
+                            RequestKind::Lease {
+                                request: api::LeaseRequest::TimeToLive { id, keys },
+                                group: Some(_),
+                                ..
+                            },
+                        ..
+                    }) => Some(Work::LeaseRead { id, keys }),
+                    Ok(ApiRequest {
+                        kind:
+                            RequestKind::Lease {
+                                request,
+                                group: None,
+                                seen_revision,
+                            },
+                        ..
+                    }) => Some(Work::Lease {
+                        request,
+                        seen_revision,
+                    }),
                     Ok(_) | Err(_) => None,
                 };
                 match work {
@@ -598,6 +629,17 @@ impl ShardCore {
                 self.watches
                     .on_poll_reply(message.token, reply, &mut self.watch_out);
             }
+            MeshBody::Revocations { after } => {
+                let revocations = self.local_revocations(after);
+                self.out.mesh.push(MeshMessage {
+                    from_shard: self.config.shard,
+                    to_shard: message.from_shard,
+                    token: message.token,
+                    body: MeshBody::RevocationsReply { revocations },
+                });
+            }
+            MeshBody::RevocationsReply { revocations } => self.on_revocations(revocations),
+            MeshBody::RevocationPosition { position } => self.on_revocation_position(position),
         }
     }
 
@@ -617,10 +659,14 @@ impl ShardCore {
                 }
             }
             MeshBody::WatchPoll { .. } => self.watches.on_poll_undeliverable(message.token),
-            // The asking shard answers its client (or polls again) at its own deadline.
+            // The asking shard answers its client (or polls again) at its own deadline; a
+            // pull of revocations is made again at the next sync.
             MeshBody::Reply { .. }
             | MeshBody::StatusReply { .. }
-            | MeshBody::WatchPollReply { .. } => {}
+            | MeshBody::WatchPollReply { .. }
+            | MeshBody::Revocations { .. }
+            | MeshBody::RevocationsReply { .. }
+            | MeshBody::RevocationPosition { .. } => {}
         }
     }
 
@@ -650,6 +696,9 @@ impl ShardCore {
         }
         for ended in self.statuses.expire(self.ticks) {
             self.end_gather(ended);
+        }
+        if self.accepting {
+            self.tick_revocations();
         }
     }
 
@@ -822,6 +871,39 @@ impl ShardCore {
                 };
                 (kind, ReadMode::Linearizable)
             }
+            Work::Lease {
+                request,
+                seen_revision,
+            } => {
+                let kind = RequestKind::Lease {
+                    request,
+                    group: None,
+                    seen_revision,
+                };
+                (kind, ReadMode::Linearizable)
+            }
+            Work::LeaseRead { id, keys } => {
+                let kind = RequestKind::Lease {
+                    request: api::LeaseRequest::TimeToLive { id, keys },
+                    group: Some(group),
+                    seen_revision: 0,
+                };
+                (kind, ReadMode::Linearizable)
+            }
+            // Checked on this shard, but the group moved (never today): the owner checks
+            // again.
+            Work::Checked {
+                command,
+                seen_revision,
+            } => {
+                let kind = RequestKind::Kv {
+                    serializable: false,
+                    command,
+                    group: None,
+                    seen_revision,
+                };
+                (kind, ReadMode::Linearizable)
+            }
         };
         let request = ApiRequest {
             request_id: token,
@@ -891,6 +973,16 @@ impl ShardCore {
             self.answer(origin, Err(error));
             return;
         }
+        if let Work::Command {
+            command,
+            seen_revision,
+            ..
+        } = &work
+        {
+            if self.start_lease_check(origin, group, command, *seen_revision) {
+                return;
+            }
+        }
         let id = self.next_id();
         self.proposed.insert(id, origin);
         match work {
@@ -905,7 +997,17 @@ impl ShardCore {
                     self.raft.propose(id, group, &command, floor);
                 }
             },
+            Work::Checked {
+                command,
+                seen_revision,
+            } => {
+                let floor = self.hlc.now().max(seen_revision.saturating_add(1));
+                self.raft.propose(id, group, &command, floor);
+            }
             Work::Compact { revision } => self.raft.propose_compaction(id, group, revision),
+            work @ (Work::Lease { .. } | Work::LeaseRead { .. }) => {
+                self.run_lease_here(id, group, work)
+            }
         }
     }
 
@@ -939,6 +1041,9 @@ impl ShardCore {
 
     /// The Raft layer's answer to a request of this shard.
     fn on_raft_reply(&mut self, request: RequestId, reply: Reply) {
+        if self.on_revoke_reply(request) {
+            return;
+        }
         let Some(origin) = self.proposed.remove(request) else {
             return;
         };
@@ -986,6 +1091,7 @@ impl ShardCore {
                 }) => self.scatter(origin, merge, command, ReadMode::At(revision), 0),
                 None => {}
             },
+            Origin::LeaseCheck { token } => self.on_lease_checked(token, reply),
         }
     }
 
@@ -1050,7 +1156,7 @@ impl ShardCore {
                 finished: true,
             }),
             // Only clients ask for a node's status.
-            Origin::Mesh { .. } | Origin::Part { .. } => {
+            Origin::Mesh { .. } | Origin::Part { .. } | Origin::LeaseCheck { .. } => {
                 debug_assert!(false, "a status gather for {origin:?}");
             }
         }
@@ -1069,6 +1175,18 @@ enum Work {
     },
     /// A compaction of the group's history.
     Compact { revision: u64 },
+    /// A lease op of the lease group's table, through its log.
+    Lease {
+        request: api::LeaseRequest,
+        seen_revision: u64,
+    },
+    /// A linearizable read of a lease (in the lease group) or of its keys (any group).
+    LeaseRead { id: u64, keys: bool },
+    /// A write whose leases were checked: proposed as it is.
+    Checked {
+        command: Command,
+        seen_revision: u64,
+    },
 }
 
 /// How a read confined to one group is served: at its revision, or from the local

@@ -26,6 +26,9 @@ pub enum Origin {
     Mesh { shard: u32, token: u64 },
     /// One part of a request split over groups (see [`super::gather`]).
     Part { scatter: u64 },
+    /// The lease check of a put waiting in the shard's lease checks (see
+    /// [`super::leases`]).
+    LeaseCheck { token: u64 },
 }
 
 /// The requests handed to the Raft layer. The Raft layer answers each exactly once, and

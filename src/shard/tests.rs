@@ -407,3 +407,6 @@ fn ranges_over_every_group_are_snapshots_at_one_revision() {
     };
     assert_eq!(after.kvs.len(), 7);
 }
+
+#[path = "lease_tests.rs"]
+mod leases;

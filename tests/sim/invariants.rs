@@ -234,7 +234,9 @@ impl Invariants {
             return Ok(());
         }
         let (revision, is_close) = match LogEntry::decode(&entry.data) {
-            Ok(LogEntry::Write { revision, .. }) => (revision, false),
+            Ok(LogEntry::Write { revision, .. } | LogEntry::Lease { revision, .. }) => {
+                (revision, false)
+            }
             Ok(LogEntry::Close { revision }) => (revision, true),
             Ok(LogEntry::Compact { .. }) => return Ok(()),
             Err(error) => {
