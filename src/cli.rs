@@ -17,6 +17,7 @@ use corekv::client::{
     prefix_range, Client, ClientError, ClientOptions, NodeStatus, PutOptions,
     ATTEMPT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_DEFAULT,
 };
+use corekv::flag_values::{self, DurationBounds, DurationError};
 use corekv::kv::{self, KeyValue, TxnOpResponse};
 use corekv::raft::{Role, NO_NODE};
 
@@ -235,26 +236,13 @@ pub struct StatusArgs {
 }
 
 /// Parses "500ms", "5s", "1.5s", "2m" or "3" (seconds) into a positive duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|character: char| character.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
-    let seconds_per_unit = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        other => return Err(format!("unknown unit {other:?}: use ms, s or m")),
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let bounds = DurationBounds {
+        zero_allowed: false,
+        max: TIMEOUT_MAX,
+        described: "positive and at most a day",
     };
-    let seconds = number * seconds_per_unit;
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > TIMEOUT_MAX.as_secs_f64() {
-        return Err(format!("{text:?} must be positive and at most a day"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    flag_values::parse_duration(text, bounds)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -78,10 +78,21 @@ pub struct ListArgs {
     pub connection: ConnectionArgs,
 }
 
+/// A lease id that is not hexadecimal.
+#[derive(Debug, thiserror::Error)]
+#[error("lease id {text:?}: {error}")]
+pub struct LeaseIdError {
+    text: String,
+    error: std::num::ParseIntError,
+}
+
 /// A lease id as etcdctl prints it: hexadecimal, without a prefix (`0x` accepted).
-pub fn parse_id(text: &str) -> Result<u64, String> {
+pub fn parse_id(text: &str) -> Result<u64, LeaseIdError> {
     let digits = text.strip_prefix("0x").unwrap_or(text);
-    u64::from_str_radix(digits, 16).map_err(|error| format!("lease id {text:?}: {error}"))
+    u64::from_str_radix(digits, 16).map_err(|error| LeaseIdError {
+        text: text.to_string(),
+        error,
+    })
 }
 
 pub fn execute(arguments: LeaseArgs) -> Result<Output, CliError> {

@@ -24,6 +24,7 @@
 //! | [`server`]  | the node: shards, loop turn, WAL batches, client requests      | yes |
 //! | [`local_cluster`] | `corekv cluster`: server processes on loopback           | yes |
 //! | [`client`]  | the SDK: connections, health, leader cache, sessions, retries  | yes |
+//! | [`flag_values`] | durations as the CLI's and the bench's flags take them       | no  |
 //! | [`bench`]   | `corekv bench`: workloads, pipelined load, checks, reports     | yes |
 //!
 //! `raft`, `kv`, `multiraft`, `shard`, `check`, `proto`, `frame`, `codec`, `keyspace` and
@@ -40,6 +41,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod codec;
+pub mod flag_values;
 pub mod frame;
 pub mod keyspace;
 pub mod kv;

@@ -50,6 +50,7 @@ use crate::client::{
     Client, ClientError, ClientOptions, ATTEMPT_TIMEOUT_DEFAULT, CONNECT_TIMEOUT_DEFAULT,
     IN_FLIGHT_CEILING, IN_FLIGHT_MAX_DEFAULT, SESSIONS_CEILING, SESSIONS_MAX_DEFAULT,
 };
+use crate::flag_values::{parse_duration, DurationBounds, DurationError};
 use crate::kv::{self, RangeRequest};
 
 use cpu::{clock_ticks_per_second, CpuMeter};
@@ -106,23 +107,14 @@ pub enum BenchError {
     },
 }
 
-/// Parses "500ms", "10s", "2m" or a bare number of seconds; zero is allowed.
-pub fn parse_bench_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let units = [("ms", 0.001), ("s", 1.0), ("m", 60.0)];
-    let (number, seconds_per_unit) = units
-        .iter()
-        .find_map(|&(unit, scale)| text.strip_suffix(unit).map(|number| (number, scale)))
-        .unwrap_or((text, 1.0));
-    let seconds = number
-        .trim()
-        .parse::<f64>()
-        .map(|number| number * seconds_per_unit)
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s or 2m"))?;
-    if !seconds.is_finite() || !(0.0..=7.0 * 24.0 * 3600.0).contains(&seconds) {
-        return Err(format!("{text:?} must be between 0 and a week"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+/// Parses "500ms", "10s", "2m" or a bare number of seconds, from zero to a week.
+pub fn parse_bench_duration(text: &str) -> Result<Duration, DurationError> {
+    let bounds = DurationBounds {
+        zero_allowed: true,
+        max: Duration::from_secs(7 * 24 * 3600),
+        described: "between 0 and a week",
+    };
+    parse_duration(text, bounds)
 }
 
 /// `corekv bench` flags.
